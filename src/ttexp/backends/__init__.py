@@ -1,0 +1,1 @@
+"""Backends: torch (CPU, CUDA) and ttml (Tenstorrent). See :mod:`ttexp.backends.base`."""

@@ -1,0 +1,88 @@
+"""The backend seam: what the training loop asks of a backend, and nothing more.
+
+A backend owns tensors only: it builds or loads the model, runs a micro-step (forward, loss,
+backward), applies an optimizer step, evaluates, generates, and moves state to and from
+safetensors. Schedules, accumulation cadence, validation cadence, checkpoint cadence, logging,
+progress and the run record belong to :mod:`ttexp.loop`, which is the same for every backend.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Protocol
+
+from ttexp.data.batch import Batch
+
+
+@dataclass
+class StepStats:
+    """What one optimizer step reports (one host synchronisation per step, not per micro-step).
+
+    Attributes:
+        loss: mean training loss over the step's micro-batches (natural log, per token).
+        grad_norm: global L2 norm of the gradients before clipping.
+    """
+
+    loss: float
+    grad_norm: float
+
+
+@dataclass
+class SamplingParams:
+    """Decoding settings (the lessons' eval_config). ``temperature == 0`` means greedy."""
+
+    max_new_tokens: int = 200
+    temperature: float = 0.8
+    top_k: int = 0
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0
+    seed: int = 1234
+    eos_token_id: int | None = None
+
+
+class Backend(Protocol):
+    """A training backend. One instance trains one model in one process."""
+
+    name: str
+    """'torch' or 'ttml'."""
+    device_name: str
+    """What runs the model, for the record (e.g. 'cpu', 'cuda:0 (NVIDIA H100)', 'N300 mesh [1, 2]')."""
+
+    def build_model(self, spec: Any, init_from: Path | None = None) -> int:
+        """Create the model from a :class:`~ttexp.models.spec.ModelSpec`, randomly initialised
+        from the seeded global RNG, or with weights loaded from ``init_from`` (a directory with
+        ``model.safetensors``, Hugging Face names). Creates the optimizer. Returns the number of
+        parameters."""
+
+    def micro_step(self, batch: Batch, loss_scale: float) -> None:
+        """Forward, loss and backward for one micro-batch; gradients accumulate. The loss that is
+        back-propagated is ``mean token loss * loss_scale`` (``1 / accumulation_steps``). Must not
+        synchronise with the host."""
+
+    def optimizer_step(self, lr: float, max_grad_norm: float | None) -> StepStats:
+        """Clip gradients to ``max_grad_norm`` (None = no clipping), set the learning rate, apply
+        the optimizer, zero the gradients, and report the step's mean loss and pre-clip norm."""
+
+    def evaluate(self, batches: Iterable[Batch]) -> float:
+        """Mean token loss over ``batches`` (no gradients, dropout off)."""
+
+    def generate(self, prompt_ids: list[int], params: SamplingParams) -> list[int]:
+        """Continue ``prompt_ids``; return only the new token ids. Uses its own seeded RNG and
+        never disturbs the training random state."""
+
+    def save_weights(self, directory: Path) -> None:
+        """Write ``model.safetensors`` (Hugging Face names) into ``directory``."""
+
+    def save_optimizer(self, directory: Path) -> None:
+        """Write the optimizer state into ``directory``."""
+
+    def load_optimizer(self, directory: Path) -> None:
+        """Restore the optimizer state written by :meth:`save_optimizer`."""
+
+    def save_pretrained(self, directory: Path, tokenizer: Any) -> None:
+        """Write a model directory that ``transformers.AutoModelForCausalLM`` and
+        ``AutoTokenizer`` load: config, safetensors weights, tokenizer files."""
+
+    def close(self) -> None:
+        """Release devices. Called on every exit path."""

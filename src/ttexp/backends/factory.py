@@ -1,0 +1,26 @@
+"""Create the backend that the plan chose."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ttexp.errors import BackendUnavailable
+
+
+def create_backend(cfg: Any, plan: Any) -> Any:
+    """Instantiate ``plan.backend`` for ``cfg``.
+
+    Raises:
+        BackendUnavailable: the backend cannot run here.
+    """
+    if plan.backend == "torch":
+        from ttexp.backends.torch_backend import TorchBackend, resolve_device
+
+        return TorchBackend(
+            device=resolve_device(cfg.device),
+            precision=getattr(cfg.training.precision, "value", cfg.training.precision),
+            optimizer_cfg=cfg.optimizer,
+            weight_decay=cfg.training.weight_decay,
+            compile=cfg.training.compile,
+        )
+    raise BackendUnavailable(f"backend={plan.backend} is not available in this version of ttexp.")

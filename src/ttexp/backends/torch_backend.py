@@ -1,0 +1,337 @@
+"""PyTorch backend: ``transformers``' ``LlamaForCausalLM`` on CPU or CUDA.
+
+Speed choices (reference/perf_anchors.md §5): SDPA attention; bf16 autocast where the device has
+native bf16 (CUDA with bf16, CPUs with AVX512_BF16 or AMX), fp32 elsewhere; optional
+``torch.compile``; fused AdamW on CUDA; one host synchronisation per optimizer step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ttexp.backends.base import SamplingParams, StepStats
+from ttexp.data.batch import IGNORE_INDEX, Batch
+from ttexp.errors import BackendUnavailable, TtexpError
+from ttexp.models.spec import ModelSpec
+
+log = logging.getLogger("ttexp")
+
+WEIGHTS_NAME = "model.safetensors"
+OPTIMIZER_NAME = "optimizer.pt"
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when the CPU advertises AVX512_BF16 or AMX-BF16 (Linux /proc/cpuinfo flags).
+
+    On CPUs without them bf16 autocast is emulated and can be many times slower than fp32
+    (reference/perf_anchors.md §5), so ``precision=auto`` stays in fp32 there.
+    """
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_device(requested: str | None) -> torch.device:
+    """``requested`` (e.g. 'cpu', 'cuda:1'), else CUDA when available, else CPU.
+
+    Raises:
+        BackendUnavailable: a CUDA device was requested and none is visible.
+    """
+    if requested:
+        dev = torch.device(requested)
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise BackendUnavailable(
+                f"device={requested} was requested but torch sees no CUDA device "
+                f"(torch {torch.__version__}). Use device=cpu or install a CUDA build of torch."
+            )
+        return dev
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def autocast_dtype_for(device: torch.device, precision: str) -> torch.dtype | None:
+    """The autocast dtype for ``precision`` ('auto', 'fp32', 'bf16') on ``device``; None = fp32."""
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    native = (
+        torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_has_native_bf16()
+    )
+    return torch.bfloat16 if native else None
+
+
+def hf_llama_config(spec: ModelSpec) -> Any:
+    """The ``transformers.LlamaConfig`` equivalent to ``spec`` (SDPA attention)."""
+    from transformers import LlamaConfig
+
+    cfg = LlamaConfig(
+        vocab_size=spec.vocab_size,
+        hidden_size=spec.hidden_dim,
+        intermediate_size=spec.mlp_dim,
+        num_hidden_layers=spec.num_layers,
+        num_attention_heads=spec.num_heads,
+        num_key_value_heads=spec.num_kv_heads,
+        max_position_embeddings=spec.max_seq_len,
+        rms_norm_eps=spec.rms_norm_eps,
+        rope_theta=spec.rope_theta,
+        tie_word_embeddings=spec.tie_word_embeddings,
+        attention_dropout=spec.dropout,
+        initializer_range=spec.init_std,
+        bos_token_id=None,
+        eos_token_id=None,
+        pad_token_id=None,
+    )
+    cfg._attn_implementation = "sdpa"
+    return cfg
+
+
+class TorchBackend:
+    """See :class:`ttexp.backends.base.Backend` for the contract of each method.
+
+    Args:
+        device: where the model runs.
+        precision: 'auto', 'fp32' or 'bf16' (bf16 = autocast; weights and AdamW state stay fp32).
+        optimizer_cfg: the ``optimizer`` config section (betas, eps, fused).
+        weight_decay: AdamW decoupled weight decay for matrices (norm weights get none).
+        compile: wrap the model in ``torch.compile`` for training and evaluation.
+    """
+
+    name = "torch"
+
+    def __init__(
+        self,
+        device: torch.device,
+        precision: str,
+        optimizer_cfg: Any,
+        weight_decay: float,
+        compile: bool = False,
+    ):
+        self.device = device
+        self.autocast_dtype = autocast_dtype_for(device, precision)
+        self.optimizer_cfg = optimizer_cfg
+        self.weight_decay = weight_decay
+        self.compile = compile
+        self.model: Any = None
+        self.optimizer: torch.optim.Optimizer | None = None
+        self._forward: Any = None
+        self._loss_sum = torch.zeros((), device=device)
+        if device.type == "cuda":
+            self.device_name = f"{device} ({torch.cuda.get_device_name(device)})"
+        else:
+            self.device_name = f"cpu ({torch.get_num_threads()} threads)"
+
+    @property
+    def precision_name(self) -> str:
+        return "bf16 autocast" if self.autocast_dtype is not None else "fp32"
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
+
+    # -- model and optimizer -------------------------------------------------------------------
+
+    def build_model(self, spec: ModelSpec, init_from: Path | None = None) -> int:
+        from transformers import LlamaForCausalLM
+
+        self.model = LlamaForCausalLM(hf_llama_config(spec)).to(self.device)
+        if init_from is not None:
+            self.load_weights(Path(init_from))
+        self.model.train()
+        self._forward = torch.compile(self.model) if self.compile else self.model
+        self.optimizer = self._make_optimizer()
+        return sum(p.numel() for p in self.model.parameters())
+
+    def load_pretrained(self, path: str) -> int:
+        """Load a Hugging Face model directory (or hub id) as the model; returns the parameter count.
+
+        Raises:
+            TtexpError: the weights cannot be found or loaded (the message says how to get them).
+        """
+        from transformers import AutoModelForCausalLM
+
+        try:
+            self.model = AutoModelForCausalLM.from_pretrained(path, attn_implementation="sdpa")
+        except (OSError, ValueError) as exc:
+            raise TtexpError(
+                f"Could not load pretrained weights from '{path}': {exc}. Download the model "
+                "(safetensors and tokenizer files) to a directory and set model.pretrained_path=DIR."
+            ) from None
+        self.model.to(self.device).train()
+        self._forward = torch.compile(self.model) if self.compile else self.model
+        self.optimizer = self._make_optimizer()
+        return sum(p.numel() for p in self.model.parameters())
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        decay = [p for p in self.model.parameters() if p.requires_grad and p.dim() >= 2]
+        no_decay = [p for p in self.model.parameters() if p.requires_grad and p.dim() < 2]
+        fused = self.optimizer_cfg.get("fused")
+        if fused is None:
+            fused = self.device.type == "cuda"
+        return torch.optim.AdamW(
+            [
+                {"params": decay, "weight_decay": self.weight_decay},
+                {"params": no_decay, "weight_decay": 0.0},
+            ],
+            lr=0.0,  # set every step by optimizer_step
+            betas=(self.optimizer_cfg["beta1"], self.optimizer_cfg["beta2"]),
+            eps=self.optimizer_cfg["eps"],
+            fused=bool(fused),
+        )
+
+    # -- training ------------------------------------------------------------------------------
+
+    def _to_device(self, arr: np.ndarray | None) -> torch.Tensor | None:
+        if arr is None:
+            return None
+        t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.int64))
+        return t.to(self.device, non_blocking=True)
+
+    def _loss(self, batch: Batch) -> torch.Tensor:
+        x, y = self._to_device(batch.inputs), self._to_device(batch.labels)
+        mask = self._to_device(batch.attention_mask)
+        with self._autocast():
+            logits = self._forward(input_ids=x, attention_mask=mask, use_cache=False).logits
+        # Labels arrive already shifted (data pipeline), so they are NOT passed to the model:
+        # transformers' own loss would shift them a second time.
+        return F.cross_entropy(
+            logits.float().view(-1, logits.size(-1)), y.view(-1), ignore_index=IGNORE_INDEX
+        )
+
+    def micro_step(self, batch: Batch, loss_scale: float) -> None:
+        loss = self._loss(batch)
+        (loss * loss_scale).backward()
+        self._loss_sum += loss.detach() * loss_scale  # stays on device: no sync here
+
+    def optimizer_step(self, lr: float, max_grad_norm: float | None) -> StepStats:
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        limit = float("inf") if max_grad_norm is None else max_grad_norm
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, limit)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        stats = torch.stack([self._loss_sum, grad_norm.to(self._loss_sum.dtype)]).tolist()
+        self._loss_sum.zero_()
+        return StepStats(loss=stats[0], grad_norm=stats[1])
+
+    @torch.no_grad()
+    def evaluate(self, batches: Iterable[Batch]) -> float:
+        self.model.eval()
+        total, count = torch.zeros((), device=self.device, dtype=torch.float64), 0
+        try:
+            for batch in batches:
+                n = int((batch.labels != IGNORE_INDEX).sum())
+                total += self._loss(batch).double() * n
+                count += n
+        finally:
+            self.model.train()
+        if count == 0:
+            raise TtexpError("Validation produced no tokens to score; check the validation data.")
+        return float(total) / count
+
+    @torch.no_grad()
+    def generate(self, prompt_ids: list[int], params: SamplingParams) -> list[int]:
+        from transformers import GenerationConfig
+
+        max_len = self.model.config.max_position_embeddings
+        new = max(1, min(params.max_new_tokens, max_len - 1))
+        prompt = prompt_ids[-(max_len - new) :] if prompt_ids else [0]
+        greedy = params.temperature <= 0
+        gen_cfg = GenerationConfig(
+            max_new_tokens=new,
+            do_sample=not greedy,
+            temperature=None if greedy else params.temperature,
+            top_k=None if greedy or params.top_k <= 0 else params.top_k,
+            top_p=None if greedy or params.top_p >= 1.0 else params.top_p,
+            repetition_penalty=params.repetition_penalty,
+            eos_token_id=params.eos_token_id,
+            pad_token_id=params.eos_token_id if params.eos_token_id is not None else 0,
+        )
+        x = torch.tensor([prompt], dtype=torch.long, device=self.device)
+        devices = [self.device] if self.device.type == "cuda" else []
+        self.model.eval()
+        try:
+            # fork_rng: sampling must not move the training RNG (exact resume depends on it).
+            with torch.random.fork_rng(devices=devices), self._autocast():
+                torch.manual_seed(params.seed)
+                out = self.model.generate(x, generation_config=gen_cfg)
+        finally:
+            self.model.train()
+        return out[0, len(prompt) :].tolist()
+
+    # -- state ---------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Weights under Hugging Face names; a tied LM head is stored once (as the embedding)."""
+        sd = self.model.state_dict()
+        if self.model.config.tie_word_embeddings:
+            sd.pop("lm_head.weight", None)
+        return {k: v.detach().contiguous().cpu() for k, v in sd.items()}
+
+    def save_weights(self, directory: Path) -> None:
+        from safetensors.torch import save_file
+
+        save_file(self.state_dict(), str(Path(directory) / WEIGHTS_NAME), metadata={"format": "pt"})
+
+    def load_weights(self, directory: Path) -> None:
+        """Load ``model.safetensors`` from ``directory`` into the built model.
+
+        Raises:
+            TtexpError: the file is missing or unreadable, or names/shapes do not match the model
+                (every mismatch is listed).
+        """
+        from safetensors.torch import load_file
+
+        path = Path(directory) / WEIGHTS_NAME
+        if not path.is_file():
+            raise TtexpError(f"No {WEIGHTS_NAME} in {directory}: not a ttexp checkpoint or model dir.")
+        try:
+            loaded = load_file(str(path))
+        except Exception as exc:  # safetensors raises its own error types for corrupt files
+            raise TtexpError(f"Could not read {path}: {exc}. The file is damaged.") from None
+        expected = self.state_dict()
+        problems = [f"missing {k}" for k in expected if k not in loaded]
+        problems += [f"unexpected {k}" for k in loaded if k not in expected]
+        problems += [
+            f"{k}: file has {tuple(loaded[k].shape)}, model has {tuple(v.shape)}"
+            for k, v in expected.items()
+            if k in loaded and loaded[k].shape != v.shape
+        ]
+        if problems:
+            shown = "; ".join(problems[:12]) + (" ..." if len(problems) > 12 else "")
+            raise TtexpError(
+                f"The weights in {path} do not fit model={self.model.config.model_type} as "
+                f"configured ({len(problems)} problems: {shown}). Use the model config they were "
+                "trained with."
+            )
+        self.model.load_state_dict(loaded, strict=False)
+        if self.model.config.tie_word_embeddings:
+            self.model.tie_weights()
+
+    def save_optimizer(self, directory: Path) -> None:
+        torch.save(self.optimizer.state_dict(), Path(directory) / OPTIMIZER_NAME)
+
+    def load_optimizer(self, directory: Path) -> None:
+        state = torch.load(Path(directory) / OPTIMIZER_NAME, map_location=self.device)
+        self.optimizer.load_state_dict(state)
+
+    def save_pretrained(self, directory: Path, tokenizer: Any) -> None:
+        self.model.save_pretrained(str(directory), safe_serialization=True)
+        tokenizer.save_pretrained(str(directory))
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    def close(self) -> None:
+        self.model = None
+        self.optimizer = None

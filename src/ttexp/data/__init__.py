@@ -1,0 +1,1 @@
+"""Data: locating corpora, tokenising them, and batching (seeded, resumable, rank-independent)."""

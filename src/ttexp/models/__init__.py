@@ -1,0 +1,1 @@
+"""Model specs, parameter accounting and tokenizers (backend-independent)."""

@@ -1,0 +1,119 @@
+"""The run plan: backend choice and the device/batch arithmetic, computed once, printed first.
+
+Names (STYLE.md, rule 8): ``global_batch_size`` is ``training.batch_size``, the sequences of one
+micro-step over all data-parallel devices; ``micro_batch_size`` is its share per device;
+``effective_batch_size`` is ``global_batch_size * gradient_accumulation_steps``, the sequences
+per optimizer step. Results depend on the effective batch, never on how the mesh splits it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ttexp.backends.detect import ttml_status
+from ttexp.errors import BackendUnavailable
+from ttexp.models.spec import ModelSpec, ParamBreakdown, flops_per_token, param_breakdown
+from ttexp.validate import data_parallel_size
+
+log = logging.getLogger("ttexp")
+
+
+@dataclass
+class RunPlan:
+    """Everything derived from the config before the run starts (read-only afterwards)."""
+
+    backend: str
+    backend_reason: str
+    hardware: str
+    mesh_shape: list[int]
+    num_devices: int
+    data_parallel_size: int
+    global_batch_size: int
+    micro_batch_size: int
+    gradient_accumulation_steps: int
+    effective_batch_size: int
+    seq_len: int
+    tokens_per_step: int
+    max_steps: int
+    flops_per_token: int
+    spec: ModelSpec
+    params: ParamBreakdown
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The plan for result.json (model spec and parameter counts summarised)."""
+        d = asdict(self)
+        d.pop("spec"), d.pop("params")
+        d["num_parameters"] = self.params.total
+        return d
+
+
+def choose_backend(requested: str) -> tuple[str, str]:
+    """Resolve ``backend`` (auto | torch | ttml) to (backend, reason).
+
+    Raises:
+        BackendUnavailable: ``backend=ttml`` was asked for and ttml cannot be used here.
+    """
+    if requested == "torch":
+        return "torch", "backend=torch"
+    ok, why = ttml_status()
+    if requested == "ttml":
+        if not ok:
+            raise BackendUnavailable(
+                f"backend=ttml was requested but {why}. Build tt-train (TT_METAL_HOME/tt-train) "
+                "and run inside its Python environment, or use backend=torch."
+            )
+        return "ttml", "backend=ttml"
+    if ok:
+        # The ttml backend plugs in here (issue: ttml backend); until then auto stays on torch.
+        return "torch", "backend=auto: ttml imports, but ttexp's ttml backend is not built yet"
+    return "torch", f"backend=auto: {why}, so torch"
+
+
+def make_plan(cfg: Any) -> RunPlan:
+    """Compute the plan from a validated config (see :func:`ttexp.validate.validate_config`)."""
+    backend, reason = choose_backend(getattr(cfg.backend, "value", cfg.backend))
+    spec = ModelSpec.from_config(cfg.model)
+    t = cfg.training
+    mesh = [int(n) for n in cfg.hardware.mesh_shape]
+    dp = data_parallel_size(cfg.hardware)
+    effective = t.batch_size * t.gradient_accumulation_steps
+    return RunPlan(
+        backend=backend,
+        backend_reason=reason,
+        hardware=cfg.hardware.name,
+        mesh_shape=mesh,
+        num_devices=mesh[0] * mesh[1],
+        data_parallel_size=dp,
+        global_batch_size=t.batch_size,
+        micro_batch_size=t.batch_size // dp,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        effective_batch_size=effective,
+        seq_len=spec.max_seq_len,
+        tokens_per_step=effective * spec.max_seq_len,
+        max_steps=t.max_steps,
+        flops_per_token=flops_per_token(spec, spec.max_seq_len),
+        spec=spec,
+        params=param_breakdown(spec),
+    )
+
+
+def plan_lines(plan: RunPlan, device_name: str, precision: str) -> list[str]:
+    """The start-up block, in the lessons' wording where they have one (ct5: "Device mesh")."""
+    dp = plan.data_parallel_size
+    if plan.backend == "torch" and dp > 1:
+        how = f"torch runs the {dp} data-parallel shards in one process on {device_name}"
+    else:
+        how = device_name
+    return [
+        f"Backend: {plan.backend} on {device_name}, {precision} ({plan.backend_reason})",
+        f"Device mesh: {plan.mesh_shape} (hardware={plan.hardware}"
+        + (", data parallel)" if dp > 1 else ")"),
+        f"Devices: {plan.num_devices} ({how})",
+        f"Batch size: {plan.global_batch_size} (per-device: {plan.micro_batch_size})"
+        f" x gradient accumulation {plan.gradient_accumulation_steps}"
+        f" = effective batch {plan.effective_batch_size}",
+        f"Tokens per step: {plan.tokens_per_step:,} ({plan.effective_batch_size} x {plan.seq_len})",
+    ]

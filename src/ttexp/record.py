@@ -1,0 +1,142 @@
+"""The run record: every file a run leaves in its directory, written by one object.
+
+Files (README, "What a run writes"): ``resolved.yaml`` (the resolved config, the one file other
+processes read), ``metrics.jsonl`` (one JSON object per line, flushed per line), ``validation.txt``
+(samples at each validation), ``training_curves.png``, ``result.json`` (the run's facts, rewritten
+atomically whenever they change). ``training.log`` is written by the logging config and
+``.hydra/`` by Hydra.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import OmegaConf
+
+RESULT_NAME = "result.json"
+METRICS_NAME = "metrics.jsonl"
+VALIDATION_NAME = "validation.txt"
+CURVES_NAME = "training_curves.png"
+RESOLVED_NAME = "resolved.yaml"
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write JSON to ``path`` via a temporary file and rename, so readers never see half a file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.chmod(tmp, 0o644)
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=2, default=_json_default, allow_nan=False)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "value"):  # Enum
+        return obj.value
+    return str(obj)
+
+
+def _finite(x: Optional[float]) -> Optional[float]:
+    """JSON has no NaN/Inf: record them as null (the status says why)."""
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
+def git_info(start: Path) -> dict[str, Any]:
+    """Commit and dirty flag of the git work tree containing ``start`` (nulls outside git)."""
+    def git(*args: str) -> Optional[str]:
+        try:
+            out = subprocess.run(
+                ["git", "-C", str(start), *args], capture_output=True, text=True, timeout=10
+            )
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    dirty = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit, "dirty": None if dirty is None else bool(dirty)}
+
+
+class RunRecord:
+    """Owns the run directory's record files. Only the process that writes the record creates one.
+
+    Args:
+        output_dir: the run directory (created if missing).
+        cfg: the composed config (DictConfig); saved resolved as ``resolved.yaml``.
+        overrides: the command-line overrides that made this run (Hydra's task overrides).
+        fresh: truncate metrics.jsonl and validation.txt (a new run) instead of appending.
+    """
+
+    def __init__(self, output_dir: Path, cfg: Any, overrides: list[str], fresh: bool = True):
+        self.dir = Path(output_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.started = time.time()
+        self.result: dict[str, Any] = {
+            "status": "running",
+            "name": cfg.name,
+            "task": _json_default(cfg.task.name),
+            "model": cfg.model.name,
+            "hardware": cfg.hardware.name,
+            "overrides": list(overrides),
+            "output_dir": str(self.dir.resolve()),
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.started)),
+            "git": git_info(Path(__file__).parent),
+            "error": None,
+        }
+        OmegaConf.save(cfg, self.dir / RESOLVED_NAME, resolve=True)
+        mode = "w" if fresh else "a"
+        self._metrics = open(self.dir / METRICS_NAME, mode, buffering=1)
+        self._validation = open(self.dir / VALIDATION_NAME, mode, buffering=1)
+        self.history: dict[str, list[tuple[int, float]]] = {"train/loss": [], "val/loss": [], "train/lr": []}
+        self.write_result()
+
+    # -- events --------------------------------------------------------------------------------
+
+    def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
+        """Append one line to metrics.jsonl and keep the curves for the plot."""
+        line = {"step": step, **{k: _finite(v) for k, v in metrics.items()}}
+        self._metrics.write(json.dumps(line) + "\n")
+        for key in self.history:
+            if key in metrics:
+                self.history[key].append((step, float(metrics[key])))
+
+    def log_validation(self, step: int, loss: float, samples: list[tuple[str, str]]) -> None:
+        """Append one block to validation.txt: the step, the loss, each prompt and its output."""
+        out = [f"=== Step {step} | validation loss {loss:.4f} | perplexity {math.exp(min(loss, 50)):.2f} ==="]
+        for prompt, completion in samples:
+            out += [f"--- Prompt: {prompt}", prompt + completion, ""]
+        self._validation.write("\n".join(out) + "\n")
+
+    def update(self, **facts: Any) -> None:
+        """Merge facts into result.json and rewrite it."""
+        self.result.update(facts)
+        self.write_result()
+
+    def write_result(self) -> None:
+        self.result["wall_s"] = round(time.time() - self.started, 3)
+        clean = {k: (_finite(v) if isinstance(v, float) else v) for k, v in self.result.items()}
+        write_json_atomic(self.dir / RESULT_NAME, clean)
+
+    def plot(self, title: str) -> Optional[Path]:
+        """Write training_curves.png from the curves logged so far; None when there is nothing."""
+        from ttexp.plots import plot_training_curves
+
+        if not self.history["train/loss"]:
+            return None
+        path = self.dir / CURVES_NAME
+        plot_training_curves(path, self.history, title)
+        return path
+
+    def close(self, status: str, error: Optional[str] = None) -> None:
+        """Final status (completed | failed | interrupted | diverged) and close the files."""
+        self.result["ended_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        self.update(status=status, error=error)
+        self._metrics.close()
+        self._validation.close()

@@ -1,0 +1,219 @@
+"""Typed schema for every config section, registered in Hydra's ConfigStore.
+
+The YAML files under ``conf/`` supply values; these dataclasses supply the types, so a bad
+override such as ``training.batch_size=abc`` or an unknown key such as ``training.lr=1e-3`` is
+rejected by Hydra while the config is composed, before anything runs. Cross-field rules (heads
+divide the hidden size, the batch splits over the mesh, ...) live in :mod:`ttexp.validate`.
+
+Choices are ``Enum`` rather than ``Literal`` because OmegaConf 2.3 (Hydra 1.3) rejects ``Literal``
+annotations in structured configs; a bad value fails with "Invalid value 'x', expected one of ...".
+
+Units: steps are optimizer steps; batch sizes are sequences; lengths are tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+class Backend(Enum):
+    """Which training backend runs the model."""
+
+    auto = "auto"  # ttml when it imports and a device opens, else torch (CUDA, else CPU)
+    torch = "torch"
+    ttml = "ttml"
+
+
+class TaskName(Enum):
+    scratch = "scratch"  # train a randomly initialised model on a text corpus
+    finetune = "finetune"  # continue training pretrained weights on prompt/response pairs
+    eval = "eval"  # evaluate (and compare) trained models
+
+
+class Precision(Enum):
+    auto = "auto"  # bf16 autocast where the device computes bf16 natively, else fp32
+    fp32 = "fp32"
+    bf16 = "bf16"  # bf16 autocast, fp32 master weights and optimizer state
+
+
+class SchedulerName(Enum):
+    constant = "constant"  # the lessons' "identity": the peak learning rate throughout
+    warmup_cosine = "warmup_cosine"  # linear warmup from 0, cosine decay to min_lr_ratio * peak
+    warmup_linear = "warmup_linear"  # linear warmup from 0, linear decay to min_lr_ratio * peak
+
+
+class DataFormat(Enum):
+    text = "text"  # one plain-text corpus, tokenised as a stream and split 90/10
+    jsonl = "jsonl"  # prompt/response pairs, one JSON object per line
+
+
+@dataclass
+class ModelConfig:
+    """One Llama-family architecture (RMSNorm, RoPE, SwiGLU, optional GQA and tied embeddings)."""
+
+    name: str = MISSING
+    vocab_size: int = 256
+    """Tokens in the vocabulary; 256 = raw bytes (the byte tokenizer)."""
+    hidden_dim: int = 256
+    num_layers: int = 6
+    num_heads: int = 8
+    num_kv_heads: Optional[int] = None
+    """Key/value heads for grouped-query attention; null = num_heads (plain multi-head)."""
+    mlp_dim: int = 768
+    """Inner width of the SwiGLU feed-forward block."""
+    max_seq_len: int = 512
+    """Context length in tokens; also the training sequence length."""
+    rope_theta: float = 10000.0
+    rms_norm_eps: float = 1e-6
+    tie_word_embeddings: bool = True
+    dropout: float = 0.0
+    """Attention-probability dropout (transformers' Llama has no other dropout)."""
+    init_std: float = 0.02
+    """Standard deviation of the normal initialisation of every weight matrix."""
+    tokenizer: str = "byte"
+    """'byte' (256 raw bytes, needs no training) or 'pretrained' (loaded from pretrained_path)."""
+    pretrained_path: Optional[str] = None
+    """Local Hugging Face directory (or hub id when online) to load weights and tokenizer from."""
+
+
+@dataclass
+class HardwareConfig:
+    """A device mesh. ttml supports only [1, N] meshes (reference/ttml_api.md)."""
+
+    name: str = MISSING
+    mesh_shape: List[int] = field(default_factory=lambda: [1, 1])
+    enable_ddp: bool = False
+    """Data parallelism over the mesh; must be true exactly when the mesh has more than 1 device."""
+    description: str = ""
+
+
+@dataclass
+class TaskConfig:
+    name: TaskName = TaskName.scratch
+
+
+@dataclass
+class DataConfig:
+    name: str = MISSING
+    format: DataFormat = DataFormat.text
+    path: Optional[str] = None
+    """The corpus file. null = look in $TTEXP_DATA_DIR, then the user cache, then download."""
+    filename: str = "tinyshakespeare.txt"
+    """File name searched for in $TTEXP_DATA_DIR and the cache when path is null."""
+    url: Optional[str] = None
+    """Canonical download address, used only when the file is found nowhere else."""
+    sha256: Optional[str] = None
+    """Expected SHA-256 of a downloaded file; a mismatch is an error."""
+    val_fraction: float = 0.1
+    """Share of the corpus held out for validation (the tail of the text file)."""
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = "adamw"
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    use_moreh_adamw: bool = False
+    """ttml only: use MorehAdamW (the lessons' setting); the torch backend ignores it."""
+    use_kahan_summation: bool = False
+    """ttml only, where the API supports it."""
+    fused: Optional[bool] = None
+    """torch only: fused AdamW kernel; null = on for CUDA, off for CPU."""
+
+
+@dataclass
+class SchedulerConfig:
+    name: SchedulerName = SchedulerName.warmup_cosine
+    min_lr_ratio: float = 0.1
+    """Final learning rate as a fraction of training.learning_rate (decaying schedules)."""
+
+
+@dataclass
+class LoggerConfig:
+    name: str = "local"
+    """'local' writes training.log, metrics.jsonl and plots in the run directory (always on)."""
+
+
+@dataclass
+class TrainingConfig:
+    max_steps: int = 1000
+    """Optimizer steps to train for (absolute: a resumed run stops at the same step)."""
+    batch_size: int = 16
+    """Global batch: sequences per micro-step over all data-parallel devices."""
+    gradient_accumulation_steps: int = 1
+    """Micro-steps per optimizer step; effective batch = batch_size * this."""
+    learning_rate: float = 3e-4
+    """Peak learning rate."""
+    weight_decay: float = 0.1
+    """AdamW decoupled weight decay, applied to matrices only (not norms)."""
+    warmup_steps: int = 0
+    seed: int = 42
+    validation_frequency: int = 500
+    """Validate every this many steps (and at the last step); 0 = only at the end."""
+    validation_batches: Optional[int] = None
+    """Batches per validation; null = the whole validation split, deterministically."""
+    checkpoint_frequency: int = 1000
+    """Save a checkpoint every this many steps; 0 = only the final model."""
+    log_frequency: int = 10
+    """Write a line to training.log and metrics.jsonl every this many steps."""
+    use_clip_grad_norm: bool = True
+    clip_grad_norm_max_norm: float = 1.0
+    precision: Precision = Precision.auto
+    compile: bool = False
+    """torch.compile the model (costs ~30 s on a 2-core CPU; pays off on long runs)."""
+
+
+@dataclass
+class GenerationConfig:
+    """Sampling for validation samples and evaluation (the lessons' eval_config)."""
+
+    prompts: List[str] = field(default_factory=lambda: ["ROMEO:"])
+    max_new_tokens: int = 200
+    temperature: float = 0.8
+    """0 = greedy decoding."""
+    top_k: int = 0
+    """Keep the k most likely tokens; 0 = off."""
+    top_p: float = 1.0
+    """Nucleus sampling mass; 1.0 = off."""
+    repetition_penalty: float = 1.0
+    seed: int = 1234
+    """Sampling seed; generation never touches the training random state."""
+
+
+@dataclass
+class RunConfig:
+    """The whole run: one section per config group plus run-level keys."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    hardware: HardwareConfig = field(default_factory=HardwareConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    backend: Backend = Backend.auto
+    device: Optional[str] = None
+    """torch device override (cpu, cuda, cuda:1); null = CUDA when available, else CPU."""
+    name: str = "run"
+    """A label for the run, shown in the record and summaries."""
+    output_dir: str = MISSING
+    """The run directory; defaults to Hydra's output directory."""
+    init_from: Optional[str] = None
+    """Start from the weights in this final_model/ or checkpoint directory (weights only)."""
+
+
+def register_configs() -> None:
+    """Store the schema in Hydra's ConfigStore as ``ttexp_schema`` (config.yaml lists it first).
+
+    Tests that compose the config must call this (or import :mod:`ttexp.__main__`), or Hydra
+    fails with "Could not load 'ttexp_schema'".
+    """
+    ConfigStore.instance().store(name="ttexp_schema", node=RunConfig)

@@ -1,0 +1,159 @@
+"""Cross-field rules on the composed config, checked before anything runs.
+
+Types and unknown keys are already checked by the schema (:mod:`ttexp.schema`) when Hydra
+composes the config. These are the rules that involve several fields. Every broken rule is
+collected and reported in one :class:`~ttexp.errors.ConfigError`, each naming the override key
+and a fix.
+"""
+
+from __future__ import annotations
+
+from typing import Any, List
+
+from ttexp.errors import ConfigError
+
+
+def data_parallel_size(hardware: Any) -> int:
+    """Devices the global batch is split over: the mesh size when DDP is on, else 1."""
+    devices = 1
+    for n in hardware.mesh_shape:
+        devices *= int(n)
+    return devices if hardware.enable_ddp else 1
+
+
+def _model_rules(m: Any) -> List[str]:
+    errs = []
+    for key in ("vocab_size", "hidden_dim", "num_layers", "num_heads", "mlp_dim", "max_seq_len"):
+        if m[key] <= 0:
+            errs.append(f"model.{key}={m[key]} must be positive.")
+    if errs:
+        return errs
+    if m.hidden_dim % m.num_heads:
+        divisors = [h for h in range(1, m.hidden_dim + 1) if m.hidden_dim % h == 0 and h <= 64]
+        errs.append(
+            f"model.num_heads={m.num_heads} does not divide model.hidden_dim={m.hidden_dim}; "
+            f"choose one of {divisors[-6:]}."
+        )
+    elif (m.hidden_dim // m.num_heads) % 2:
+        errs.append(
+            f"model.hidden_dim / model.num_heads = {m.hidden_dim // m.num_heads} is odd; RoPE needs "
+            "an even head dimension."
+        )
+    kv = m.num_kv_heads
+    if kv is not None and (kv <= 0 or m.num_heads % kv):
+        errs.append(
+            f"model.num_kv_heads={kv} must divide model.num_heads={m.num_heads} (grouped-query "
+            "attention); use null for plain multi-head attention."
+        )
+    if not 0.0 <= m.dropout < 1.0:
+        errs.append(f"model.dropout={m.dropout} must be in [0, 1).")
+    if m.tokenizer not in ("byte", "pretrained"):
+        errs.append(f"model.tokenizer={m.tokenizer} must be 'byte' or 'pretrained'.")
+    elif m.tokenizer == "byte" and m.vocab_size < 256:
+        errs.append(f"model.vocab_size={m.vocab_size} is too small for the byte tokenizer (256).")
+    elif m.tokenizer == "pretrained" and not m.pretrained_path:
+        errs.append("model.tokenizer=pretrained needs model.pretrained_path=DIR (or a hub id).")
+    return errs
+
+
+def _hardware_rules(hw: Any) -> List[str]:
+    shape = list(hw.mesh_shape)
+    if len(shape) != 2 or any(int(n) < 1 for n in shape):
+        return [f"hardware.mesh_shape={shape} must be two positive integers, e.g. [1, 2]."]
+    devices = shape[0] * shape[1]
+    errs = []
+    if shape[0] != 1:
+        errs.append(
+            f"hardware.mesh_shape={shape}: ttml supports only [1, N] meshes; use [1, {devices}]."
+        )
+    if hw.enable_ddp and devices == 1:
+        errs.append(
+            f"hardware.enable_ddp=true needs more than one device, but hardware.mesh_shape={shape} "
+            "has one. Set hardware.enable_ddp=false or use a larger mesh (e.g. hardware=n300)."
+        )
+    if not hw.enable_ddp and devices > 1:
+        errs.append(
+            f"hardware.mesh_shape={shape} has {devices} devices but hardware.enable_ddp=false; "
+            "ttexp runs multi-device meshes as data parallel only. Set hardware.enable_ddp=true, "
+            "or hardware.mesh_shape=[1,1] for one device."
+        )
+    return errs
+
+
+def _training_rules(t: Any, dp: int, hw_name: str) -> List[str]:
+    errs = []
+    for key in ("max_steps", "batch_size", "gradient_accumulation_steps", "log_frequency"):
+        if t[key] < 1:
+            errs.append(f"training.{key}={t[key]} must be at least 1.")
+    if t.learning_rate <= 0:
+        errs.append(f"training.learning_rate={t.learning_rate} must be positive.")
+    if t.weight_decay < 0:
+        errs.append(f"training.weight_decay={t.weight_decay} must not be negative.")
+    if t.batch_size >= 1 and t.batch_size % dp:
+        errs.append(
+            f"training.batch_size={t.batch_size} cannot be split over the {dp} data-parallel "
+            f"devices of hardware={hw_name}; use a multiple of {dp} (batch_size is the global batch)."
+        )
+    if not 0 <= t.warmup_steps < max(1, t.max_steps):
+        errs.append(
+            f"training.warmup_steps={t.warmup_steps} must be in [0, training.max_steps={t.max_steps})."
+        )
+    for key in ("validation_frequency", "checkpoint_frequency"):
+        if not 0 <= t[key] <= max(t.max_steps, 0):
+            errs.append(
+                f"training.{key}={t[key]} must be in [0, training.max_steps={t.max_steps}] "
+                "(0 = only at the end)."
+            )
+    if t.validation_batches is not None and t.validation_batches < 1:
+        errs.append(
+            f"training.validation_batches={t.validation_batches} must be at least 1, or null for "
+            "the whole validation split."
+        )
+    if t.use_clip_grad_norm and t.clip_grad_norm_max_norm <= 0:
+        errs.append(
+            f"training.clip_grad_norm_max_norm={t.clip_grad_norm_max_norm} must be positive "
+            "(or set training.use_clip_grad_norm=false)."
+        )
+    return errs
+
+
+def _generation_rules(g: Any) -> List[str]:
+    errs = []
+    if g.max_new_tokens < 1:
+        errs.append(f"generation.max_new_tokens={g.max_new_tokens} must be at least 1.")
+    if g.temperature < 0:
+        errs.append(f"generation.temperature={g.temperature} must be >= 0 (0 = greedy).")
+    if g.top_k < 0:
+        errs.append(f"generation.top_k={g.top_k} must be >= 0 (0 = off).")
+    if not 0 < g.top_p <= 1:
+        errs.append(f"generation.top_p={g.top_p} must be in (0, 1] (1 = off).")
+    if g.repetition_penalty <= 0:
+        errs.append(f"generation.repetition_penalty={g.repetition_penalty} must be positive.")
+    return errs
+
+
+def validate_config(cfg: Any) -> None:
+    """Check every cross-field rule and raise once with all the problems.
+
+    Raises:
+        ConfigError: one or more rules are broken; the message lists each with its fix.
+    """
+    errs = _model_rules(cfg.model) + _hardware_rules(cfg.hardware)
+    dp = data_parallel_size(cfg.hardware) if not _hardware_rules(cfg.hardware) else 1
+    errs += _training_rules(cfg.training, dp, cfg.hardware.name)
+    errs += _generation_rules(cfg.generation)
+    if not 0 <= cfg.data.val_fraction < 1:
+        errs.append(f"data.val_fraction={cfg.data.val_fraction} must be in [0, 1).")
+    if not 0 <= cfg.scheduler.min_lr_ratio <= 1:
+        errs.append(f"scheduler.min_lr_ratio={cfg.scheduler.min_lr_ratio} must be in [0, 1].")
+    task = cfg.task.name.value if hasattr(cfg.task.name, "value") else str(cfg.task.name)
+    data_format = getattr(cfg.data.format, "value", cfg.data.format)
+    if task == "scratch" and data_format != "text":
+        errs.append(
+            f"task=scratch trains on a text corpus but data={cfg.data.name} is {data_format}; "
+            "use data=shakespeare or another text corpus."
+        )
+    if errs:
+        raise ConfigError(
+            "The configuration is invalid:\n" + "\n".join(f"  - {e}" for e in errs)
+        )
