@@ -36,12 +36,14 @@ def run(cfg: Any, overrides: list[str] | None = None) -> dict[str, Any]:
     Never raises for a failed run: the error goes to the log and into ``result.json``
     (``status: failed`` / ``diverged`` / ``interrupted``), and the caller decides the exit code.
     """
-    from ttexp.validate import validate_config
+    from ttexp.validate import config_warnings, validate_config
 
     record = RunRecord(Path(cfg.output_dir), cfg, overrides or [])
     status, error = "failed", None
     try:
         validate_config(cfg)
+        for warning in config_warnings(cfg):
+            log.warning("%s", warning)
         task = getattr(cfg.task.name, "value", cfg.task.name)
         if task in ("scratch",):
             _train(cfg, record)

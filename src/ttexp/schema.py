@@ -211,9 +211,16 @@ class RunConfig:
 
 
 def register_configs() -> None:
-    """Store the schema in Hydra's ConfigStore as ``ttexp_schema`` (config.yaml lists it first).
+    """Store the schema in Hydra's ConfigStore as ``ttexp_schema`` (config.yaml lists it first)
+    and register the plugin that serves ``experiments/*.yaml`` as ``experiment=NAME``.
 
     Tests that compose the config must call this (or import :mod:`ttexp.__main__`), or Hydra
     fails with "Could not load 'ttexp_schema'".
     """
+    from hydra.core.plugins import Plugins
+
+    from ttexp.experiments_source import ExperimentsConfigSource, TtexpExperimentsSearchPath
+
     ConfigStore.instance().store(name="ttexp_schema", node=RunConfig)
+    for plugin in (ExperimentsConfigSource, TtexpExperimentsSearchPath):
+        Plugins.instance().register(plugin)

@@ -99,11 +99,8 @@ def _training_rules(t: Any, dp: int, hw_name: str) -> List[str]:
             f"training.warmup_steps={t.warmup_steps} must be in [0, training.max_steps={t.max_steps})."
         )
     for key in ("validation_frequency", "checkpoint_frequency"):
-        if not 0 <= t[key] <= max(t.max_steps, 0):
-            errs.append(
-                f"training.{key}={t[key]} must be in [0, training.max_steps={t.max_steps}] "
-                "(0 = only at the end)."
-            )
+        if t[key] < 0:
+            errs.append(f"training.{key}={t[key]} must be >= 0 (0 = only at the end).")
     if t.validation_batches is not None and t.validation_batches < 1:
         errs.append(
             f"training.validation_batches={t.validation_batches} must be at least 1, or null for "
@@ -130,6 +127,17 @@ def _generation_rules(g: Any) -> List[str]:
     if g.repetition_penalty <= 0:
         errs.append(f"generation.repetition_penalty={g.repetition_penalty} must be positive.")
     return errs
+
+
+def config_warnings(cfg: Any) -> List[str]:
+    """Settings that are legal but probably not what the user meant (logged, never fatal)."""
+    t, out = cfg.training, []
+    for key, what in (("validation_frequency", "validation runs"),
+                      ("checkpoint_frequency", "checkpoints are written")):
+        if t[key] > t.max_steps:
+            out.append(f"training.{key}={t[key]} exceeds training.max_steps={t.max_steps}: "
+                       f"{what} only at the end" + (" (final model only)." if key.startswith("check") else "."))
+    return out
 
 
 def validate_config(cfg: Any) -> None:

@@ -94,6 +94,30 @@ def hf_llama_config(spec: ModelSpec) -> Any:
     return cfg
 
 
+def sample_next_token(logits: torch.Tensor, history: torch.Tensor, params: SamplingParams) -> int:
+    """Pick the next token from ``logits`` (shape ``[vocab]``) as transformers' sampler would:
+    repetition penalty (CTRL, Keskar et al. 2019) over ``history``, then temperature, top-k and
+    top-p (nucleus, Holtzman et al. 2019). Temperature 0 is greedy."""
+    logits = logits.clone()
+    if params.repetition_penalty != 1.0:
+        seen = torch.unique(history)
+        vals = logits[seen]
+        logits[seen] = torch.where(vals > 0, vals / params.repetition_penalty,
+                                   vals * params.repetition_penalty)
+    if params.temperature <= 0:
+        return int(torch.argmax(logits))
+    logits = logits / params.temperature
+    if params.top_k > 0:
+        kth = torch.topk(logits, min(params.top_k, logits.numel())).values[-1]
+        logits[logits < kth] = float("-inf")
+    if params.top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True)
+        cum = torch.softmax(sorted_logits, dim=-1).cumsum(-1)
+        drop = cum - torch.softmax(sorted_logits, dim=-1) > params.top_p  # keep the first over p
+        logits[order[drop]] = float("-inf")
+    return int(torch.multinomial(torch.softmax(logits, dim=-1), 1))
+
+
 class TorchBackend:
     """See :class:`ttexp.backends.base.Backend` for the contract of each method.
 
@@ -241,14 +265,26 @@ class TorchBackend:
 
     @torch.no_grad()
     def generate(self, prompt_ids: list[int], params: SamplingParams) -> list[int]:
+        devices = [self.device] if self.device.type == "cuda" else []
+        prompt = list(prompt_ids) or [0]
+        self.model.eval()
+        try:
+            # fork_rng: sampling must not move the training RNG (exact resume depends on it).
+            with torch.random.fork_rng(devices=devices), self._autocast():
+                torch.manual_seed(params.seed)
+                if len(prompt) + params.max_new_tokens <= self.model.config.max_position_embeddings:
+                    return self._generate_cached(prompt, params)
+                return self._generate_windowed(prompt, params)
+        finally:
+            self.model.train()
+
+    def _generate_cached(self, prompt: list[int], params: SamplingParams) -> list[int]:
+        """transformers' generate with its KV cache, when the whole output fits the context."""
         from transformers import GenerationConfig
 
-        max_len = self.model.config.max_position_embeddings
-        new = max(1, min(params.max_new_tokens, max_len - 1))
-        prompt = prompt_ids[-(max_len - new) :] if prompt_ids else [0]
         greedy = params.temperature <= 0
         gen_cfg = GenerationConfig(
-            max_new_tokens=new,
+            max_new_tokens=params.max_new_tokens,
             do_sample=not greedy,
             temperature=None if greedy else params.temperature,
             top_k=None if greedy or params.top_k <= 0 else params.top_k,
@@ -258,16 +294,23 @@ class TorchBackend:
             pad_token_id=params.eos_token_id if params.eos_token_id is not None else 0,
         )
         x = torch.tensor([prompt], dtype=torch.long, device=self.device)
-        devices = [self.device] if self.device.type == "cuda" else []
-        self.model.eval()
-        try:
-            # fork_rng: sampling must not move the training RNG (exact resume depends on it).
-            with torch.random.fork_rng(devices=devices), self._autocast():
-                torch.manual_seed(params.seed)
-                out = self.model.generate(x, generation_config=gen_cfg)
-        finally:
-            self.model.train()
+        out = self.model.generate(x, attention_mask=torch.ones_like(x), generation_config=gen_cfg)
         return out[0, len(prompt) :].tolist()
+
+    def _generate_windowed(self, prompt: list[int], params: SamplingParams) -> list[int]:
+        """Past the context length: re-run the last ``max_seq_len`` tokens for every new token
+        (no cache; positions stay within what the model was trained on, as nanoGPT does)."""
+        window = self.model.config.max_position_embeddings
+        ids = torch.tensor([prompt], dtype=torch.long, device=self.device)
+        new: list[int] = []
+        for _ in range(params.max_new_tokens):
+            logits = self.model(input_ids=ids[:, -window:], use_cache=False).logits[0, -1].float()
+            token = sample_next_token(logits, ids[0], params)
+            new.append(token)
+            if params.eos_token_id is not None and token == params.eos_token_id:
+                break
+            ids = torch.cat([ids, ids.new_tensor([[token]])], dim=1)
+        return new
 
     # -- state ---------------------------------------------------------------------------------
 
