@@ -1,0 +1,34 @@
+"""Failed runs: one clear message, a non-zero exit, and a result.json that says why."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import TINY_MODEL, compose_cfg, run_cli
+from ttexp.runner import run
+
+pytestmark = pytest.mark.slow
+
+
+def test_missing_data_file_fails_cleanly(tmp_path):
+    out = tmp_path / "run"
+    proc = run_cli([*TINY_MODEL, f"data.path={tmp_path}/nope.txt", f"hydra.run.dir={out}"])
+    assert proc.returncode == 1
+    console = proc.stdout + proc.stderr
+    assert "does not exist or is not a file" in console and "Traceback" not in console
+    r = json.loads((out / "result.json").read_text())
+    assert r["status"] == "failed" and "nope.txt" in r["error"]
+
+
+def test_divergence_is_recorded_as_diverged(tmp_path, corpus):
+    cfg = compose_cfg([f"data.path={corpus}", *TINY_MODEL, "training.max_steps=30",
+                       "training.batch_size=2", "training.gradient_accumulation_steps=1",
+                       "training.warmup_steps=0", "training.learning_rate=1e6",
+                       "training.use_clip_grad_norm=false", "training.precision=fp32",
+                       "training.validation_frequency=0", "training.checkpoint_frequency=0"],
+                      tmp_path / "run")
+    r = run(cfg)
+    assert r["status"] == "diverged"
+    assert "Training diverged at step" in r["error"] and "last good checkpoint" in r["error"]
