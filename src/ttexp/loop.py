@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import logging
 import math
+import signal
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Optional, Protocol
 
 from ttexp.backends.base import Backend, SamplingParams
-from ttexp.checkpoint import save_checkpoint
+from ttexp.checkpoint import CheckpointManager
 from ttexp.data.batch import Batch
 from ttexp.errors import TtexpError
 from ttexp.plan import RunPlan
@@ -42,6 +44,12 @@ class Diverged(TtexpError):
     """The loss or the gradient norm became NaN or infinite."""
 
 
+class Interrupted(TtexpError):
+    """SIGINT or SIGTERM arrived; a checkpoint was saved at the step that was running."""
+
+    exit_code = 130
+
+
 @dataclass
 class LoopResult:
     steps_done: int = 0
@@ -54,6 +62,7 @@ class LoopResult:
     eval_s: float = 0.0
     checkpoint_s: float = 0.0
     last_checkpoint: Optional[str] = None
+    last_val_step: Optional[int] = None
 
     @property
     def tokens_per_s(self) -> float:
@@ -89,6 +98,16 @@ class TrainingLoop:
             eos_token_id=getattr(tokenizer, "eos_token_id", None),
         )
         self.result = LoopResult()
+        self.checkpoints = CheckpointManager(record.dir, cfg, self.t.keep_last_n, self.t.keep_best_n)
+        self._signal: Optional[int] = None
+
+    def restore(self, trainer_state: dict[str, Any]) -> int:
+        """Continue the counters of a resumed run; returns the step to start from."""
+        saved = trainer_state.get("loop", {})
+        for key, value in saved.items():
+            if hasattr(self.result, key):
+                setattr(self.result, key, value)
+        return int(trainer_state["step"])
 
     def lr(self, step: int) -> float:
         s = self.cfg.scheduler
@@ -105,7 +124,7 @@ class TrainingLoop:
         t, plan, r = self.t, self.plan, self.result
         max_norm = t.clip_grad_norm_max_norm if t.use_clip_grad_norm else None
         scale = 1.0 / plan.gradient_accumulation_steps
-        with TrainingProgress(t.max_steps, start_step) as bar:
+        with TrainingProgress(t.max_steps, start_step) as bar, self._catch_signals():
             for step in range(start_step, t.max_steps):
                 lr = self.lr(step)
                 tick = time.perf_counter()
@@ -128,7 +147,44 @@ class TrainingLoop:
                     self.validate(done)
                 if t.checkpoint_frequency > 0 and done % t.checkpoint_frequency == 0:
                     self.checkpoint(done)
+                if self._signal is not None:
+                    self._stop(done)
         return r
+
+    def _catch_signals(self) -> Any:
+        """SIGINT/SIGTERM set a flag; the loop finishes the step, checkpoints and stops. A second
+        signal restores the default handler, so a second Ctrl-C stops at once."""
+        loop = self
+
+        class _Handlers:
+            def __enter__(self) -> None:
+                self.saved = {}
+                if threading.current_thread() is not threading.main_thread():
+                    return
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    self.saved[sig] = signal.signal(sig, self._handle)
+
+            def _handle(self, signum: int, frame: Any) -> None:
+                loop._signal = signum
+                signal.signal(signum, self.saved.get(signum, signal.SIG_DFL))
+                log.warning("%s received: finishing this step, then saving a checkpoint "
+                            "(send it again to stop at once).", signal.Signals(signum).name)
+
+            def __exit__(self, *exc: Any) -> None:
+                for sig, handler in self.saved.items():
+                    signal.signal(sig, handler)
+
+        return _Handlers()
+
+    def _stop(self, step: int) -> None:
+        name = signal.Signals(self._signal).name
+        path = self.result.last_checkpoint
+        if not path or not path.endswith(f"step_{step}"):
+            path = str(self.checkpoint(step))
+        raise Interrupted(
+            f"Stopped by {name} after step {step}; checkpoint saved to {path}. Continue with "
+            f"resume=auto hydra.run.dir={self.record.dir} (and the same overrides)."
+        )
 
     def _guard(self, step: int, loss: float, grad_norm: float) -> None:
         if math.isfinite(loss) and math.isfinite(grad_norm):
@@ -162,7 +218,7 @@ class TrainingLoop:
             ids = self.backend.generate(self.tokenizer.encode(prompt), self.sampling)
             samples.append((prompt, self.tokenizer.decode(ids)))
         r = self.result
-        r.final_val_loss = loss
+        r.final_val_loss, r.last_val_step = loss, step
         if r.best_val_loss is None or loss < r.best_val_loss:
             r.best_val_loss, r.best_val_step = loss, step
         ppl = math.exp(min(loss, 50.0))
@@ -175,14 +231,19 @@ class TrainingLoop:
         return loss
 
     def checkpoint(self, step: int) -> Path:
+        """Save a complete checkpoint for ``step`` (validation loss attached when measured at it)."""
         tick = time.perf_counter()
         r = self.result
-        path = save_checkpoint(
-            self.record.dir / "checkpoints" / f"step_{step}",
-            self.backend,
-            {"step": step, "best_val_loss": r.best_val_loss, "best_val_step": r.best_val_step,
-             "tokens": r.tokens},
-        )
+        val = r.final_val_loss if r.last_val_step == step else None
+        state = {
+            "step": step,
+            "data_position": {"step": step, "micro_step": 0, "seed": self.t.seed},
+            "scheduler": {"name": getattr(self.cfg.scheduler.name, "value", self.cfg.scheduler.name),
+                          "step": step},
+            "val_loss": val,
+            "loop": {k: v for k, v in asdict(r).items() if k != "last_checkpoint"},
+        }
+        path = self.checkpoints.save(step, self.backend, state, val)
         r.last_checkpoint = str(path)
         r.checkpoint_s += time.perf_counter() - tick
         log.info("Checkpoint saved to %s", path)

@@ -114,6 +114,28 @@ class RunRecord:
             out += [f"--- Prompt: {prompt}", prompt + completion, ""]
         self._validation.write("\n".join(out) + "\n")
 
+    def rewind(self, step: int) -> None:
+        """Continue an earlier record at ``step`` (resume): keep metrics.jsonl lines up to
+        ``step`` and drop what the interrupted run logged after its last checkpoint, reload the
+        curves, and mark the resumption in validation.txt."""
+        path = self.dir / METRICS_NAME
+        self._metrics.close()
+        kept = []
+        for line in path.read_text().splitlines() if path.exists() else []:
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue  # a line cut short by a crash
+            if row.get("step", 0) <= step:
+                kept.append(row)
+        for key in self.history:
+            self.history[key] = [(r["step"], r[key]) for r in kept if r.get(key) is not None]
+        with open(path, "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in kept)
+        self._metrics = open(path, "a", buffering=1)
+        if step > 0:
+            self._validation.write(f"=== Resumed from step {step} ===\n")
+
     def update(self, **facts: Any) -> None:
         """Merge facts into result.json and rewrite it."""
         self.result.update(facts)

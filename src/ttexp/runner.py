@@ -51,7 +51,7 @@ def run(cfg: Any, overrides: list[str] | None = None) -> dict[str, Any]:
     """
     from ttexp.validate import config_warnings, validate_config
 
-    record = RunRecord(Path(cfg.output_dir), cfg, overrides or [])
+    record = RunRecord(Path(cfg.output_dir), cfg, overrides or [], fresh=not cfg.resume)
     status, error = "failed", None
     try:
         validate_config(cfg)
@@ -65,11 +65,11 @@ def run(cfg: Any, overrides: list[str] | None = None) -> dict[str, Any]:
         status, error = "interrupted", "interrupted by the user (Ctrl-C)"
         log.warning("Interrupted. The record in %s is kept.", record.dir)
     except TtexpError as exc:
-        from ttexp.loop import Diverged
+        from ttexp.loop import Diverged, Interrupted
 
-        status = "diverged" if isinstance(exc, Diverged) else "failed"
+        status = {Diverged: "diverged", Interrupted: "interrupted"}.get(type(exc), "failed")
         error = str(exc)
-        log.error("%s", exc)
+        (log.warning if status == "interrupted" else log.error)("%s", exc)
     except Exception as exc:  # an unexpected bug: keep the traceback in the log
         error = f"{type(exc).__name__}: {exc}"
         log.error("The run failed: %s\n%s", error, traceback.format_exc())

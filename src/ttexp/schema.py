@@ -161,7 +161,11 @@ class TrainingConfig:
     checkpoint_frequency: int = 1000
     """Save a checkpoint every this many steps; 0 = only the final model."""
     log_frequency: int = 10
-    """Write a line to training.log and metrics.jsonl every this many steps."""
+    """Write a line to training.log and the console every this many steps."""
+    keep_last_n: Optional[int] = None
+    """Keep this many most recent checkpoints; null = keep all."""
+    keep_best_n: Optional[int] = None
+    """Also keep this many checkpoints with the lowest validation loss (the best is always kept)."""
     use_clip_grad_norm: bool = True
     clip_grad_norm_max_norm: float = 1.0
     precision: Precision = Precision.auto
@@ -207,7 +211,10 @@ class RunConfig:
     output_dir: str = MISSING
     """The run directory; defaults to Hydra's output directory."""
     init_from: Optional[str] = None
-    """Start from the weights in this final_model/ or checkpoint directory (weights only)."""
+    """Start a new run from the weights in this final_model/ or checkpoint directory (weights only)."""
+    resume: Optional[str] = None
+    """'auto': continue this run directory from its newest valid checkpoint (start fresh if none);
+    a checkpoint or run directory: continue from it. Restores weights, optimizer, RNG and step."""
 
 
 def register_configs() -> None:

@@ -106,6 +106,9 @@ def _training_rules(t: Any, dp: int, hw_name: str) -> List[str]:
             f"training.validation_batches={t.validation_batches} must be at least 1, or null for "
             "the whole validation split."
         )
+    for key in ("keep_last_n", "keep_best_n"):
+        if t[key] is not None and t[key] < 0:
+            errs.append(f"training.{key}={t[key]} must be >= 0, or null (keep all).")
     if t.use_clip_grad_norm and t.clip_grad_norm_max_norm <= 0:
         errs.append(
             f"training.clip_grad_norm_max_norm={t.clip_grad_norm_max_norm} must be positive "
@@ -161,6 +164,9 @@ def validate_config(cfg: Any) -> None:
             f"task=scratch trains on a text corpus but data={cfg.data.name} is {data_format}; "
             "use data=shakespeare or another text corpus."
         )
+    if cfg.resume and cfg.init_from:
+        errs.append("resume and init_from are both set; resume continues a run (weights, optimizer, "
+                    "step), init_from starts a new one from weights only. Choose one.")
     if errs:
         raise ConfigError(
             "The configuration is invalid:\n" + "\n".join(f"  - {e}" for e in errs)

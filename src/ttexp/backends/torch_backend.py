@@ -23,8 +23,7 @@ from ttexp.models.spec import ModelSpec
 
 log = logging.getLogger("ttexp")
 
-WEIGHTS_NAME = "model.safetensors"
-OPTIMIZER_NAME = "optimizer.pt"
+from ttexp.checkpoint import OPTIMIZER_NAME, WEIGHTS_NAME  # noqa: E402  (file names shared by all backends)
 
 
 def cpu_has_native_bf16() -> bool:

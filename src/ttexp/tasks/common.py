@@ -11,6 +11,101 @@ from ttexp.record import RunRecord
 log = logging.getLogger("ttexp")
 
 
+def train_and_record(cfg: Any, record: RunRecord, plan: Any, backend: Any, data: Any,
+                     tokenizer: Any, num_params: int, data_lines: list[str]) -> None:
+    """The part every training task shares, after its model and data are built: print the plan,
+    resume if asked, run the loop, save ``final_model/`` and the curves, print the lessons' lines.
+
+    Raises:
+        CheckpointError: ``resume`` names a damaged or mismatched checkpoint.
+        Diverged, Interrupted: from the loop (the record is updated first).
+    """
+    from ttexp.loop import TrainingLoop
+    from ttexp.plan import plan_lines
+
+    for line in plan_lines(plan, backend.device_name, backend.precision_name):
+        log.info("%s", line)
+    log.info("Model %s:", plan.spec.name)
+    for line in plan.params.lines(plan.spec.tie_word_embeddings):
+        log.info("  %s", line)
+    for line in data_lines:
+        log.info("%s", line)
+    log_schedule(cfg, plan)
+    record.update(backend=plan.backend, device=backend.device_name,
+                  precision=backend.precision_name, plan=plan.to_dict(), num_parameters=num_params)
+
+    loop = TrainingLoop(cfg, plan, backend, data, tokenizer, record)
+    start_step = resume_if_requested(cfg, loop, backend, record)
+    title = f"{cfg.name}: {plan.spec.name} on {plan.hardware}"
+    try:
+        loop.run(start_step)
+    finally:
+        record_loop(record, loop.result)
+        curves = record.plot(title)
+    final_dir = save_final_model(record.dir / "final_model", backend, tokenizer)
+    res = loop.result
+    if res.final_train_loss is not None:
+        log.info("Final training loss: %.4f", res.final_train_loss)
+    if res.final_val_loss is not None:
+        log.info("Final validation loss: %.4f (best %.4f at step %d)",
+                 res.final_val_loss, res.best_val_loss, res.best_val_step)
+    log.info("Model saved to: %s", final_dir)
+    if curves:
+        log.info("Training curves saved to: %s", curves)
+    record.update(final_model=str(final_dir), curves=str(curves) if curves else None)
+
+
+def resume_if_requested(cfg: Any, loop: Any, backend: Any, record: RunRecord) -> int:
+    """Apply ``resume`` (auto | checkpoint dir | run dir); return the step to start from.
+
+    ``auto`` looks in this run's own ``checkpoints/`` and falls back past damaged checkpoints;
+    finding none, the run starts fresh. An explicit path must hold a valid checkpoint.
+
+    Raises:
+        CheckpointError: the path holds no valid checkpoint, or one trained with another model.
+    """
+    from omegaconf import OmegaConf
+
+    from ttexp.checkpoint import (CONFIG_NAME, TRAINER_STATE_NAME, CheckpointError, load_checkpoint,
+                                  model_mismatches, newest_valid_checkpoint, verify_checkpoint)
+
+    if not cfg.resume:
+        return 0
+    if cfg.resume == "auto":
+        found = newest_valid_checkpoint(record.dir / "checkpoints")
+        if found is None:
+            log.info("resume=auto: no checkpoint in %s, starting from step 0.", record.dir)
+            record.rewind(0)
+            return 0
+        path = found[0]
+    else:
+        src = Path(cfg.resume).expanduser()
+        if (src / TRAINER_STATE_NAME).is_file() or src.name.startswith("step_"):
+            verify_checkpoint(src)
+            path = src
+        else:
+            found = newest_valid_checkpoint(src / "checkpoints")
+            if found is None:
+                raise CheckpointError(
+                    f"resume={cfg.resume}: no valid checkpoint there. Give a checkpoints/step_N "
+                    "directory or a run directory that has one."
+                )
+            path = found[0]
+    mismatches = model_mismatches(OmegaConf.load(path / CONFIG_NAME), cfg)
+    if mismatches:
+        raise CheckpointError(
+            f"The checkpoint {path} was trained with a different model config: "
+            + "; ".join(mismatches) + ". Resume with the model it was trained with."
+        )
+    state = load_checkpoint(path, backend)
+    start = loop.restore(state)
+    record.rewind(start)
+    record.update(resumed_from=str(path))
+    log.info("Resumed from %s at step %d (weights, optimizer, random state, data position).",
+             path, start)
+    return start
+
+
 def log_schedule(cfg: Any, plan: Any) -> None:
     t = cfg.training
     name = getattr(cfg.scheduler.name, "value", cfg.scheduler.name)

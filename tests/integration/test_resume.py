@@ -1,0 +1,152 @@
+"""Exact resume after SIGKILL, fallback past a damaged checkpoint, clean stop on SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, compose_cfg, run_cli
+from ttexp.runner import run
+
+pytestmark = pytest.mark.slow
+
+# Dropout on and several micro-steps: the resumed losses can only match if the weights, AdamW
+# state, the torch RNG (dropout masks) and the data position are all restored.
+ARGS = ["model.hidden_dim=64", "model.num_layers=2", "model.num_heads=4", "model.mlp_dim=128",
+        "model.max_seq_len=64", "model.dropout=0.1", "training.precision=fp32",
+        "training.max_steps=40", "training.batch_size=8", "training.gradient_accumulation_steps=2",
+        "training.warmup_steps=4", "training.validation_frequency=10", "training.validation_batches=2",
+        "training.checkpoint_frequency=5", "training.log_frequency=5", "generation.max_new_tokens=4"]
+
+
+def losses(run_dir: Path) -> dict[int, float]:
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["train/loss"] for r in rows if "train/loss" in r}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, corpus) -> Path:
+    out = tmp_path_factory.mktemp("full") / "run"
+    proc = run_cli([*ARGS, f"data.path={corpus}", f"hydra.run.dir={out}"])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return out
+
+
+def start(args: list[str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "ttexp", *args], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while not path.exists():
+        assert proc.poll() is None, f"the run ended before {path} appeared:\n{proc.stdout.read()}"
+        assert time.time() < deadline, f"{path} did not appear"
+        time.sleep(0.02)
+
+
+def test_sigkill_then_resume_matches_the_uninterrupted_run_exactly(tmp_path, corpus, uninterrupted):
+    out = tmp_path / "run"
+    args = [*ARGS, f"data.path={corpus}", f"hydra.run.dir={out}"]
+    proc = start(args)
+    wait_for(out / "checkpoints" / "step_10", proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = max(losses(out))
+    assert killed_at < 40, "the run finished before it was killed"
+
+    resumed = run_cli([*args, "resume=auto"])
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "Resumed from" in resumed.stdout
+    got, want = losses(out), losses(uninterrupted)
+    assert sorted(got) == list(range(1, 41))  # lines logged after the last checkpoint were dropped
+    assert got == want  # exactly, not approximately
+    result = json.loads((out / "result.json").read_text())
+    assert result["status"] == "completed" and result["resumed_from"].endswith("step_" + str(
+        int(Path(result["resumed_from"]).name[5:])))
+    assert "=== Resumed from step" in (out / "validation.txt").read_text()
+
+
+def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, corpus, uninterrupted):
+    out = tmp_path / "run"
+    shutil.copytree(uninterrupted, out, symlinks=True)
+    weights = out / "checkpoints" / "step_40" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    proc = run_cli([*ARGS, f"data.path={corpus}", f"hydra.run.dir={out}", "resume=auto"])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Skipping damaged checkpoint" in proc.stdout and "model.safetensors is corrupt" in proc.stdout
+    assert "at step 35" in proc.stdout
+    assert losses(out) == losses(uninterrupted)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_saves_a_checkpoint_and_records_interrupted(tmp_path, corpus, sig):
+    out = tmp_path / "run"
+    proc = start([*ARGS, f"data.path={corpus}", f"hydra.run.dir={out}", "training.max_steps=2000"])
+    wait_for(out / "checkpoints" / "step_5", proc)
+    proc.send_signal(sig)
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, output
+    result = json.loads((out / "result.json").read_text())
+    assert result["status"] == "interrupted"
+    step = result["steps_done"]
+    assert (out / "checkpoints" / f"step_{step}" / "trainer_state.json").is_file()
+    assert f"Stopped by {sig.name} after step {step}" in output and "resume=auto" in output
+    assert "Traceback" not in output
+
+
+def test_resume_from_a_different_model_is_refused(tmp_path, corpus):
+    out = tmp_path / "run"
+    base = [f"data.path={corpus}", f"hydra.run.dir={out}"]
+    assert run_cli([*ARGS, *base, "training.max_steps=5"]).returncode == 0
+    proc = run_cli([*ARGS, *base, "model.hidden_dim=128", "resume=auto"])
+    assert proc.returncode != 0
+    assert "different model config" in proc.stdout and "model.hidden_dim: checkpoint 64, this run 128" in proc.stdout
+
+
+def test_retention_keeps_last_n_and_best_n_with_an_index(tmp_path, corpus):
+    cfg = compose_cfg([f"data.path={corpus}", *ARGS, "training.max_steps=30",
+                       "training.keep_last_n=1", "training.keep_best_n=1"], tmp_path / "run")
+    assert run(cfg)["status"] == "completed"
+    ckpts = tmp_path / "run" / "checkpoints"
+    index = json.loads((ckpts / "index.json").read_text())
+    kept = sorted(int(p.name[5:]) for p in ckpts.glob("step_*"))
+    assert [c["step"] for c in index["checkpoints"]] == kept
+    best = index["best"]
+    assert kept == sorted({30, best["step"]})
+    assert (tmp_path / "run" / "best").resolve() == (ckpts / f"step_{best['step']}").resolve()
+    assert best["val_loss"] == min(c["val_loss"] for c in index["checkpoints"] if c["val_loss"] is not None)
+
+
+def test_full_disk_while_checkpointing_fails_cleanly_and_keeps_earlier_checkpoints(
+        tmp_path, corpus, monkeypatch):
+    import errno
+
+    from ttexp.backends.torch_backend import TorchBackend
+
+    calls = {"n": 0}
+    real = TorchBackend.save_optimizer
+
+    def flaky(self, directory):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, directory)
+
+    monkeypatch.setattr(TorchBackend, "save_optimizer", flaky)
+    cfg = compose_cfg([f"data.path={corpus}", *ARGS, "training.max_steps=20"], tmp_path / "run")
+    result = run(cfg)
+    assert result["status"] == "failed"
+    assert "No space left on device" in result["error"]
+    assert "Nothing was lost: the last good checkpoint is" in result["error"]
+    assert result["error"].split("last good checkpoint is ")[1].split(".")[0].endswith("step_5")
+    ckpts = tmp_path / "run" / "checkpoints"
+    assert sorted(p.name for p in ckpts.iterdir() if p.is_dir()) == ["step_5"]  # no half-written step_10
