@@ -129,7 +129,8 @@ class TrainingLoop:
                 lr = self.lr(step)
                 tick = time.perf_counter()
                 for micro in range(plan.gradient_accumulation_steps):
-                    self.backend.micro_step(self.data.train_batch(step, micro, plan.global_batch_size), scale)
+                    batch = self.data.train_batch(step, micro, plan.global_batch_size)
+                    self.backend.micro_step(batch.shard(plan.rank, plan.processes), scale)
                 stats = self.backend.optimizer_step(lr, max_norm)  # the one host sync of the step
                 elapsed = time.perf_counter() - tick
                 done = step + 1
@@ -147,7 +148,7 @@ class TrainingLoop:
                     self.validate(done)
                 if t.checkpoint_frequency > 0 and done % t.checkpoint_frequency == 0:
                     self.checkpoint(done)
-                if self._signal is not None:
+                if self._stop_requested():
                     self._stop(done)
         return r
 
@@ -175,6 +176,20 @@ class TrainingLoop:
                     signal.signal(sig, handler)
 
         return _Handlers()
+
+    def _stop_requested(self) -> bool:
+        """Whether any rank caught SIGINT/SIGTERM: ranks must stop at the same step."""
+        if self.plan.processes == 1:
+            return self._signal is not None
+        import torch
+
+        from ttexp.distributed import all_reduce_sum
+
+        flag = torch.tensor([0.0 if self._signal is None else 1.0])
+        stop = float(all_reduce_sum(flag).item()) > 0
+        if stop and self._signal is None:
+            self._signal = signal.SIGTERM  # another rank caught a signal; stop at this step too
+        return stop
 
     def _stop(self, step: int) -> None:
         name = signal.Signals(self._signal).name
@@ -210,11 +225,11 @@ class TrainingLoop:
     def validate(self, step: int) -> float:
         """Validation loss and perplexity, plus one sample per prompt, recorded at ``step``."""
         tick = time.perf_counter()
-        loss = self.backend.evaluate(
-            self.data.val_batches(self.plan.global_batch_size, self.t.validation_batches)
-        )
+        plan = self.plan
+        batches = self.data.val_batches(plan.global_batch_size, self.t.validation_batches)
+        loss = self.backend.evaluate(b.shard(plan.rank, plan.processes) for b in batches)
         samples = []
-        for prompt in self.cfg.generation.prompts:
+        for prompt in self.cfg.generation.prompts if plan.rank == 0 else []:
             ids = self.backend.generate(self.tokenizer.encode(prompt), self.sampling)
             samples.append((prompt, self.tokenizer.decode(ids)))
         r = self.result
@@ -243,7 +258,10 @@ class TrainingLoop:
             "val_loss": val,
             "loop": {k: v for k, v in asdict(r).items() if k != "last_checkpoint"},
         }
-        path = self.checkpoints.save(step, self.backend, state, val)
+        if self.plan.rank == 0:  # weights and optimizer state are identical on every rank
+            path = self.checkpoints.save(step, self.backend, state, val)
+        else:
+            path = self.checkpoints.dir / f"step_{step}"
         r.last_checkpoint = str(path)
         r.checkpoint_s += time.perf_counter() - tick
         log.info("Checkpoint saved to %s", path)

@@ -40,12 +40,20 @@ class RunPlan:
     flops_per_token: int
     spec: ModelSpec
     params: ParamBreakdown
+    processes: int = 1
+    """torch ranks sharing the data-parallel devices (1 = one process runs every shard)."""
+    rank: int = 0
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def process_batch_size(self) -> int:
+        """Sequences per micro-step in this process: ``global_batch_size / processes``."""
+        return self.global_batch_size // self.processes
 
     def to_dict(self) -> dict[str, Any]:
         """The plan for result.json (model spec and parameter counts summarised)."""
         d = asdict(self)
-        d.pop("spec"), d.pop("params")
+        d.pop("spec"), d.pop("params"), d.pop("rank")
         d["num_parameters"] = self.params.total
         return d
 
@@ -72,8 +80,25 @@ def choose_backend(requested: str) -> tuple[str, str]:
     return "torch", f"backend=auto: {why}, so torch"
 
 
+def torch_processes(cfg: Any, dp: int) -> int:
+    """Ranks for the torch backend: ``hardware.processes`` if set, else one per CUDA device when
+    the machine has at least ``dp`` of them (and no single device was requested), else 1."""
+    if cfg.hardware.get("processes") is not None:
+        return int(cfg.hardware.processes)
+    if dp > 1 and not cfg.device:
+        import torch
+
+        if torch.cuda.is_available() and torch.cuda.device_count() >= dp:
+            return dp
+    return 1
+
+
 def make_plan(cfg: Any) -> RunPlan:
-    """Compute the plan from a validated config (see :func:`ttexp.validate.validate_config`)."""
+    """Compute the plan from a validated config (see :func:`ttexp.validate.validate_config`).
+
+    In a worker process the rank comes from :func:`ttexp.distributed.current`."""
+    from ttexp.distributed import current
+
     backend, reason = choose_backend(getattr(cfg.backend, "value", cfg.backend))
     spec = ModelSpec.from_config(cfg.model)
     t = cfg.training
@@ -97,13 +122,18 @@ def make_plan(cfg: Any) -> RunPlan:
         flops_per_token=flops_per_token(spec, spec.max_seq_len),
         spec=spec,
         params=param_breakdown(spec),
+        processes=torch_processes(cfg, dp) if backend == "torch" else 1,
+        rank=current().rank,
     )
 
 
 def plan_lines(plan: RunPlan, device_name: str, precision: str) -> list[str]:
     """The start-up block, in the lessons' wording where they have one (ct5: "Device mesh")."""
     dp = plan.data_parallel_size
-    if plan.backend == "torch" and dp > 1:
+    if plan.backend == "torch" and plan.processes > 1:
+        how = (f"{plan.processes} torch ranks, {plan.process_batch_size} sequences each per "
+               f"micro-step, on {device_name}")
+    elif plan.backend == "torch" and dp > 1:
         how = f"torch runs the {dp} data-parallel shards in one process on {device_name}"
     else:
         how = device_name

@@ -156,9 +156,47 @@ class RunRecord:
         plot_training_curves(path, self.history, title)
         return path
 
+    def adopt(self) -> None:
+        """Take over result.json as rank 0 of a multi-process run wrote it (the controller's
+        record keeps its own start time and overrides)."""
+        try:
+            written = json.loads((self.dir / RESULT_NAME).read_text())
+        except (OSError, ValueError):
+            return
+        keep = {k: self.result[k] for k in ("started_at", "overrides") if k in self.result}
+        self.result.update(written)
+        self.result.update(keep)
+
     def close(self, status: str, error: Optional[str] = None) -> None:
         """Final status (completed | failed | interrupted | diverged) and close the files."""
         self.result["ended_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         self.update(status=status, error=error)
         self._metrics.close()
         self._validation.close()
+
+
+class NullRecord:
+    """The record of a rank other than 0: the same interface, nothing written (rank 0 writes)."""
+
+    def __init__(self, output_dir: Path):
+        self.dir = Path(output_dir)
+        self.result: dict[str, Any] = {}
+        self.history: dict[str, list[tuple[int, float]]] = {}
+
+    def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
+        pass
+
+    def log_validation(self, step: int, loss: float, samples: list[tuple[str, str]]) -> None:
+        pass
+
+    def rewind(self, step: int) -> None:
+        pass
+
+    def update(self, **facts: Any) -> None:
+        self.result.update(facts)
+
+    def plot(self, title: str) -> Optional[Path]:
+        return None
+
+    def close(self, status: str, error: Optional[str] = None) -> None:
+        self.result.update(status=status, error=error)

@@ -48,22 +48,69 @@ def run(cfg: Any, overrides: list[str] | None = None) -> dict[str, Any]:
 
     Never raises for a failed run: the error goes to the log and into ``result.json``
     (``status: failed`` / ``diverged`` / ``interrupted``), and the caller decides the exit code.
+    With ``plan.processes > 1`` this process (the controller) starts the ranks and waits for them;
+    rank 0 writes the record and the controller adopts its result.
     """
+    record = RunRecord(Path(cfg.output_dir), cfg, overrides or [], fresh=not cfg.resume)
+    return _guarded(record, lambda: _run_task(cfg, record))
+
+
+def run_worker(cfg: Any, record: Any) -> dict[str, Any]:
+    """The body of one rank of a multi-process run (see :mod:`ttexp.worker`)."""
+    return _guarded(record, lambda: _task_function(_task_name(cfg))(cfg, record))
+
+
+def _task_name(cfg: Any) -> str:
+    return getattr(cfg.task.name, "value", cfg.task.name)
+
+
+def _run_task(cfg: Any, record: RunRecord) -> None:
+    from ttexp.plan import make_plan
     from ttexp.validate import config_warnings, validate_config
 
-    record = RunRecord(Path(cfg.output_dir), cfg, overrides or [], fresh=not cfg.resume)
+    validate_config(cfg)
+    for warning in config_warnings(cfg):
+        log.warning("%s", warning)
+    task_fn = _task_function(_task_name(cfg))
+    plan = make_plan(cfg)
+    if plan.processes == 1:
+        task_fn(cfg, record)
+        return
+    from ttexp.distributed import launch
+
+    log.info("Starting %d ranks (torch.distributed) for hardware=%s; rank 0 writes the record.",
+             plan.processes, plan.hardware)
+    failure = launch(record.dir, plan.processes)
+    record.adopt()
+    status, rank0_error = record.result.get("status"), record.result.get("error")
+    if status in ("diverged", "interrupted"):  # every rank stopped together, as rank 0 reports
+        raise _RankOutcome(status, rank0_error or "")
+    if failure:
+        detail = f" Rank 0 reported: {rank0_error}" if rank0_error else ""
+        raise TtexpError(f"The run failed: {failure}.{detail}")
+    if status == "failed":
+        raise _RankOutcome(status, rank0_error or "")
+
+
+class _RankOutcome(TtexpError):
+    """A multi-process run ended as rank 0 recorded it (its message was already logged)."""
+
+    def __init__(self, status: str, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def _guarded(record: Any, body: Callable[[], None]) -> dict[str, Any]:
+    """Run ``body`` and close the record with the status its outcome implies."""
     status, error = "failed", None
     try:
-        validate_config(cfg)
-        for warning in config_warnings(cfg):
-            log.warning("%s", warning)
-        task = getattr(cfg.task.name, "value", cfg.task.name)
-        task_fn = _task_function(task)
-        task_fn(cfg, record)
+        body()
         status = "completed"
     except KeyboardInterrupt:
         status, error = "interrupted", "interrupted by the user (Ctrl-C)"
         log.warning("Interrupted. The record in %s is kept.", record.dir)
+    except _RankOutcome as exc:
+        status, error = exc.status, str(exc)
     except TtexpError as exc:
         from ttexp.loop import Diverged, Interrupted
 

@@ -89,6 +89,10 @@ class HardwareConfig:
     mesh_shape: List[int] = field(default_factory=lambda: [1, 1])
     enable_ddp: bool = False
     """Data parallelism over the mesh; must be true exactly when the mesh has more than 1 device."""
+    processes: Optional[int] = None
+    """torch backend: ranks (processes) that share the data-parallel devices. null = one per CUDA
+    device when the machine has as many as the mesh, else 1 (the shards run in one process).
+    Set it to exercise a mesh on a laptop, e.g. hardware=n300 hardware.processes=2 (2 CPU ranks)."""
     description: str = ""
 
 

@@ -71,6 +71,14 @@ def _hardware_rules(hw: Any) -> List[str]:
             f"hardware.enable_ddp=true needs more than one device, but hardware.mesh_shape={shape} "
             "has one. Set hardware.enable_ddp=false or use a larger mesh (e.g. hardware=n300)."
         )
+    procs = hw.get("processes")
+    if procs is not None:
+        dp = devices if hw.enable_ddp else 1
+        if procs < 1 or dp % procs:
+            errs.append(
+                f"hardware.processes={procs} must divide the {dp} data-parallel devices of "
+                f"mesh {shape}; use 1{', ' + str(dp) if dp > 1 else ''} or another divisor, or null."
+            )
     if not hw.enable_ddp and devices > 1:
         errs.append(
             f"hardware.mesh_shape={shape} has {devices} devices but hardware.enable_ddp=false; "

@@ -14,10 +14,16 @@ def create_backend(cfg: Any, plan: Any) -> Any:
         BackendUnavailable: the backend cannot run here.
     """
     if plan.backend == "torch":
-        from ttexp.backends.torch_backend import TorchBackend, resolve_device
+        import torch
 
+        from ttexp.backends.torch_backend import TorchBackend, resolve_device
+        from ttexp.distributed import current
+
+        device = resolve_device(cfg.device)
+        if device.type == "cuda" and current().enabled:
+            device = torch.device("cuda", current().local_rank)
         return TorchBackend(
-            device=resolve_device(cfg.device),
+            device=device,
             precision=getattr(cfg.training.precision, "value", cfg.training.precision),
             optimizer_cfg=cfg.optimizer,
             weight_decay=cfg.training.weight_decay,

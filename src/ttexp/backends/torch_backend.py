@@ -143,6 +143,9 @@ class TorchBackend:
         self.optimizer_cfg = optimizer_cfg
         self.weight_decay = weight_decay
         self.compile = compile
+        from ttexp.distributed import current
+
+        self.world_size = current().world_size
         self.model: Any = None
         self.optimizer: torch.optim.Optimizer | None = None
         self._forward: Any = None
@@ -235,8 +238,24 @@ class TorchBackend:
         (loss * loss_scale).backward()
         self._loss_sum += loss.detach() * loss_scale  # stays on device: no sync here
 
+    def _average_across_ranks(self, params: list[torch.Tensor]) -> None:
+        """Average gradients and the step's loss over the ranks: one flat all-reduce (the
+        torch analogue of ttml's synchronize_gradients), before clipping."""
+        from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+
+        from ttexp.distributed import all_reduce_sum
+
+        grads = [p.grad for p in params]
+        flat = _flatten_dense_tensors(grads + [self._loss_sum.view(1).to(grads[0].dtype)])
+        all_reduce_sum(flat).div_(self.world_size)
+        for g, avg in zip(grads, _unflatten_dense_tensors(flat[:-1], grads)):
+            g.copy_(avg)
+        self._loss_sum.copy_(flat[-1])
+
     def optimizer_step(self, lr: float, max_grad_norm: float | None) -> StepStats:
         params = [p for p in self.model.parameters() if p.grad is not None]
+        if self.world_size > 1:
+            self._average_across_ranks(params)
         limit = float("inf") if max_grad_norm is None else max_grad_norm
         grad_norm = torch.nn.utils.clip_grad_norm_(params, limit)
         for group in self.optimizer.param_groups:
@@ -249,18 +268,22 @@ class TorchBackend:
 
     @torch.no_grad()
     def evaluate(self, batches: Iterable[Batch]) -> float:
+        from ttexp.distributed import all_reduce_sum
+
         self.model.eval()
-        total, count = torch.zeros((), device=self.device, dtype=torch.float64), 0
+        sums = torch.zeros(2, device=self.device, dtype=torch.float64)  # [loss * tokens, tokens]
         try:
             for batch in batches:
                 n = int((batch.labels != IGNORE_INDEX).sum())
-                total += self._loss(batch).double() * n
-                count += n
+                if n:  # a rank may get no rows of a short last batch
+                    sums[0] += self._loss(batch).double() * n
+                    sums[1] += n
         finally:
             self.model.train()
+        total, count = all_reduce_sum(sums).tolist()
         if count == 0:
             raise TtexpError("Validation produced no tokens to score; check the validation data.")
-        return float(total) / count
+        return total / count
 
     @torch.no_grad()
     def generate(self, prompt_ids: list[int], params: SamplingParams) -> list[int]:

@@ -31,8 +31,11 @@ class Batch:
         return int(self.inputs.size)
 
     def shard(self, rank: int, world_size: int) -> "Batch":
-        """Rows ``[rank * B/world, (rank+1) * B/world)``; B must divide by ``world_size``."""
-        rows = self.inputs.shape[0] // world_size
-        sl = slice(rank * rows, (rank + 1) * rows)
+        """This rank's contiguous block of rows (``numpy.array_split`` order). Training batches
+        divide evenly (validated); a last validation batch may leave a rank with fewer, or none."""
+        if world_size == 1:
+            return self
+        bounds = np.linspace(0, self.inputs.shape[0], world_size + 1).round().astype(int)
+        sl = slice(bounds[rank], bounds[rank + 1])
         mask = None if self.attention_mask is None else self.attention_mask[sl]
         return Batch(self.inputs[sl], self.labels[sl], mask)

@@ -1,0 +1,72 @@
+"""One rank of a multi-process run: ``python -m ttexp.worker RUN_DIR`` (started by the launcher).
+
+It reads ``RUN_DIR/resolved.yaml`` (written by the controller; no Hydra here), joins the process
+group, and runs the task. Rank 0 writes the record into RUN_DIR; the other ranks write nothing
+and log only warnings, prefixed with their rank. The exit code follows the run's status.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from ttexp.record import RESOLVED_NAME
+
+
+def load_resolved_config(run_dir: Path) -> Any:
+    """``resolved.yaml`` merged onto the typed schema (so enums and types are checked again)."""
+    from ttexp.schema import RunConfig
+
+    return OmegaConf.merge(OmegaConf.structured(RunConfig), OmegaConf.load(run_dir / RESOLVED_NAME))
+
+
+def _setup_logging(run_dir: Path, rank: int) -> None:
+    from ttexp.console import console_handler
+
+    log = logging.getLogger("ttexp")
+    log.handlers.clear()
+    log.propagate = False
+    console = console_handler()
+    if rank == 0:
+        log.setLevel(logging.INFO)
+        file = logging.FileHandler(run_dir / "training.log", mode="a")
+        file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+        log.addHandler(file)
+    else:
+        log.setLevel(logging.WARNING)
+        console.setFormatter(logging.Formatter(f"[rank {rank}] %(levelname)s: %(message)s"))
+    log.addHandler(console)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run this rank; returns the process exit code (0 only when the run completed)."""
+    from ttexp.__main__ import EXIT_CODES
+    from ttexp.backends.torch_backend import resolve_device
+    from ttexp.distributed import init_worker, shutdown
+    from ttexp.record import NullRecord, RunRecord
+    from ttexp.runner import run_worker
+
+    argv = sys.argv[1:] if argv is None else argv
+    run_dir = Path(argv[0])
+    cfg = load_resolved_config(run_dir)
+    ctx = init_worker(resolve_device(cfg.device).type)
+    _setup_logging(run_dir, ctx.rank)
+    try:
+        if ctx.is_main:
+            overrides = OmegaConf.load(run_dir / ".hydra" / "overrides.yaml") \
+                if (run_dir / ".hydra" / "overrides.yaml").exists() else []
+            record: Any = RunRecord(run_dir, cfg, list(overrides), fresh=not cfg.resume)
+        else:
+            record = NullRecord(run_dir)
+        result = run_worker(cfg, record)
+    finally:
+        shutdown()
+    return EXIT_CODES.get(result["status"], 1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
