@@ -12,7 +12,7 @@ import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ttexp.backends.detect import ttml_status
+from ttexp.backends.detect import ttml_device_status, ttml_status
 from ttexp.errors import BackendUnavailable
 from ttexp.models.spec import ModelSpec, ParamBreakdown, flops_per_token, param_breakdown
 from ttexp.validate import data_parallel_size
@@ -58,25 +58,28 @@ class RunPlan:
         return d
 
 
-def choose_backend(requested: str) -> tuple[str, str]:
+def choose_backend(requested: str, mesh_shape: list[int] | None = None) -> tuple[str, str]:
     """Resolve ``backend`` (auto | torch | ttml) to (backend, reason).
+
+    ``auto`` picks ttml when it imports, is tt-train's package, and a device opens for
+    ``mesh_shape`` (default ``[1, 1]``); otherwise torch, and the reason says why.
 
     Raises:
         BackendUnavailable: ``backend=ttml`` was asked for and ttml cannot be used here.
     """
     if requested == "torch":
         return "torch", "backend=torch"
-    ok, why = ttml_status()
     if requested == "ttml":
+        ok, why = ttml_status()
         if not ok:
             raise BackendUnavailable(
                 f"backend=ttml was requested but {why}. Build tt-train (TT_METAL_HOME/tt-train) "
                 "and run inside its Python environment, or use backend=torch."
             )
         return "ttml", "backend=ttml"
+    ok, why = ttml_device_status(list(mesh_shape or [1, 1]))
     if ok:
-        # The ttml backend plugs in here (issue: ttml backend); until then auto stays on torch.
-        return "torch", "backend=auto: ttml imports, but ttexp's ttml backend is not built yet"
+        return "ttml", f"backend=auto: {why}"
     return "torch", f"backend=auto: {why}, so torch"
 
 
@@ -99,7 +102,8 @@ def make_plan(cfg: Any) -> RunPlan:
     In a worker process the rank comes from :func:`ttexp.distributed.current`."""
     from ttexp.distributed import current
 
-    backend, reason = choose_backend(getattr(cfg.backend, "value", cfg.backend))
+    backend, reason = choose_backend(getattr(cfg.backend, "value", cfg.backend),
+                                     [int(n) for n in cfg.hardware.mesh_shape])
     spec = ModelSpec.from_config(cfg.model)
     t = cfg.training
     mesh = [int(n) for n in cfg.hardware.mesh_shape]

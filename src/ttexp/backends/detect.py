@@ -22,3 +22,31 @@ def ttml_status() -> tuple[bool, str]:
             "ttml.autograd.AutoContext); uninstall it (pip uninstall ttml) and build tt-train"
         )
     return True, "ttml imports"
+
+
+def ttml_device_status(mesh_shape: list[int]) -> tuple[bool, str]:
+    """Return (usable, reason) for ``backend=auto``: ttml imports (:func:`ttml_status`), its API is
+    one ttexp knows, and a device opens for ``mesh_shape``. The device is closed again at once.
+
+    Opening costs a few seconds on hardware; it is done only when ttml imports at all.
+    """
+    ok, why = ttml_status()
+    if not ok:
+        return ok, why
+    try:
+        from ttexp.backends.ttml_api import detect_api, plan_mesh
+
+        ttml = importlib.import_module("ttml")
+        api = detect_api(ttml)
+        mesh = plan_mesh(mesh_shape, enable_ddp=int(mesh_shape[0]) * int(mesh_shape[1]) > 1)
+        ctx = ttml.autograd.AutoContext.get_instance()
+        if mesh.enable_fabric and api.has_enable_fabric:
+            ttml.core.distributed.enable_fabric(mesh.num_devices)
+        if mesh.device_ids is not None:
+            ctx.open_device(mesh.mesh_shape, mesh.device_ids)
+        else:
+            ctx.open_device(mesh.mesh_shape)
+        ctx.close_device()
+    except Exception as exc:  # no device, a busy device, a wrong mesh: all mean "not here"
+        return False, f"ttml imports but no device opened for mesh {list(mesh_shape)} ({type(exc).__name__}: {exc})"
+    return True, f"ttml imports ({api.describe()}) and a device opened for mesh {list(mesh_shape)}"

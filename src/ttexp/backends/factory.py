@@ -29,4 +29,15 @@ def create_backend(cfg: Any, plan: Any) -> Any:
             weight_decay=cfg.training.weight_decay,
             compile=cfg.training.compile,
         )
+    if plan.backend == "ttml":
+        from ttexp.backends.ttml_backend import TtmlBackend
+
+        return TtmlBackend(
+            mesh_shape=[int(n) for n in cfg.hardware.mesh_shape],
+            enable_ddp=bool(cfg.hardware.enable_ddp),
+            optimizer_cfg=cfg.optimizer,
+            weight_decay=cfg.training.weight_decay,
+            seed=cfg.training.seed,
+            clip_grad_norm=bool(cfg.training.use_clip_grad_norm),
+        )
     raise BackendUnavailable(f"backend={plan.backend} is not available in this version of ttexp.")

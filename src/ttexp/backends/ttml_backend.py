@@ -1,0 +1,405 @@
+"""ttml backend: tt-train's Python API on Tenstorrent devices (N150, N300, T3K, Galaxy).
+
+    python -m ttexp backend=ttml model=nano hardware=n150
+    python -m ttexp backend=ttml model=nano hardware=n300     # mesh [1, 2], data parallel
+
+Written against reference/ttml_api.md (every API fact there names its tt-metal file and commit);
+the API generation is feature-detected (:mod:`ttexp.backends.ttml_api`), host arrays are built
+by :mod:`ttexp.backends.ttml_tensors`, and weights cross to and from Hugging Face names through
+:mod:`ttexp.models.ttml_weights`. One micro-step is tt-train's (§7): uint32 batches, forward,
+padded logits masked, cross-entropy (masked NONE -> mean when some positions do not count),
+loss scaled by 1/accumulation, ``backward(False)``, then ``reset_graph()`` -- always, even when
+backward raised. One optimizer step: gradients averaged over the mesh, clipped, ``set_lr``,
+``step``, ``zero_grad``. The device is closed by :meth:`TtmlBackend.close`, which the task calls
+on every exit path, and by the constructor itself if it fails after opening.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import math
+import pickle
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from ttexp.backends.base import SamplingParams, StepStats
+from ttexp.backends.ttml_api import (
+    build_model, build_optimizer, detect_api, model_request, optimizer_request, plan_mesh,
+)
+from ttexp.backends.ttml_tensors import (
+    causal_mask, kv_cache_mask, layout_batch, logits_padding_mask, padded_tokens, sample_token,
+)
+from ttexp.data.batch import Batch
+from ttexp.errors import BackendUnavailable, TtexpError
+from ttexp.models.spec import ModelSpec
+from ttexp.models.ttml_weights import detect_layout, hf_to_ttml, ttml_to_hf
+
+log = logging.getLogger("ttexp")
+
+WEIGHTS_NAME = "model.safetensors"
+OPTIMIZER_NAME = "optimizer_ttml.pkl"
+
+
+def _import(name: str) -> Any:
+    try:
+        return importlib.import_module(name)
+    except Exception as exc:  # a broken tt-metal install raises all sorts of errors at import
+        raise BackendUnavailable(f"backend=ttml cannot import {name} ({type(exc).__name__}: {exc}). "
+                                 "Run inside tt-train's Python environment, or use backend=torch.") from None
+
+
+class TtmlBackend:
+    """See :class:`ttexp.backends.base.Backend` for the contract of each method.
+
+    Args:
+        mesh_shape: ``hardware.mesh_shape``, ``[1, N]``.
+        enable_ddp: ``hardware.enable_ddp`` (true exactly when N > 1).
+        optimizer_cfg: the ``optimizer`` section (beta1, beta2, eps, use_moreh_adamw, use_kahan_summation).
+        weight_decay: AdamW weight decay (ttml applies it to every parameter).
+        seed: seeds ttml's device RNG (``AutoContext.set_seed``).
+        clip_grad_norm: whether the run clips gradients (checked against the API at build time).
+        ttml, ttnn: the modules; imported when None (tests pass a strict double).
+
+    Raises:
+        BackendUnavailable: ttml or ttnn does not import, the API lacks what the run needs, or the
+            mesh shape is not one ttml opens. The device is closed again before raising.
+    """
+
+    name = "ttml"
+    precision_name = "bf16 (ttml)"
+
+    def __init__(self, mesh_shape: list[int], enable_ddp: bool, optimizer_cfg: Any,
+                 weight_decay: float, seed: int, clip_grad_norm: bool = True,
+                 ttml: Any = None, ttnn: Any = None):
+        self.ttml = ttml if ttml is not None else _import("ttml")
+        self.ttnn = ttnn if ttnn is not None else _import("ttnn")
+        self.api = detect_api(self.ttml)
+        self.mesh = plan_mesh(mesh_shape, enable_ddp)
+        if self.mesh.num_devices > 1 and self.api.grad_sync is None:
+            raise BackendUnavailable("This ttml has no synchronize_gradients (nor the older "
+                                     "synchronize_parameters), so data parallel cannot average "
+                                     "gradients; use hardware=n150 or update tt-train.")
+        if clip_grad_norm and not self.api.has_clip_grad_norm:
+            raise BackendUnavailable("training.use_clip_grad_norm=true but this ttml has no "
+                                     "ttml.core.clip_grad_norm; set training.use_clip_grad_norm=false "
+                                     "or update tt-train.")
+        self.optimizer_cfg, self.weight_decay = optimizer_cfg, weight_decay
+        self.ctx = self.ttml.autograd.AutoContext.get_instance()
+        self._opened = False
+        self.model: Any = None
+        self.optimizer: Any = None
+        self.spec: ModelSpec | None = None
+        self._losses: list[tuple[Any, float]] = []
+        self._masks: dict[int, Any] = {}
+        self._warned_norm = False
+        try:
+            self._open_device(seed)
+        except BaseException:
+            self.close()
+            raise
+        n = self.mesh.num_devices
+        self.device_name = (f"Tenstorrent mesh {self.mesh.mesh_shape} ({n} device{'s' * (n > 1)}, "
+                            f"ttml API {self.api.generation})")
+
+    # -- device --------------------------------------------------------------------------------
+
+    def _open_device(self, seed: int) -> None:
+        """enable_fabric (multi-device) -> open_device -> parallelism context (§2 order)."""
+        dist = getattr(self.ttml.core, "distributed", None)
+        if self.mesh.enable_fabric and self.api.has_enable_fabric:
+            dist.enable_fabric(self.mesh.num_devices)
+        if self.mesh.device_ids is not None:
+            self.ctx.open_device(self.mesh.mesh_shape, self.mesh.device_ids)
+        else:
+            self.ctx.open_device(self.mesh.mesh_shape)
+        self._opened = True
+        self.ctx.set_seed(int(seed))
+        if self.mesh.enable_ddp and self.api.has_parallelism_context:
+            if not self.ctx.is_parallelism_context_initialized():
+                cfg = self.ttml.autograd.DistributedConfig(enable_ddp=True)
+                self.ctx.initialize_parallelism_context(cfg)
+        device = self.ctx.get_device()
+        self._mapper = self._composer = None
+        if self.mesh.num_devices > 1:  # batches shard on dim 0; read-backs concatenate on dim 0
+            self._mapper = dist.shard_tensor_to_mesh_mapper(device, 0)
+            self._composer = dist.concat_mesh_to_tensor_composer(device, 0)
+
+    def close(self) -> None:
+        if self._opened:
+            self._opened = False
+            self.model = self.optimizer = None
+            self._masks.clear()
+            self._losses.clear()
+            self.ctx.close_device()
+
+    # -- tensors -------------------------------------------------------------------------------
+
+    def _tensor(self, arr: np.ndarray, tile: bool, shard: bool = False) -> Any:
+        """Upload a 32-bit host array: uint32 ids as ROW_MAJOR UINT32; floats as TILE BFLOAT16."""
+        nn = self.ttnn
+        if arr.dtype == np.uint32:
+            layout, dtype = nn.Layout.ROW_MAJOR, nn.DataType.UINT32
+        else:
+            layout, dtype = (nn.Layout.TILE if tile else nn.Layout.ROW_MAJOR), nn.DataType.BFLOAT16
+        mapper = self._mapper if shard else None
+        return self.ttml.autograd.Tensor.from_numpy(np.ascontiguousarray(arr), layout=layout,
+                                                    new_type=dtype, mapper=mapper)
+
+    def _read(self, t: Any, replicated: bool = True) -> np.ndarray:
+        """Bring a tensor to the host as float32. On a mesh the concat composer returns one copy
+        per device; a replicated tensor keeps the first, a sharded one keeps them all."""
+        if self._composer is None:
+            return np.asarray(t.to_numpy(), dtype=np.float32)
+        a = np.asarray(t.to_numpy(composer=self._composer), dtype=np.float32)
+        return a[: a.shape[0] // self.mesh.num_devices] if replicated else a
+
+    def _causal(self, seq_len: int) -> Any:
+        if seq_len not in self._masks:
+            self._masks[seq_len] = self._tensor(causal_mask(seq_len), tile=True)
+        return self._masks[seq_len]
+
+    def _forward(self, inputs: Any, mask: Any, **kv: Any) -> Any:
+        logits = self.model(inputs, mask, **kv)
+        if self._logits_mask is not None:  # padded vocabulary entries never win
+            logits = self.ttml.ops.binary.sub(logits, self._logits_mask)
+        return logits
+
+    # -- model and optimizer -------------------------------------------------------------------
+
+    def build_model(self, spec: ModelSpec, init_from: Path | None = None) -> int:
+        req = model_request(spec)
+        self.spec, self.req = spec, req
+        self.model = build_model(req, self.api, self.ttml)
+        params = self.model.parameters()
+        self.layout = detect_layout(list(params.keys()), req.tied)
+        mask = logits_padding_mask(spec.vocab_size, req.vocab_size)
+        self._logits_mask = None if mask is None else self._tensor(mask, tile=True)
+        if init_from is not None:
+            self.load_weights(Path(init_from))
+        self._set_mode(train=True)
+        o = self.optimizer_cfg
+        opt = optimizer_request(self.api, lr=0.0, beta1=o["beta1"], beta2=o["beta2"], eps=o["eps"],
+                                weight_decay=self.weight_decay,
+                                use_moreh_adamw=bool(o.get("use_moreh_adamw", False)),
+                                use_kahan_summation=bool(o.get("use_kahan_summation", False)))
+        self.optimizer = build_optimizer(opt, self.api, self.ttml, params)
+        self.optimizer.zero_grad()
+        log.info("ttml: %s; optimizer %s", self.api.describe(), opt.kind)
+        for note in req.notes + opt.notes:
+            log.info("ttml: %s", note)
+        return self.num_parameters()
+
+    def load_pretrained(self, path: str) -> int:
+        """Build the model from a local Hugging Face directory's config.json and load its weights.
+
+        Raises:
+            TtexpError: the directory has no config.json or safetensors, or they do not fit.
+        """
+        cfg_file = Path(path) / "config.json"
+        if not cfg_file.is_file():
+            raise TtexpError(f"No config.json in {path}: ttml loads pretrained weights from a local "
+                             "Hugging Face directory; download it and set model.pretrained_path=DIR.")
+        c = json.loads(cfg_file.read_text())
+        spec = ModelSpec(
+            name=Path(path).name, vocab_size=c["vocab_size"], hidden_dim=c["hidden_size"],
+            num_layers=c["num_hidden_layers"], num_heads=c["num_attention_heads"],
+            num_kv_heads=c.get("num_key_value_heads") or c["num_attention_heads"],
+            mlp_dim=c["intermediate_size"], max_seq_len=c.get("max_position_embeddings", 2048),
+            rope_theta=float(c.get("rope_theta", 10000.0)), rms_norm_eps=float(c.get("rms_norm_eps", 1e-6)),
+            tie_word_embeddings=bool(c.get("tie_word_embeddings", False)))
+        return self.build_model(spec, init_from=Path(path))
+
+    def num_parameters(self) -> int:
+        return int(sum(math.prod(getattr(p, "tensor", p).shape())
+                       for p in self.model.parameters().values()))
+
+    def _set_mode(self, train: bool) -> None:
+        fn = getattr(self.model, "train" if train else "eval", None)
+        if fn is not None:
+            fn()
+        mode = self.ttml.autograd.GradMode.ENABLED if train else self.ttml.autograd.GradMode.DISABLED
+        self.ctx.set_gradient_mode(mode)
+
+    # -- training ------------------------------------------------------------------------------
+
+    def _loss(self, batch: Batch) -> tuple[Any, int]:
+        """Forward and mean token loss (a device scalar) for one batch; and its counted tokens."""
+        tb = layout_batch(batch, self.spec.vocab_size)
+        ops = self.ttml.ops
+        x = self._tensor(tb.inputs, tile=False, shard=True)
+        y = self._tensor(tb.targets, tile=False, shard=True)
+        logits = self._forward(x, self._causal(tb.seq_len))
+        if tb.loss_mask is None:
+            return ops.loss.cross_entropy_loss(logits, y, ops.ReduceType.MEAN), tb.num_tokens
+        ce = ops.loss.cross_entropy_loss(logits, y, ops.ReduceType.NONE)  # [B, 1, T, 1]
+        mask = self._tensor(tb.loss_mask, tile=True, shard=True)
+        return ops.unary.mean(ops.binary.mul(ce, mask)), tb.num_tokens
+
+    def micro_step(self, batch: Batch, loss_scale: float) -> None:
+        try:
+            loss, _ = self._loss(batch)
+            scaled = self.ttml.ops.binary.mul(loss, float(loss_scale)) if loss_scale != 1.0 else loss
+            scaled.backward(False)
+            self._losses.append((loss, float(loss_scale)))  # read at the step: one sync per step
+        finally:
+            self.ctx.reset_graph()  # every micro-step, also when forward or backward raised
+
+    def optimizer_step(self, lr: float, max_grad_norm: float | None) -> StepStats:
+        params = self.model.parameters()
+        if self.mesh.num_devices > 1:  # average before clipping: the norm is of the mean gradient
+            getattr(self.ttml.core.distributed, self.api.grad_sync)(params)
+        grad_norm = 0.0
+        if max_grad_norm is not None:
+            norm = self.ttml.core.clip_grad_norm(params, float(max_grad_norm), 2.0)
+            grad_norm = float(self._read(norm).reshape(-1)[0])
+        elif not self._warned_norm:
+            self._warned_norm = True
+            log.warning("ttml: without clipping the gradient norm is not measured; train/grad_norm "
+                        "is logged as 0 (set training.use_clip_grad_norm=true to measure it).")
+        self.optimizer.set_lr(float(lr))
+        self.optimizer.step()
+        self.optimizer.zero_grad()
+        loss = sum(float(self._read(t, replicated=False).mean()) * s for t, s in self._losses)
+        self._losses.clear()
+        return StepStats(loss=loss, grad_norm=grad_norm)
+
+    def evaluate(self, batches: Iterable[Batch]) -> float:
+        total, count = 0.0, 0
+        self._set_mode(train=False)
+        try:
+            for batch in batches:
+                try:
+                    loss, n = self._loss(batch)
+                    total += float(self._read(loss, replicated=False).mean()) * n
+                    count += n
+                finally:
+                    self.ctx.reset_graph()
+        finally:
+            self._set_mode(train=True)
+        if count == 0:
+            raise TtexpError("Validation produced no tokens to score; check the validation data.")
+        return total / count
+
+    # -- generation ----------------------------------------------------------------------------
+
+    def _last_logits(self, logits: Any, row: int) -> np.ndarray:
+        a = self._read(logits)  # [1, 1, T_pad, V_pad]
+        return a.reshape(-1, a.shape[-1])[row, : self.spec.vocab_size]
+
+    def generate(self, prompt_ids: list[int], params: SamplingParams) -> list[int]:
+        rng = np.random.default_rng(params.seed)  # never the training RNG
+        ids = list(prompt_ids) or [0]
+        window = self.spec.max_seq_len
+        use_cache = self.api.has_kv_cache and len(ids) + params.max_new_tokens <= window
+        self._set_mode(train=False)
+        try:
+            step = self._cached_steps(ids) if use_cache else self._window_steps(ids, window)
+            new: list[int] = []
+            for _ in range(params.max_new_tokens):
+                logits = step(ids)
+                token = sample_token(logits, ids, params, rng)
+                new.append(token)
+                ids.append(token)
+                if params.eos_token_id is not None and token == params.eos_token_id:
+                    break
+            return new
+        finally:
+            self._set_mode(train=True)
+
+    def _window_steps(self, ids: list[int], window: int):
+        """No cache: re-run the last ``max_seq_len`` tokens for each new token (nanoGPT's crop)."""
+        def step(ids: list[int]) -> np.ndarray:
+            ctx_ids = ids[-window:]
+            host = padded_tokens(ctx_ids)
+            x = self._tensor(host, tile=False)
+            try:
+                logits = self._forward(x, self._causal(host.shape[-1]))
+                return self._last_logits(logits, len(ctx_ids) - 1)
+            finally:
+                self.ctx.reset_graph()
+        return step
+
+    def _cached_steps(self, ids: list[int]):
+        """ttml's KV cache (reference §5; ``ttml/common/generate.py``): prefill the prompt, then
+        one token per forward with the cache position advancing."""
+        s, models = self.spec, self.ttml.models
+        cache = models.KvCache(models.KvCacheConfig(s.num_layers, 1, s.num_kv_heads,
+                                                    self.req.max_position_embeddings, s.head_dim))
+        cache.reset()
+        state = {"done": 0}
+
+        def step(ids: list[int]) -> np.ndarray:
+            new = ids[state["done"]:]
+            x = self._tensor(padded_tokens(new), tile=False)
+            mask = self._tensor(kv_cache_mask(len(new), state["done"]), tile=True)
+            try:
+                logits = self._forward(x, mask, kv_cache=cache, new_tokens=len(new))
+                state["done"] = len(ids)
+                return self._last_logits(logits, len(new) - 1)
+            finally:
+                self.ctx.reset_graph()
+        return step
+
+    # -- state ---------------------------------------------------------------------------------
+
+    def parameters_numpy(self) -> dict[str, np.ndarray]:
+        """Every parameter on the host, float32, ttml names and 4-D shapes."""
+        return {k: self._read(getattr(p, "tensor", p)) for k, p in self.model.parameters().items()}
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Weights under Hugging Face names (a tied head stored once, as the embedding)."""
+        return ttml_to_hf(self.parameters_numpy(), self.spec, self.layout)
+
+    def save_weights(self, directory: Path) -> None:
+        from safetensors.numpy import save_file
+
+        save_file(self.state_dict(), str(Path(directory) / WEIGHTS_NAME), metadata={"format": "pt"})
+
+    def load_weights(self, directory: Path) -> None:
+        """Load every ``*.safetensors`` in ``directory`` (HF names) into the built model.
+
+        Raises:
+            TtexpError: no safetensors file, an unreadable file, or weights that do not fit.
+        """
+        from safetensors.numpy import load_file
+
+        files = sorted(Path(directory).glob("*.safetensors"))
+        if not files:
+            raise TtexpError(f"No .safetensors file in {directory}: not a ttexp checkpoint or model dir.")
+        hf: dict[str, np.ndarray] = {}
+        for f in files:
+            try:
+                hf.update(load_file(str(f)))
+            except Exception as exc:  # safetensors raises its own error types for corrupt files
+                raise TtexpError(f"Could not read {f}: {exc}. The file is damaged.") from None
+        params = self.model.parameters()
+        for name, arr in hf_to_ttml(hf, self.spec, self.layout).items():
+            getattr(params[name], "tensor", params[name]).assign(self._tensor(arr, tile=True))
+
+    def save_optimizer(self, directory: Path) -> None:
+        """Pickle ``optimizer.get_state_dict()`` with tensors as host arrays (format UNVERIFIED on
+        hardware; absent method -> an empty state, and resuming starts the moments cold)."""
+        get = getattr(self.optimizer, "get_state_dict", None)
+        state = {k: (self._read(v) if hasattr(v, "to_numpy") else v) for k, v in (get() if get else {}).items()}
+        with open(Path(directory) / OPTIMIZER_NAME, "wb") as f:
+            pickle.dump(state, f)
+
+    def load_optimizer(self, directory: Path) -> None:
+        with open(Path(directory) / OPTIMIZER_NAME, "rb") as f:
+            state = pickle.load(f)
+        if state and hasattr(self.optimizer, "set_state_dict"):
+            self.optimizer.set_state_dict({k: self._tensor(v, tile=True) if isinstance(v, np.ndarray) else v
+                                           for k, v in state.items()})
+
+    def save_pretrained(self, directory: Path, tokenizer: Any) -> None:
+        from ttexp.backends.torch_backend import hf_llama_config
+
+        self.save_weights(directory)
+        cfg = hf_llama_config(self.spec)
+        cfg.architectures = ["LlamaForCausalLM"]
+        cfg.save_pretrained(str(directory))
+        tokenizer.save_pretrained(str(directory))

@@ -1,0 +1,403 @@
+"""A strict test double of tt-train's ``ttml`` / ``ttnn`` Python API (test code only).
+
+It stands in for nothing in the product: tests hand it to :class:`TtmlBackend` so the backend's
+control flow runs on CPU. It implements the surface the backend uses, as reference/ttml_api.md
+documents it (Gen B names by default; ``generation="A"`` swaps in the Gen A optimizer classes
+and ``synchronize_parameters``), computes with torch (ttml's Llama layout, via
+``ttml_reference``), and raises on every documented constraint the real API has or that
+tt-train's loop relies on:
+
+- ``from_numpy``: device must be open; element width 32 bits; dtype agrees with ``new_type``;
+  ids ROW_MAJOR UINT32; a mesh mapper splits dim 0 evenly.
+- model call: inputs ``[B, 1, 1, T]`` UINT32 ROW_MAJOR, T a multiple of 32; mask BFLOAT16 TILE
+  ``[1, 1, T, T]``; no forward after a backward until ``reset_graph()``.
+- ``cross_entropy_loss``: logits ``[B, 1, T, V]``, targets ``[B, T]`` UINT32, ids < V.
+- optimizer: ``set_lr`` before every ``step``; on a mesh, gradients synchronised before ``step``.
+- multi-device: ``enable_fabric(n)`` before ``open_device``; parallelism context at most once.
+
+On a mesh the double runs the whole batch once (the mean over equal shards equals the average of
+the shards' means) and a composer returns one copy per device, as the concat composer would.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from types import SimpleNamespace
+from typing import Any, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import ttml_reference as ref
+from ttexp.models.ttml_weights import TtmlLayout
+
+
+class ApiViolation(AssertionError):
+    """The backend broke a rule of the ttml API (or of tt-train's loop)."""
+
+
+class Layout(Enum):
+    TILE = "TILE"
+    ROW_MAJOR = "ROW_MAJOR"
+
+
+class DataType(Enum):
+    UINT32 = "UINT32"
+    INT32 = "INT32"
+    FLOAT32 = "FLOAT32"
+    BFLOAT16 = "BFLOAT16"
+
+
+class GradMode(Enum):
+    ENABLED = 1
+    DISABLED = 0
+
+
+class ReduceType(Enum):
+    NONE = 0
+    MEAN = 1
+    SUM = 2
+
+
+class RunnerType(Enum):
+    Default = 0
+    MemoryEfficient = 1
+
+
+class WeightTyingType(Enum):
+    Disabled = 0
+    Enabled = 1
+
+
+class State:
+    """What the double saw; tests read it."""
+
+    def __init__(self):
+        self.device_open = False
+        self.opened = 0
+        self.closed = 0
+        self.mesh_devices = 1
+        self.fabric = None
+        self.graph_dirty = False
+        self.resets = 0
+        self.backwards = 0
+        self.parallelism = 0
+        self.seed = None
+        self.grad_mode = GradMode.ENABLED
+        self.synced_since_step = False
+        self.lr_since_step = False
+        self.lrs: list[float] = []
+        self.steps = 0
+        self.syncs = 0
+        self.uploads: list[tuple[tuple, str, str]] = []
+        self.fail_backward = False
+
+
+class Tensor:
+    def __init__(self, value: torch.Tensor, state: State, dtype: DataType, layout: Layout):
+        self.value, self.state, self.dtype_, self.layout = value, state, dtype, layout
+
+    @staticmethod
+    def from_numpy(arr, layout=Layout.TILE, new_type=None, mapper=None):
+        st = STATE
+        if not st.device_open:
+            raise ApiViolation("from_numpy before open_device")
+        arr = np.asarray(arr)
+        if arr.dtype.itemsize != 4:
+            raise ApiViolation(f"Unsupported precision: expected 32 bits, got {arr.dtype}")
+        kind = {"u": DataType.UINT32, "i": DataType.INT32, "f": DataType.FLOAT32}[arr.dtype.kind]
+        dtype = new_type or kind
+        if (kind in (DataType.UINT32, DataType.INT32)) != (dtype in (DataType.UINT32, DataType.INT32)):
+            raise ApiViolation(f"new_type {dtype} does not fit a {arr.dtype} array")
+        if dtype == DataType.UINT32 and layout != Layout.ROW_MAJOR:
+            raise ApiViolation("token ids must be ROW_MAJOR")
+        if mapper is not None and arr.shape[0] % st.mesh_devices:
+            raise ApiViolation(f"cannot shard dim 0 of {arr.shape} over {st.mesh_devices} devices")
+        st.uploads.append((arr.shape, dtype.value, layout.value))
+        value = torch.from_numpy(arr.astype(np.int64) if kind != DataType.FLOAT32 else arr.copy())
+        if dtype == DataType.BFLOAT16:
+            value = value.to(torch.bfloat16).to(torch.float32)
+        return Tensor(value, st, dtype, layout)
+
+    def shape(self):
+        return list(self.value.shape)
+
+    def to_numpy(self, new_type=None, composer=None):
+        a = self.value.detach().float().numpy().copy()
+        if composer is not None:
+            a = np.concatenate([a] * self.state.mesh_devices, axis=0)
+        return a
+
+    def backward(self, retain_graph):
+        if self.state.fail_backward:
+            raise RuntimeError("double: backward failed")
+        if self.value.numel() != 1:
+            raise ApiViolation("backward on a non-scalar")
+        self.value.backward()
+        self.state.backwards += 1
+        self.state.graph_dirty = True
+
+    def assign(self, other: "Tensor"):
+        if tuple(other.value.shape) != tuple(self.value.shape):
+            raise ApiViolation(f"assign shape {tuple(other.value.shape)} to {tuple(self.value.shape)}")
+        with torch.no_grad():
+            self.value.copy_(other.value)
+
+    def get_requires_grad(self):
+        return self.value.requires_grad
+
+
+class AutoContext:
+    _instance = None
+
+    @classmethod
+    def get_instance(cls):
+        if cls._instance is None:
+            cls._instance = AutoContext()
+        return cls._instance
+
+    def open_device(self, mesh_shape=None, device_ids=None):
+        st = STATE
+        if st.device_open:
+            raise ApiViolation("open_device twice")
+        n = int(np.prod(mesh_shape or [1, 1]))
+        if n > 1 and st.fabric != n:
+            raise ApiViolation("enable_fabric(num_devices) must be called before open_device")
+        st.device_open, st.mesh_devices = True, n
+        st.opened += 1
+
+    def close_device(self):
+        STATE.device_open = False
+        STATE.closed += 1
+
+    def get_device(self):
+        return "device"
+
+    def set_seed(self, seed):
+        STATE.seed = seed
+        torch.manual_seed(seed)
+
+    def reset_graph(self):
+        STATE.graph_dirty = False
+        STATE.resets += 1
+
+    def set_gradient_mode(self, mode):
+        STATE.grad_mode = mode
+
+    def is_parallelism_context_initialized(self):
+        return STATE.parallelism > 0
+
+    def initialize_parallelism_context(self, cfg):
+        if STATE.parallelism:
+            raise ApiViolation("initialize_parallelism_context called twice")
+        STATE.parallelism += 1
+
+
+@dataclass(frozen=True)
+class LlamaConfig:
+    hidden_size: int = 384
+    intermediate_size: Optional[int] = None
+    num_hidden_layers: int = 6
+    num_attention_heads: int = 6
+    num_key_value_heads: int = 2
+    vocab_size: int = 256
+    max_position_embeddings: int = 256
+    rope_theta: float = 10000.0
+    attention_dropout: float = 0.0
+    mlp_dropout: float = 0.0
+    runner_type: RunnerType = RunnerType.Default
+    weight_tying: WeightTyingType = WeightTyingType.Disabled
+
+    def __post_init__(self):
+        if self.max_position_embeddings % 32 or self.hidden_size % 32:
+            raise ValueError("max_position_embeddings and hidden_size must be divisible by 32")
+
+
+class NamedParameters(dict):
+    pass
+
+
+class Llama:
+    """ttml's Python Llama in the double: parameters under ttml names, N(0, 0.02) init."""
+
+    def __init__(self, cfg: LlamaConfig, layout: TtmlLayout):
+        self.cfg = cfg
+        self.layout = TtmlLayout(**{**layout.__dict__, "tied": cfg.weight_tying == WeightTyingType.Enabled})
+        d, hd = cfg.hidden_size, cfg.hidden_size // cfg.num_attention_heads
+        kv, m, v = cfg.num_key_value_heads * hd, cfg.intermediate_size, cfg.vocab_size
+        params = {}
+        for name in self.layout.parameter_names(cfg.num_hidden_layers):
+            parts = name.split("/")
+            skip = 3 if parts[1] == "blocks" else 2 if parts[1].startswith("llama_block_") else 1
+            suffix = "/".join(parts[skip:])
+            if suffix.endswith("gamma"):
+                shape = (1, 1, 1, d)
+                t = torch.ones(shape)
+            else:
+                rows, cols = {
+                    "fc/weight": (v, d), "tok_emb/weight": (v, d),
+                    "attention/q_linear/weight": (d, d), "attention/kv_linear/weight": (2 * kv, d),
+                    "attention/qkv_linear/weight": (d + 2 * kv, d), "attention/out_linear/weight": (d, d),
+                    "mlp/w1/weight": (m, d), "mlp/w3/weight": (m, d), "mlp/w_gate_up/weight": (2 * m, d),
+                    "mlp/w2/weight": (d, m)}[suffix]
+                t = torch.randn(1, 1, rows, cols) * 0.02
+            params[name] = Tensor(t.requires_grad_(True), STATE, DataType.BFLOAT16, Layout.TILE)
+        self.params = NamedParameters(params)
+        self.training = True
+
+    def parameters(self):
+        return self.params
+
+    def train(self):
+        self.training = True
+
+    def eval(self):
+        self.training = False
+
+    def __call__(self, x: Tensor, mask: Tensor, kv_cache=None, new_tokens=None):
+        st = STATE
+        if st.graph_dirty:
+            raise ApiViolation("forward after backward without reset_graph()")
+        b, one, one2, t = x.shape()
+        if (one, one2) != (1, 1) or x.dtype_ != DataType.UINT32 or x.layout != Layout.ROW_MAJOR:
+            raise ApiViolation(f"inputs must be UINT32 ROW_MAJOR [B,1,1,T]; got {x.shape()} {x.dtype_}")
+        if t % 32:
+            raise ApiViolation(f"sequence length {t} is not a multiple of 32")
+        if mask.shape() != [1, 1, t, t] or mask.dtype_ != DataType.BFLOAT16 or mask.layout != Layout.TILE:
+            raise ApiViolation(f"mask must be BFLOAT16 TILE [1,1,{t},{t}]; got {mask.shape()}")
+        if not torch.equal(mask.value[0, 0], torch.tril(torch.ones(t, t))):
+            raise ApiViolation("the double supports only the causal mask")
+        p = {k: v.value for k, v in self.params.items()}
+        c = self.cfg
+        with torch.set_grad_enabled(st.grad_mode == GradMode.ENABLED):
+            logits = ref.forward(p, self.layout, x.value[:, 0, 0, :], c.num_hidden_layers,
+                                 c.num_attention_heads, c.num_key_value_heads, c.rope_theta)
+        return Tensor(logits[:, None], st, DataType.BFLOAT16, Layout.TILE)
+
+
+def _val(t):
+    return t.value if isinstance(t, Tensor) else t
+
+
+def _wrap(v):
+    return Tensor(v, STATE, DataType.BFLOAT16, Layout.TILE)
+
+
+def cross_entropy_loss(logits: Tensor, target: Tensor, reduce=ReduceType.MEAN):
+    b, one, t, v = logits.shape()
+    if one != 1 or target.shape() != [b, t] or target.dtype_ != DataType.UINT32:
+        raise ApiViolation(f"cross_entropy_loss wants logits [B,1,T,V], targets UINT32 [B,T]; got "
+                           f"{logits.shape()} and {target.shape()} {target.dtype_}")
+    if int(target.value.max()) >= v:
+        raise ApiViolation("target id beyond the logits")
+    ce = F.cross_entropy(logits.value[:, 0].reshape(-1, v), target.value.reshape(-1), reduction="none")
+    if reduce == ReduceType.NONE:
+        return _wrap(ce.reshape(b, 1, t, 1))
+    return _wrap(ce.mean().reshape(1, 1, 1, 1))
+
+
+class Optimizer:
+    def __init__(self, params, kind: str, settings: dict):
+        self.kind, self.settings = kind, dict(settings)
+        leaves = [p.value for p in params.values()]
+        self.torch = torch.optim.AdamW(leaves, lr=settings["lr"], betas=(settings["beta1"], settings["beta2"]),
+                                       eps=settings["epsilon"], weight_decay=settings["weight_decay"])
+
+    def zero_grad(self):
+        self.torch.zero_grad(set_to_none=True)
+
+    def set_lr(self, lr):
+        for g in self.torch.param_groups:
+            g["lr"] = lr
+        STATE.lr_since_step = True
+        STATE.lrs.append(lr)
+
+    def get_lr(self):
+        return self.torch.param_groups[0]["lr"]
+
+    def step(self):
+        st = STATE
+        if not st.lr_since_step:
+            raise ApiViolation("optimizer.step() without set_lr since the last step")
+        if st.mesh_devices > 1 and not st.synced_since_step:
+            raise ApiViolation("optimizer.step() on a mesh without synchronising gradients")
+        self.torch.step()
+        st.steps += 1
+        st.lr_since_step = st.synced_since_step = False
+
+
+REGISTRY_KEYS = {"type", "lr", "beta1", "beta2", "epsilon", "weight_decay", "amsgrad",
+                 "stochastic_rounding", "kahan_summation"}
+
+
+def create_optimizer(config: dict, params):
+    unknown = set(config) - REGISTRY_KEYS
+    if unknown or config.get("type") not in ("AdamW", "MorehAdamW", "AdamWComposite"):
+        raise ApiViolation(f"create_optimizer: bad config {config}")
+    if "kahan_summation" in config and config["type"] == "AdamW":
+        raise ApiViolation("AdamW takes no kahan_summation key")
+    return Optimizer(params, config["type"], config)
+
+
+class AdamWConfig:
+    @staticmethod
+    def make(lr, beta1, beta2, epsilon, weight_decay):
+        return {"lr": lr, "beta1": beta1, "beta2": beta2, "epsilon": epsilon, "weight_decay": weight_decay}
+
+
+def clip_grad_norm(parameters, max_norm, p_norm_type=2.0, error_if_nonfinite=False):
+    leaves = [p.value for p in parameters.values() if p.value.grad is not None]
+    return _wrap(torch.nn.utils.clip_grad_norm_(leaves, max_norm, p_norm_type).reshape(1, 1, 1, 1))
+
+
+def _sync(parameters):
+    STATE.synced_since_step = True
+    STATE.syncs += 1
+
+
+def _enable_fabric(n):
+    if STATE.device_open:
+        raise ApiViolation("enable_fabric after open_device")
+    STATE.fabric = n
+
+
+STATE = State()
+
+
+def make(generation: str = "B", layout: TtmlLayout = TtmlLayout()) -> tuple[Any, Any]:
+    """A fresh (ttml, ttnn) pair of doubles and a fresh :data:`STATE`."""
+    global STATE
+    STATE = State()
+    AutoContext._instance = None
+    binary = SimpleNamespace(
+        mul=lambda a, b: _wrap(_val(a) * _val(b)), sub=lambda a, b: _wrap(_val(a) - _val(b)),
+        add=lambda a, b: _wrap(_val(a) + _val(b)))
+    ops = SimpleNamespace(binary=binary, unary=SimpleNamespace(mean=lambda t: _wrap(t.value.mean().reshape(1, 1, 1, 1))),
+                          loss=SimpleNamespace(cross_entropy_loss=cross_entropy_loss), ReduceType=ReduceType)
+    llama = SimpleNamespace(Llama=lambda cfg: Llama(cfg, layout), LlamaConfig=LlamaConfig)
+    dist = SimpleNamespace(enable_fabric=_enable_fabric,
+                           shard_tensor_to_mesh_mapper=lambda device, dim: ("shard", dim),
+                           concat_mesh_to_tensor_composer=lambda device, dim: ("concat", dim))
+    optimizers = SimpleNamespace(create_optimizer=create_optimizer)
+    if generation == "A":
+        dist.synchronize_parameters = _sync
+        optimizers = SimpleNamespace(AdamWConfig=AdamWConfig,
+                                     AdamW=lambda p, c: Optimizer(p, "AdamW", c),
+                                     MorehAdamW=lambda p, c: Optimizer(p, "MorehAdamW", c))
+    else:
+        dist.synchronize_gradients = _sync
+    autograd = SimpleNamespace(AutoContext=AutoContext, Tensor=Tensor, GradMode=GradMode,
+                               DistributedConfig=lambda enable_ddp=False, enable_tp=False: ("ddp", enable_ddp))
+    ttml = SimpleNamespace(
+        autograd=autograd, ops=ops, optimizers=optimizers,
+        models=SimpleNamespace(llama=llama, RunnerType=RunnerType, WeightTyingType=WeightTyingType),
+        core=SimpleNamespace(distributed=dist, clip_grad_norm=clip_grad_norm),
+    )
+    ttnn = SimpleNamespace(Layout=Layout, DataType=DataType)
+    return ttml, ttnn
+
+
+def state() -> State:
+    return STATE

@@ -1,0 +1,209 @@
+"""TtmlBackend's control flow on CPU, through the strict ttml test double (tests/ttml_double.py).
+
+The double computes ttml's Llama in torch and raises on every documented API constraint, so
+these tests check what the backend asks of ttml (dtypes, shapes, reset after backward, set_lr,
+gradient sync, fabric before open, device closed) and that the numbers agree with the torch
+backend fed the same safetensors. What they cannot check is ttml itself: see test_ttml_hardware.py.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import ttml_double as dbl  # noqa: E402
+
+from ttexp.backends.base import SamplingParams  # noqa: E402
+from ttexp.backends.torch_backend import TorchBackend  # noqa: E402
+from ttexp.backends.ttml_backend import TtmlBackend  # noqa: E402
+from ttexp.data.batch import IGNORE_INDEX, Batch  # noqa: E402
+from ttexp.errors import BackendUnavailable  # noqa: E402
+from ttexp.models.spec import ModelSpec  # noqa: E402
+from ttexp.models.ttml_weights import TtmlLayout  # noqa: E402
+
+SPEC = ModelSpec(name="t", vocab_size=256, hidden_dim=32, num_layers=2, num_heads=4, num_kv_heads=2,
+                 mlp_dim=64, max_seq_len=32, rms_norm_eps=1e-5, tie_word_embeddings=True)
+OPT = {"beta1": 0.9, "beta2": 0.95, "eps": 1e-8, "fused": None, "use_moreh_adamw": False,
+       "use_kahan_summation": False}
+
+
+def make(mesh=(1, 1), generation="B", layout=TtmlLayout(), opt=OPT, spec=SPEC, init_from=None,
+         weight_decay=0.0, clip=True):
+    ttml, ttnn = dbl.make(generation, layout)
+    b = TtmlBackend(list(mesh), mesh[1] > 1, opt, weight_decay, seed=0, clip_grad_norm=clip,
+                    ttml=ttml, ttnn=ttnn)
+    b.build_model(spec, init_from=init_from)
+    return b
+
+
+def batch(n=8, t=SPEC.max_seq_len, seed=1) -> Batch:
+    w = np.random.default_rng(seed).integers(0, 256, size=(n, t + 1))
+    return Batch(inputs=w[:, :-1], labels=w[:, 1:])
+
+
+def torch_backend(seed=0) -> TorchBackend:
+    torch.manual_seed(seed)
+    b = TorchBackend(torch.device("cpu"), "fp32", OPT, weight_decay=0.0)
+    b.build_model(SPEC)
+    return b
+
+
+@pytest.fixture
+def torch_weights(tmp_path):
+    tb = torch_backend()
+    tb.save_weights(tmp_path)
+    return tb, tmp_path
+
+
+def test_training_resets_the_graph_after_every_backward_and_loss_falls():
+    b = make()
+    fixed = batch()
+    losses = []
+    for _ in range(8):
+        b.micro_step(fixed, 1.0)
+        losses.append(b.optimizer_step(lr=1e-2, max_grad_norm=1.0).loss)
+    st = dbl.state()
+    assert st.backwards == 8 and st.resets >= st.backwards and not st.graph_dirty
+    assert st.steps == 8 and st.lrs == [1e-2] * 8
+    assert losses[-1] < losses[0] - 0.5
+    assert all(s[1] in ("UINT32", "BFLOAT16") for s in st.uploads)
+    b.close()
+    assert st.closed == 1 and not st.device_open
+    b.close()  # idempotent
+    assert st.closed == 1
+
+
+def test_first_steps_match_the_torch_backend_on_the_same_weights(torch_weights):
+    tb, weights = torch_weights
+    b = make(init_from=weights)
+    for step in range(3):
+        for micro in range(2):
+            mb = batch(4, seed=10 * step + micro)
+            tb.micro_step(mb, 0.5)
+            b.micro_step(mb, 0.5)
+        want = tb.optimizer_step(lr=1e-3, max_grad_norm=1.0)
+        got = b.optimizer_step(lr=1e-3, max_grad_norm=1.0)
+        # ttml uploads weights as bf16; the loss agrees to bf16 precision.
+        assert got.loss == pytest.approx(want.loss, rel=1e-2), step
+        assert got.grad_norm == pytest.approx(want.grad_norm, rel=5e-2), step
+
+
+def test_masked_loss_counts_only_labelled_tokens_and_pads_the_sequence(torch_weights):
+    tb, weights = torch_weights
+    b = make(init_from=weights)
+    x = batch(4, t=20, seed=3)  # 20 is padded to 32 on ttml
+    labels = x.labels.copy()
+    labels[:, :7] = IGNORE_INDEX
+    labels[2, 15:] = IGNORE_INDEX
+    masked = Batch(x.inputs, labels)
+    assert b.evaluate([masked]) == pytest.approx(tb.evaluate([masked]), rel=1e-2)
+    uploads = dbl.state().uploads
+    assert ((4, 1, 1, 32), "UINT32", "ROW_MAJOR") in uploads
+    assert ((4, 32), "UINT32", "ROW_MAJOR") in uploads
+    assert ((4, 1, 32, 1), "BFLOAT16", "TILE") in uploads  # the loss mask
+
+
+def test_accumulating_two_halves_equals_one_full_batch():
+    full, halves = make(), make()
+    fb = batch()
+    full.micro_step(fb, 1.0)
+    halves.micro_step(Batch(fb.inputs[:4], fb.labels[:4]), 0.5)
+    halves.micro_step(Batch(fb.inputs[4:], fb.labels[4:]), 0.5)
+    a, b = full.optimizer_step(1e-3, 1.0), halves.optimizer_step(1e-3, 1.0)
+    assert b.loss == pytest.approx(a.loss, rel=1e-5)
+    assert b.grad_norm == pytest.approx(a.grad_norm, rel=1e-4)
+
+
+def test_data_parallel_mesh_opens_with_fabric_syncs_every_step_and_matches_one_device():
+    one = make()
+    l1 = [one.micro_step(batch(seed=s), 1.0) or one.optimizer_step(1e-3, 1.0).loss for s in range(3)]
+    two = make(mesh=(1, 2))
+    l2 = [two.micro_step(batch(seed=s), 1.0) or two.optimizer_step(1e-3, 1.0).loss for s in range(3)]
+    st = dbl.state()
+    assert st.fabric == 2 and st.parallelism == 1 and st.syncs == st.steps == 3
+    np.testing.assert_allclose(l2, l1, rtol=1e-5)
+
+
+def test_gen_a_api_uses_optimizer_classes_and_the_older_sync_name():
+    b = make(mesh=(1, 2), generation="A", opt={**OPT, "use_moreh_adamw": True, "use_kahan_summation": True})
+    assert b.api.optimizer_factory == "config_classes" and b.api.grad_sync == "synchronize_parameters"
+    assert b.optimizer.kind == "MorehAdamW"
+    b.micro_step(batch(), 1.0)
+    b.optimizer_step(1e-3, None)
+    assert dbl.state().syncs == 1
+
+
+def test_moreh_and_kahan_reach_the_registry():
+    assert make(opt={**OPT, "use_moreh_adamw": True}).optimizer.kind == "MorehAdamW"
+    b = make(opt={**OPT, "use_kahan_summation": True})
+    assert b.optimizer.kind == "AdamWComposite" and b.optimizer.settings["kahan_summation"] is True
+
+
+def test_graph_is_reset_even_when_backward_fails():
+    b = make()
+    dbl.state().fail_backward = True
+    resets = dbl.state().resets
+    with pytest.raises(RuntimeError, match="backward failed"):
+        b.micro_step(batch(), 1.0)
+    assert dbl.state().resets == resets + 1
+    dbl.state().fail_backward = False
+    b.micro_step(batch(), 1.0)  # the double would raise if the graph were still dirty
+
+
+def test_missing_clip_is_refused_before_the_device_opens():
+    ttml, ttnn = dbl.make()
+    del ttml.core.clip_grad_norm
+    with pytest.raises(BackendUnavailable, match="use_clip_grad_norm=false"):
+        TtmlBackend([1, 1], False, OPT, 0.0, seed=0, clip_grad_norm=True, ttml=ttml, ttnn=ttnn)
+    assert dbl.state().opened == 0
+
+
+def test_constructor_closes_the_device_when_it_fails_after_opening(monkeypatch):
+    ttml, ttnn = dbl.make()
+    monkeypatch.setattr(dbl.AutoContext, "set_seed", lambda self, seed: (_ for _ in ()).throw(RuntimeError("boom")))
+    with pytest.raises(RuntimeError, match="boom"):
+        TtmlBackend([1, 1], False, OPT, 0.0, seed=0, ttml=ttml, ttnn=ttnn)
+    assert dbl.state().opened == 1 and dbl.state().closed == 1
+
+
+def test_weights_round_trip_to_torch_and_transformers(tmp_path):
+    b = make(layout=TtmlLayout(fused_qkv=True, packed_mlp=True))
+    b.micro_step(batch(), 1.0)
+    b.optimizer_step(1e-2, 1.0)
+    b.save_weights(tmp_path)
+    tb = TorchBackend(torch.device("cpu"), "fp32", OPT, weight_decay=0.0)
+    tb.build_model(SPEC, init_from=tmp_path)
+    x = batch(2, seed=9)
+    assert tb.evaluate([x]) == pytest.approx(b.evaluate([x]), rel=1e-2)
+
+    class Tok:
+        def save_pretrained(self, d):
+            (Path(d) / "tokenizer_marker.json").write_text("{}")
+
+    out = tmp_path / "pretrained"
+    out.mkdir()
+    b.save_pretrained(out, Tok())
+    from transformers import AutoModelForCausalLM
+
+    hf = AutoModelForCausalLM.from_pretrained(str(out))
+    assert json.loads((out / "config.json").read_text())["tie_word_embeddings"] is True
+    with torch.no_grad():
+        logits = hf(input_ids=torch.from_numpy(x.inputs)).logits
+    ce = torch.nn.functional.cross_entropy(logits.reshape(-1, 256), torch.from_numpy(x.labels).reshape(-1))
+    assert float(ce) == pytest.approx(b.evaluate([x]), rel=1e-2)
+
+
+def test_generation_is_seeded_stays_in_vocab_and_crops_past_the_context():
+    b = make()
+    p = SamplingParams(max_new_tokens=40, temperature=0.8, top_k=20, top_p=0.9, seed=7)
+    a1, a2 = b.generate([1, 2, 3], p), b.generate([1, 2, 3], p)
+    assert a1 == a2 and len(a1) == 40 and all(0 <= t < 256 for t in a1)  # 3 + 40 > 32: cropped
+    g = b.generate([5] * 10, SamplingParams(max_new_tokens=5, temperature=0.0))
+    assert g == b.generate([5] * 10, SamplingParams(max_new_tokens=5, temperature=0.0, seed=99))
+    assert dbl.state().grad_mode == dbl.GradMode.ENABLED and not dbl.state().graph_dirty
