@@ -40,6 +40,8 @@ TRAINING_KEYS: dict[str, tuple[str, ...]] = {
     "training.validation_frequency": ("validation_frequency", "eval_every", "eval_interval"),
     "training.checkpoint_frequency": ("checkpoint_frequency", "model_save_interval", "save_interval"),
     "training.log_frequency": ("log_interval", "log_frequency"),
+    "training.keep_best_n": ("keep_best_n",),
+    "training.keep_last_n": ("keep_last_n",),
     "training.use_clip_grad_norm": ("use_clip_grad_norm",),
     "training.clip_grad_norm_max_norm": ("clip_grad_norm_max_norm", "grad_clip"),
     "optimizer.beta1": ("beta1",),
