@@ -61,6 +61,7 @@ class LoopResult:
     train_s: float = 0.0
     eval_s: float = 0.0
     checkpoint_s: float = 0.0
+    log_s: float = 0.0
     last_checkpoint: Optional[str] = None
     last_val_step: Optional[int] = None
 
@@ -87,8 +88,9 @@ class TrainingLoop:
     """
 
     def __init__(self, cfg: Any, plan: RunPlan, backend: Backend, data: TrainData,
-                 tokenizer: Any, record: RunRecord):
+                 tokenizer: Any, record: RunRecord, peak_flops: Optional[float] = None):
         self.cfg, self.plan, self.backend, self.data = cfg, plan, backend, data
+        self.peak_flops = peak_flops
         self.tokenizer, self.record = tokenizer, record
         self.t = cfg.training
         g = cfg.generation
@@ -120,37 +122,58 @@ class TrainingLoop:
 
         Raises:
             Diverged: NaN or Inf in the loss or gradients (names the step and last checkpoint).
+            Interrupted: SIGINT or SIGTERM (after saving a checkpoint).
         """
-        t, plan, r = self.t, self.plan, self.result
-        max_norm = t.clip_grad_norm_max_norm if t.use_clip_grad_norm else None
-        scale = 1.0 / plan.gradient_accumulation_steps
+        t = self.t
         with TrainingProgress(t.max_steps, start_step) as bar, self._catch_signals():
             for step in range(start_step, t.max_steps):
-                lr = self.lr(step)
-                tick = time.perf_counter()
-                for micro in range(plan.gradient_accumulation_steps):
-                    batch = self.data.train_batch(step, micro, plan.global_batch_size)
-                    self.backend.micro_step(batch.shard(plan.rank, plan.processes), scale)
-                stats = self.backend.optimizer_step(lr, max_norm)  # the one host sync of the step
-                elapsed = time.perf_counter() - tick
+                stats, lr, tps = self.train_step(step)
                 done = step + 1
-                r.train_s += elapsed
-                r.tokens += plan.tokens_per_step
-                r.steps_done, r.final_train_loss = done, stats.loss
-                self._guard(done, stats.loss, stats.grad_norm)
-                tps = plan.tokens_per_step / elapsed
-                self.record.log_metrics(done, {"train/loss": stats.loss, "train/lr": lr,
-                                               "train/grad_norm": stats.grad_norm,
-                                               "train/tokens_per_s": tps})
+                tick = time.perf_counter()
                 bar.update(done, stats.loss, lr, tps)
                 self._log_step(done, start_step, stats.loss, stats.grad_norm, lr)
+                self.result.log_s += time.perf_counter() - tick
                 if _due(done, t.validation_frequency, t.max_steps):
                     self.validate(done)
                 if t.checkpoint_frequency > 0 and done % t.checkpoint_frequency == 0:
                     self.checkpoint(done)
                 if self._stop_requested():
                     self._stop(done)
-        return r
+        return self.result
+
+    def train_step(self, step: int) -> tuple[Any, float, float]:
+        """One optimizer step (0-based ``step``): micro-steps, update, NaN guard, metrics line.
+
+        Returns (StepStats, learning rate, tokens/s of this step). ``python -m ttexp.bench`` times
+        exactly this method against a hand-written loop.
+        """
+        plan, r = self.plan, self.result
+        lr = self.lr(step)
+        tick = time.perf_counter()
+        for micro in range(plan.gradient_accumulation_steps):
+            batch = self.data.train_batch(step, micro, plan.global_batch_size)
+            self.backend.micro_step(batch.shard(plan.rank, plan.processes),
+                                    1.0 / plan.gradient_accumulation_steps)
+        stats = self.backend.optimizer_step(lr, self._max_norm)  # the one host sync of the step
+        elapsed = time.perf_counter() - tick
+        done = step + 1
+        r.train_s += elapsed
+        r.tokens += plan.tokens_per_step
+        r.steps_done, r.final_train_loss = done, stats.loss
+        self._guard(done, stats.loss, stats.grad_norm)
+        tick = time.perf_counter()
+        tps = plan.tokens_per_step / elapsed
+        metrics = {"train/loss": stats.loss, "train/lr": lr,
+                   "train/grad_norm": stats.grad_norm, "train/tokens_per_s": tps}
+        if self.peak_flops:
+            metrics["train/mfu"] = tps * plan.flops_per_token / self.peak_flops
+        self.record.log_metrics(done, metrics)
+        r.log_s += time.perf_counter() - tick
+        return stats, lr, tps
+
+    @property
+    def _max_norm(self) -> Optional[float]:
+        return self.t.clip_grad_norm_max_norm if self.t.use_clip_grad_norm else None
 
     def _catch_signals(self) -> Any:
         """SIGINT/SIGTERM set a flag; the loop finishes the step, checkpoints and stops. A second
@@ -219,8 +242,10 @@ class TrainingLoop:
             log.info("Measured %.2f s/step: the remaining %s steps take about %s (plus validation).",
                      per_step, f"{self.t.max_steps - done:,}", _hms(remaining))
         if done % self.t.log_frequency == 0 or done == self.t.max_steps:
-            log.info("Step %d/%d | loss %.4f | lr %.3e | grad_norm %.3f | %s tok/s",
-                     done, self.t.max_steps, loss, lr, grad_norm, f"{r.tokens_per_s:,.0f}")
+            mfu = (f" | MFU {r.tokens_per_s * self.plan.flops_per_token / self.peak_flops:.1%}"
+                   if self.peak_flops else "")
+            log.info("Step %d/%d | loss %.4f | lr %.3e | grad_norm %.3f | %s tok/s%s",
+                     done, self.t.max_steps, loss, lr, grad_norm, f"{r.tokens_per_s:,.0f}", mfu)
 
     def validate(self, step: int) -> float:
         """Validation loss and perplexity, plus one sample per prompt, recorded at ``step``."""

@@ -57,6 +57,12 @@ def test_result_json_holds_the_runs_facts(run_dir: Path):
     assert r["data"]["sha256"] == "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
     assert "training.max_steps=4" in r["overrides"]
     assert set(r["git"]) == {"commit", "dirty"}
+    # Speed against the hardware (reference/perf_anchors.md §6).
+    assert r["flops_per_token"] == r["plan"]["flops_per_token"] > 0
+    assert r["peak_flops"] > 0 and "measured CPU" in r["peak_flops_source"]
+    assert r["achieved_flops_per_s"] == pytest.approx(r["tokens_per_s"] * r["flops_per_token"], rel=1e-3)
+    assert r["mfu"] == pytest.approx(r["achieved_flops_per_s"] / r["peak_flops"], rel=1e-3)
+    assert r["peak_memory_bytes"] > 10 * 2**20 and r["log_s"] >= 0
 
 
 def test_metrics_and_validation_blocks(run_dir: Path):
@@ -66,7 +72,7 @@ def test_metrics_and_validation_blocks(run_dir: Path):
     assert [x["step"] for x in train] == [1, 2, 3, 4]
     assert [x["step"] for x in val] == [2, 4]
     assert all(x["val/ppl"] == pytest.approx(math.exp(x["val/loss"]), rel=1e-6) for x in val)
-    assert all(x["train/grad_norm"] > 0 and x["train/lr"] > 0 for x in train)
+    assert all(x["train/grad_norm"] > 0 and x["train/lr"] > 0 and 0 < x["train/mfu"] < 1 for x in train)
     text = (run_dir / "validation.txt").read_text()
     assert text.count("=== Step ") == 2 and text.count("ROMEO:") >= 2
 
@@ -75,7 +81,7 @@ def test_console_ends_with_the_lessons_lines(run_dir: Path):
     console = (run_dir / "console.txt").read_text()
     for line in ("Final training loss:", "Final validation loss:", "Model saved to:",
                  "Training curves saved to:", "Total parameters:", "Batch size: 4 (per-device: 4)",
-                 "Device mesh: [1, 1]"):
+                 "Device mesh: [1, 1]", "Throughput:", "FLOPs per token:"):
         assert line in console
     log = (run_dir / "training.log").read_text()
     assert "Final training loss:" in log and "Step 4/4" in log

@@ -34,7 +34,14 @@ def train_and_record(cfg: Any, record: RunRecord, plan: Any, backend: Any, data:
     record.update(backend=plan.backend, device=backend.device_name,
                   precision=backend.precision_name, plan=plan.to_dict(), num_parameters=num_params)
 
-    loop = TrainingLoop(cfg, plan, backend, data, tokenizer, record)
+    from ttexp.perf import peak_flops_for
+
+    peak, peak_source = peak_flops_for(plan.backend, plan.hardware, backend.device_name,
+                                       backend.precision_name, plan.processes)
+    log.info("FLOPs per token: %s (6N + 12LdT); peak %s", f"{plan.flops_per_token / 1e6:,.1f}M",
+             f"{peak / 1e12:,.2f} TFLOP/s ({peak_source})" if peak else f"unknown ({peak_source})")
+    record.update(flops_per_token=plan.flops_per_token, peak_flops=peak, peak_flops_source=peak_source)
+    loop = TrainingLoop(cfg, plan, backend, data, tokenizer, record, peak_flops=peak)
     start_step = resume_if_requested(cfg, loop, backend, record)
     title = f"{cfg.name}: {plan.spec.name} on {plan.hardware}"
     try:
@@ -43,7 +50,12 @@ def train_and_record(cfg: Any, record: RunRecord, plan: Any, backend: Any, data:
         record_loop(record, loop.result)
         curves = record.plot(title)
     final_dir = save_final_model(record.dir / "final_model", backend, tokenizer)
-    res = loop.result
+    res, r = loop.result, record.result
+    mfu = f", MFU {r['mfu']:.1%}" if r.get("mfu") is not None else ""
+    log.info("Throughput: %s tokens/s, %.2f TFLOP/s%s over %.1f s of training "
+             "(validation %.1f s, checkpoints %.1f s, logging %.1f s); peak memory %.0f MiB",
+             f"{res.tokens_per_s:,.0f}", r.get("achieved_flops_per_s", 0) / 1e12, mfu, res.train_s,
+             res.eval_s, res.checkpoint_s, res.log_s, r.get("peak_memory_bytes", 0) / 2**20)
     if res.final_train_loss is not None:
         log.info("Final training loss: %.4f", res.final_train_loss)
     if res.final_val_loss is not None:
@@ -118,7 +130,14 @@ def log_schedule(cfg: Any, plan: Any) -> None:
 
 
 def record_loop(record: RunRecord, res: Any) -> None:
+    from ttexp.perf import peak_memory_bytes, speed_figures
+
+    speed = speed_figures(res.tokens_per_s, record.result.get("flops_per_token") or 0,
+                          record.result.get("peak_flops"))
     record.update(
+        achieved_flops_per_s=round(speed["achieved_flops_per_s"], 1), mfu=speed["mfu"],
+        peak_memory_bytes=peak_memory_bytes(record.result.get("device") or "cpu"),
+        log_s=round(res.log_s, 3),
         steps_done=res.steps_done, final_train_loss=res.final_train_loss,
         final_val_loss=res.final_val_loss, best_val_loss=res.best_val_loss,
         best_val_step=res.best_val_step, tokens=res.tokens, train_s=round(res.train_s, 3),

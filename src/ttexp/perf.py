@@ -1,0 +1,125 @@
+"""Speed against the hardware: peak FLOP/s per device, MFU, and peak memory.
+
+Convention (reference/perf_anchors.md §6): training FLOPs per token = 6N + 12·L·d·T
+(:func:`ttexp.models.spec.flops_per_token`); MFU = tokens/s × FLOPs per token ÷ peak FLOP/s of
+the devices the run uses. Peaks are dense bf16 (torchtitan's table for NVIDIA; Tenstorrent's
+datasheets for Wormhole, HiFi4, the fidelity tt-train trains at). A CPU has no datasheet peak
+that a framework can reach, so ttexp measures one: the best bf16 (or fp32) matmul rate of this
+machine with torch's thread setting, measured once and cached per CPU, torch version, threads and
+dtype.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+PEAK_FLOPS: dict[str, float] = {
+    "H100": 989e12,  # SXM, dense bf16 (torchtitan get_peak_flops)
+    "H200": 989e12,  # same GH100 compute as H100
+    "A100": 312e12,
+    "n150": 74e12,  # Wormhole n150: 72 Tensix cores, FP16/BF16 HiFi4 (datasheet)
+    "n300": 131e12,  # Wormhole n300: both chips
+    "t3k": 4 * 131e12,  # four n300 cards
+    "galaxy": 32 * 74e12,  # 32 Wormhole chips (per-chip n150 figure)
+}
+"""Dense bf16 peak FLOP/s of each accelerator, or of the whole mesh for Tenstorrent presets."""
+
+
+def gpu_peak_flops(device_name: str) -> Optional[float]:
+    """Peak FLOP/s of a CUDA device from its name (e.g. 'NVIDIA H100 80GB HBM3'); None if unknown."""
+    for key in ("H200", "H100", "A100"):
+        if key in device_name:
+            return PEAK_FLOPS[key]
+    return None
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def measure_cpu_matmul_peak(dtype_name: str = "bf16", size: int = 1024, seconds: float = 1.5) -> float:
+    """Best square-matmul rate of this CPU in FLOP/s (2·n³ per product), over ~``seconds``."""
+    import torch
+
+    dtype = torch.bfloat16 if dtype_name == "bf16" else torch.float32
+    a = torch.randn(size, size, dtype=dtype)
+    b = torch.randn(size, size, dtype=dtype)
+    torch.mm(a, b)  # warm-up: thread pool, kernels
+    best, deadline = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        tick = time.perf_counter()
+        torch.mm(a, b)
+        best = max(best, 2 * size**3 / (time.perf_counter() - tick))
+    return best
+
+
+def cpu_peak_flops(dtype_name: str, cache_dir: Optional[Path] = None) -> float:
+    """This CPU's measured matmul peak for ``dtype_name`` ('bf16' or 'fp32'), cached on disk.
+
+    The cache key is the CPU model, torch version, thread count and dtype, so a new machine, a
+    torch upgrade or a different thread setting measures again (about 2 s).
+    """
+    import torch
+
+    from ttexp.data.corpus import cache_dir as default_cache
+
+    path = (cache_dir or default_cache()) / "cpu_peak_flops.json"
+    key = f"{_cpu_model()}|torch {torch.__version__}|{torch.get_num_threads()} threads|{dtype_name}"
+    try:
+        cached = json.loads(path.read_text())
+    except (OSError, ValueError):
+        cached = {}
+    if key in cached:
+        return float(cached[key])
+    peak = measure_cpu_matmul_peak(dtype_name)
+    cached[key] = peak
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(cached, indent=2))
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only home only costs a re-measurement next time
+    return peak
+
+
+def peak_flops_for(backend: str, hardware: str, device_name: str, precision: str,
+                   processes: int = 1) -> tuple[Optional[float], str]:
+    """(peak FLOP/s of everything the run uses, where the figure comes from)."""
+    if backend == "ttml":
+        peak = PEAK_FLOPS.get(hardware)
+        return peak, f"{hardware} datasheet bf16" if peak else f"no peak known for {hardware}"
+    if device_name.startswith("cuda"):
+        peak = gpu_peak_flops(device_name)
+        if peak is None:
+            return None, f"no peak known for {device_name}"
+        return peak * processes, f"{processes} x datasheet bf16"
+    dtype = "bf16" if "bf16" in precision else "fp32"
+    return cpu_peak_flops(dtype) * processes, f"measured CPU {dtype} matmul peak"
+
+
+def peak_memory_bytes(device_name: str) -> int:
+    """Peak memory of this process: CUDA allocator peak on a GPU, else the peak resident set."""
+    if device_name.startswith("cuda"):
+        import torch
+
+        return int(torch.cuda.max_memory_allocated())
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # Linux reports KiB
+
+
+def speed_figures(tokens_per_s: float, flops_per_token: int, peak: Optional[float]) -> dict[str, Any]:
+    """Achieved FLOP/s and MFU (a fraction, None without a peak) for a token rate."""
+    achieved = tokens_per_s * flops_per_token
+    return {"achieved_flops_per_s": achieved, "mfu": achieved / peak if peak else None}

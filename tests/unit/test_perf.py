@@ -1,0 +1,69 @@
+"""Speed accounting: peaks, MFU, the cached CPU peak, and the bench report."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ttexp import perf
+from ttexp.perf import gpu_peak_flops, peak_flops_for, speed_figures
+
+
+def test_gpu_and_tenstorrent_peaks_follow_the_table():
+    assert gpu_peak_flops("NVIDIA H100 80GB HBM3") == 989e12
+    assert gpu_peak_flops("NVIDIA H200") == 989e12
+    assert gpu_peak_flops("NVIDIA A100-SXM4-40GB") == 312e12
+    assert gpu_peak_flops("NVIDIA GeForce RTX 4090") is None
+    assert peak_flops_for("ttml", "n150", "N150", "bf16")[0] == 74e12
+    assert peak_flops_for("ttml", "n300", "N300", "bf16")[0] == 131e12
+    assert peak_flops_for("torch", "n300", "cuda:0 (NVIDIA H100)", "bf16 autocast", processes=2)[0] == 2 * 989e12
+
+
+def test_mfu_is_achieved_over_peak():
+    s = speed_figures(tokens_per_s=1000.0, flops_per_token=6_000_000, peak=12e9)
+    assert s["achieved_flops_per_s"] == 6e9 and s["mfu"] == pytest.approx(0.5)
+    assert speed_figures(1000.0, 6, None)["mfu"] is None
+
+
+def test_cpu_peak_is_measured_once_and_cached_per_dtype(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(perf, "measure_cpu_matmul_peak", lambda d: calls.append(d) or 1e11)
+    assert perf.cpu_peak_flops("bf16", tmp_path) == 1e11
+    assert perf.cpu_peak_flops("bf16", tmp_path) == 1e11
+    assert perf.cpu_peak_flops("fp32", tmp_path) == 1e11
+    assert calls == ["bf16", "fp32"]
+    assert len(json.loads((tmp_path / "cpu_peak_flops.json").read_text())) == 2
+
+
+def test_measured_cpu_peak_is_a_plausible_rate():
+    rate = perf.measure_cpu_matmul_peak("fp32", size=256, seconds=0.2)
+    assert 1e8 < rate < 1e14
+
+
+@pytest.mark.slow
+def test_bench_reports_three_loops_with_ratios(tmp_path, monkeypatch, capsys):
+    from ttexp.bench import main
+
+    monkeypatch.setattr(perf, "cpu_peak_flops", lambda dtype, cache_dir=None: 1e11)
+    out = tmp_path / "bench.json"
+    assert main(["--steps", "2", "--warmup", "1", "--json", str(out), "model.hidden_dim=32",
+                 "model.num_layers=2", "model.num_heads=4", "model.mlp_dim=64",
+                 "model.max_seq_len=32", "training.batch_size=4"]) == 0
+    report = json.loads(out.read_text())
+    assert [r["loop"] for r in report["rows"]] == ["ttexp", "minimal", "nanoGPT fp32"]
+    for r in report["rows"]:
+        assert r["step_s"] > 0 and r["tokens_per_s"] == pytest.approx(4 * 32 / r["step_s"])
+        assert r["mfu"] == pytest.approx(r["tokens_per_s"] * report["flops_per_token"] / 1e11)
+    by = {r["loop"]: r for r in report["rows"]}
+    assert report["overhead_ratio"] == pytest.approx(by["ttexp"]["step_s"] / by["minimal"]["step_s"])
+    assert report["speedup_vs_nanogpt_fp32"] == pytest.approx(
+        by["ttexp"]["tokens_per_s"] / by["nanoGPT fp32"]["tokens_per_s"])
+    assert "ttexp step time / minimal loop" in capsys.readouterr().out
+
+
+def test_bench_rejects_a_bad_override_with_a_message(capsys):
+    from ttexp.bench import main
+
+    assert main(["model.num_heads=7"]) == 2
+    assert "does not divide" in capsys.readouterr().err
