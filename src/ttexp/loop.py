@@ -37,6 +37,10 @@ class TrainData(Protocol):
 
     def val_batches(self, batch_size: int, max_batches: Optional[int] = None) -> Iterable[Batch]: ...
 
+    def format_prompt(self, text: str) -> str:
+        """The text the model is given for a generation prompt (a prompt template, or ``text``)."""
+        ...
+
 
 class Diverged(TtexpError):
     """The loss or the gradient norm became NaN or infinite."""
@@ -109,16 +113,19 @@ class TrainingLoop:
             for step in range(start_step, t.max_steps):
                 lr = self.lr(step)
                 tick = time.perf_counter()
+                tokens = 0  # what the batches really hold: prompt/response batches vary in length
                 for micro in range(plan.gradient_accumulation_steps):
-                    self.backend.micro_step(self.data.train_batch(step, micro, plan.global_batch_size), scale)
+                    batch = self.data.train_batch(step, micro, plan.global_batch_size)
+                    tokens += batch.num_tokens
+                    self.backend.micro_step(batch, scale)
                 stats = self.backend.optimizer_step(lr, max_norm)  # the one host sync of the step
                 elapsed = time.perf_counter() - tick
                 done = step + 1
                 r.train_s += elapsed
-                r.tokens += plan.tokens_per_step
+                r.tokens += tokens
                 r.steps_done, r.final_train_loss = done, stats.loss
                 self._guard(done, stats.loss, stats.grad_norm)
-                tps = plan.tokens_per_step / elapsed
+                tps = tokens / elapsed
                 self.record.log_metrics(done, {"train/loss": stats.loss, "train/lr": lr,
                                                "train/grad_norm": stats.grad_norm,
                                                "train/tokens_per_s": tps})
@@ -154,13 +161,13 @@ class TrainingLoop:
     def validate(self, step: int) -> float:
         """Validation loss and perplexity, plus one sample per prompt, recorded at ``step``."""
         tick = time.perf_counter()
-        loss = self.backend.evaluate(
-            self.data.val_batches(self.plan.global_batch_size, self.t.validation_batches)
-        )
+        loss = self.backend.evaluate(self.data.val_batches(
+            self.t.validation_batch_size or self.plan.global_batch_size, self.t.validation_batches))
         samples = []
         for prompt in self.cfg.generation.prompts:
-            ids = self.backend.generate(self.tokenizer.encode(prompt), self.sampling)
-            samples.append((prompt, self.tokenizer.decode(ids)))
+            text = self.data.format_prompt(prompt)
+            ids = self.backend.generate(self.tokenizer.encode(text), self.sampling)
+            samples.append((text, self.tokenizer.decode(ids)))
         r = self.result
         r.final_val_loss = loss
         if r.best_val_loss is None or loss < r.best_val_loss:
