@@ -124,6 +124,10 @@ def load_tokenizer(model_dir: Optional[Path]) -> PromptTokenizer:
     try:
         tok = AutoTokenizer.from_pretrained(str(model_dir))
     except (OSError, ValueError, TypeError) as exc:
+        if not Path(model_dir).expanduser().exists():  # a hub id, and the hub is out of reach
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise TtexpError(f"Could not load the model '{model_dir}': it is not a local directory "
+                             f"and the hub did not answer ({first}). {GET_WEIGHTS_HINT}") from None
         raise TtexpError(
             f"Could not load a tokenizer from {model_dir}: {exc}. The directory needs the "
             "tokenizer files (tokenizer.json or tokenizer.model, tokenizer_config.json)."
