@@ -11,6 +11,7 @@ import pytest
 from conftest import TINY_MODEL, compose_cfg, run_cli
 from ttexp.models.pretrained import ORIGIN_NAME
 from ttexp.runner import run
+from ttexp.tasks.eval import indent_answer
 
 pytestmark = pytest.mark.slow
 
@@ -86,7 +87,7 @@ def test_eval_compares_with_the_base_and_writes_both_answers(finetuned: Path, ti
     text = (out / "eval_results.txt").read_text()
     for i, a in enumerate(r["eval"]["answers"], start=1):
         block = text.split(f"Q{i}: {a['question']}\n")[1].split("\n\n")[0]
-        assert block.splitlines() == [f"Fine-tuned: {a['answer']}", f"Base: {a['base_answer']}"]
+        assert block == f"Fine-tuned: {indent_answer(a['answer'])}\nBase: {indent_answer(a['base_answer'])}"
 
 
 def test_eval_of_a_checkpoint_reproduces_the_runs_validation_loss(finetuned: Path):
@@ -96,7 +97,7 @@ def test_eval_of_a_checkpoint_reproduces_the_runs_validation_loss(finetuned: Pat
     assert result["status"] == "completed", result["error"]
     val_at_10 = dict(zip([5, 10, 15, 20], metrics(finetuned, "val/loss")))[10]
     assert result["final_val_loss"] == pytest.approx(val_at_10, rel=1e-5)
-    assert "Fine-tuned: " in (out / "eval_results.txt").read_text()
+    assert "Fine-tuned: " in (out / "eval_results.txt").read_text()  # it has a recorded base
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +120,8 @@ def test_eval_refuses_a_random_init_base_unless_asked(scratch_model: Path, tmp_p
     assert not (tmp_path / "refused" / "eval_results.txt").exists()
     allowed = run(compose_cfg([*common, "eval.allow_random_base=true"], tmp_path / "allowed"))
     assert allowed["status"] == "completed", allowed["error"]
-    assert "Base (random init): " in (tmp_path / "allowed" / "eval_results.txt").read_text()
+    text = (tmp_path / "allowed" / "eval_results.txt").read_text()
+    assert "\nModel: " in text and "\nBase (random init): " in text  # a scratch model is no fine-tune
 
 
 def test_finetune_from_a_scratch_trained_byte_model(scratch_model: Path, tmp_path: Path):

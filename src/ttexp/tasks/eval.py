@@ -50,10 +50,12 @@ def run_eval(cfg: Any, record: RunRecord) -> None:
     """task=eval: score and question ``eval.checkpoint`` (and its comparison model)."""
     from transformers.utils import logging as hf_logging
 
-    from ttexp.models.pretrained import checkpoint_source
+    from ttexp.models.pretrained import base_of, checkpoint_source
 
     hf_logging.disable_progress_bar()
-    model = Candidate("Fine-tuned", str(cfg.eval.checkpoint), checkpoint_source(Path(cfg.eval.checkpoint)))
+    checkpoint = Path(cfg.eval.checkpoint)
+    label = "Fine-tuned" if base_of(checkpoint) else "Model"
+    model = Candidate(label, str(cfg.eval.checkpoint), checkpoint_source(checkpoint))
     _prepare(cfg, model)
     candidates = [model]
     base = _comparison(cfg, model)
@@ -194,6 +196,12 @@ def _eval_data(cfg: Any, tokenizer: Any, seq_len: int) -> Any:
     return TextData(tokens, seq_len, cfg.data.val_fraction, cfg.training.seed)
 
 
+def indent_answer(answer: str) -> str:
+    """An answer for the results file: continuation lines indented, blank lines dropped, so each
+    question's block stays one paragraph."""
+    return "\n    ".join(line for line in answer.splitlines() if line.strip()) or "(no answer)"
+
+
 def _write_results(path: Path, cfg: Any, candidates: list[Candidate]) -> None:
     """The results file: one block per question, each model's answer in turn (lesson's format)."""
     g = cfg.generation
@@ -208,6 +216,6 @@ def _write_results(path: Path, cfg: Any, candidates: list[Candidate]) -> None:
     for i, question in enumerate(cfg.eval.questions):
         lines.append(f"Q{i + 1}: {question}")
         for cand in candidates:
-            lines.append(f"{cand.label}: {cand.answers[i]}")
+            lines.append(f"{cand.label}: {indent_answer(cand.answers[i])}")
         lines.append("")
     path.write_text("\n".join(lines))
