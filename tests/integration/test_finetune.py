@@ -29,13 +29,14 @@ def metrics(run_dir: Path, key: str) -> list[float]:
 @pytest.fixture(scope="module")
 def finetuned(tmp_path_factory, tiny_llama_dir) -> Path:
     out = tmp_path_factory.mktemp("ft") / "run"
-    result = run(compose_cfg([*FINETUNE, f"model.pretrained_path={tiny_llama_dir}"], out))
-    assert result["status"] == "completed", result["error"]
+    proc = run_cli([*FINETUNE, f"model.pretrained_path={tiny_llama_dir}", f"hydra.run.dir={out}"])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (out / "console.txt").write_text(proc.stdout)
     return out
 
 
 def test_finetune_writes_every_artifact(finetuned: Path, tiny_llama_dir: Path):
-    expected = ["resolved.yaml", "metrics.jsonl", "validation.txt", "training_curves.png", "result.json",
+    expected = [".hydra/config.yaml", "training.log", "resolved.yaml", "metrics.jsonl", "validation.txt", "training_curves.png", "result.json",
                 "checkpoints/step_10/model.safetensors", "checkpoints/step_20/optimizer.pt",
                 "final_model/config.json", "final_model/model.safetensors", "final_model/tokenizer.json",
                 f"final_model/{ORIGIN_NAME}"]
@@ -48,6 +49,14 @@ def test_finetune_writes_every_artifact(finetuned: Path, tiny_llama_dir: Path):
     assert 0 < r["tokens"] < 20 * 8 * 256
     origin = json.loads((finetuned / "final_model" / ORIGIN_NAME).read_text())
     assert origin["base_model"] == r["base_model"] and origin["eos_token_id"] == 1
+    from omegaconf import OmegaConf
+
+    resolved = OmegaConf.load(finetuned / "resolved.yaml")  # the shape really trained (config.json's)
+    assert (resolved.model.hidden_dim, resolved.model.num_kv_heads, resolved.model.max_seq_len) == (32, 2, 256)
+    console = (finetuned / "console.txt").read_text()
+    for line in ("Final training loss:", "Final validation loss:", "Model saved to:",
+                 "Training curves saved to:", "52 training and 6 validation examples"):
+        assert line in console
 
 
 def test_loss_on_response_tokens_falls(finetuned: Path):
@@ -86,7 +95,7 @@ def test_eval_compares_with_the_base_and_writes_both_answers(finetuned: Path, ti
     assert len(r["eval"]["answers"]) == 10 and all("base_answer" in a for a in r["eval"]["answers"])
     text = (out / "eval_results.txt").read_text()
     for i, a in enumerate(r["eval"]["answers"], start=1):
-        block = text.split(f"Q{i}: {a['question']}\n")[1].split("\n\n")[0]
+        block = text.split(f"Q{i}: {a['question']}\n")[1].split("\n\n")[0].rstrip("\n")
         assert block == f"Fine-tuned: {indent_answer(a['answer'])}\nBase: {indent_answer(a['base_answer'])}"
 
 
