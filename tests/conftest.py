@@ -70,3 +70,41 @@ def run_cli(args: list[str], cwd: Path | None = None, timeout: int = 300) -> sub
 
 def to_yaml(cfg) -> str:
     return OmegaConf.to_yaml(cfg)
+
+
+def build_tiny_llama_dir(directory: Path, vocab_size: int = 400, seed: int = 0) -> Path:
+    """Save a tiny random LlamaForCausalLM with a small BPE tokenizer (trained here on the starter
+    dataset, with <s> and </s>) as a Hugging Face model directory: a stand-in for TinyLlama."""
+    import json as _json
+
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    from ttexp.data.pairs import packaged_dataset
+
+    texts = []
+    for line in packaged_dataset("trickster.jsonl").read_text().splitlines():
+        obj = _json.loads(line)
+        texts += [f"### Question:\n{obj['prompt']}\n\n### Answer:\n", obj["response"]]
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<s>", "</s>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    bpe.train_from_iterator(texts, trainer)
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>")
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                         tie_word_embeddings=False, bos_token_id=tok.bos_token_id,
+                         eos_token_id=tok.eos_token_id)
+    LlamaForCausalLM(config).save_pretrained(directory)
+    tok.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory) -> Path:
+    """A tiny Llama + BPE tokenizer model directory (see :func:`build_tiny_llama_dir`)."""
+    return build_tiny_llama_dir(tmp_path_factory.mktemp("tiny_llama"))

@@ -211,7 +211,7 @@ def to_yaml(c: Conversion, source_path: str) -> str:
         node[leaf] = value
     order = ("model", "hardware", "task", "scheduler")
     defaults = [{f"override /{g}": c.groups[g]} for g in order if g in c.groups]
-    head = [f"# @package _global_", f"# Imported from {source_path} by python -m ttexp.import_config.",
+    head = ["# @package _global_", f"# Imported from {source_path} by python -m ttexp.import_config.",
             f"#   python -m ttexp experiment={c.values['name']}"]
     if c.unmapped:
         head.append("# Not mapped (no ttexp equivalent):")

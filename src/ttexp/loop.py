@@ -39,6 +39,10 @@ class TrainData(Protocol):
 
     def val_batches(self, batch_size: int, max_batches: Optional[int] = None) -> Iterable[Batch]: ...
 
+    def format_prompt(self, text: str) -> str:
+        """The text the model is given for a generation prompt (a prompt template, or ``text``)."""
+        ...
+
 
 class Diverged(TtexpError):
     """The loss or the gradient norm became NaN or infinite."""
@@ -150,19 +154,21 @@ class TrainingLoop:
         plan, r = self.plan, self.result
         lr = self.lr(step)
         tick = time.perf_counter()
+        tokens = 0  # what the global batches really hold: prompt/response batches vary in length
         for micro in range(plan.gradient_accumulation_steps):
             batch = self.data.train_batch(step, micro, plan.global_batch_size)
+            tokens += batch.num_tokens
             self.backend.micro_step(batch.shard(plan.rank, plan.processes),
                                     1.0 / plan.gradient_accumulation_steps)
         stats = self.backend.optimizer_step(lr, self._max_norm)  # the one host sync of the step
         elapsed = time.perf_counter() - tick
         done = step + 1
         r.train_s += elapsed
-        r.tokens += plan.tokens_per_step
+        r.tokens += tokens
         r.steps_done, r.final_train_loss = done, stats.loss
         self._guard(done, stats.loss, stats.grad_norm)
         tick = time.perf_counter()
-        tps = plan.tokens_per_step / elapsed
+        tps = tokens / elapsed
         metrics = {"train/loss": stats.loss, "train/lr": lr,
                    "train/grad_norm": stats.grad_norm, "train/tokens_per_s": tps}
         if self.peak_flops:
@@ -251,12 +257,14 @@ class TrainingLoop:
         """Validation loss and perplexity, plus one sample per prompt, recorded at ``step``."""
         tick = time.perf_counter()
         plan = self.plan
-        batches = self.data.val_batches(plan.global_batch_size, self.t.validation_batches)
+        batches = self.data.val_batches(self.t.validation_batch_size or plan.global_batch_size,
+                                        self.t.validation_batches)
         loss = self.backend.evaluate(b.shard(plan.rank, plan.processes) for b in batches)
         samples = []
         for prompt in self.cfg.generation.prompts if plan.rank == 0 else []:
-            ids = self.backend.generate(self.tokenizer.encode(prompt), self.sampling)
-            samples.append((prompt, self.tokenizer.decode(ids)))
+            text = self.data.format_prompt(prompt)
+            ids = self.backend.generate(self.tokenizer.encode(text), self.sampling)
+            samples.append((text, self.tokenizer.decode(ids)))
         r = self.result
         r.final_val_loss, r.last_val_step = loss, step
         if r.best_val_loss is None or loss < r.best_val_loss:

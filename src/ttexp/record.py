@@ -111,7 +111,8 @@ class RunRecord:
         """Append one block to validation.txt: the step, the loss, each prompt and its output."""
         out = [f"=== Step {step} | validation loss {loss:.4f} | perplexity {math.exp(min(loss, 50)):.2f} ==="]
         for prompt, completion in samples:
-            out += [f"--- Prompt: {prompt}", prompt + completion, ""]
+            shown = prompt.replace("\n", "\\n")  # a templated prompt spans lines: keep one header line
+            out += [f"--- Prompt: {shown}", prompt + completion, ""]
         self._validation.write("\n".join(out) + "\n")
 
     def rewind(self, step: int) -> None:

@@ -40,7 +40,15 @@ def _task_function(task: str) -> Callable[[Any, RunRecord], None]:
         from ttexp.tasks.scratch import run_scratch
 
         return run_scratch
-    raise TtexpError(f"task={task} is not available in this version of ttexp; use task=scratch.")
+    if task == "finetune":
+        from ttexp.tasks.finetune import run_finetune
+
+        return run_finetune
+    if task == "eval":
+        from ttexp.tasks.eval import run_eval
+
+        return run_eval
+    raise TtexpError(f"task={task} is not available; use task=scratch, finetune or eval.")
 
 
 def run(cfg: Any, overrides: list[str] | None = None) -> dict[str, Any]:

@@ -114,7 +114,12 @@ class DataConfig:
     sha256: Optional[str] = None
     """Expected SHA-256 of a downloaded file; a mismatch is an error."""
     val_fraction: float = 0.1
-    """Share of the corpus held out for validation (the tail of the text file)."""
+    """Share held out for validation: the tail of a text corpus; for JSONL, a seeded random
+    sample of the examples (used only when val_path is null)."""
+    val_path: Optional[str] = None
+    """JSONL only: a separate validation file; null = split val_fraction off the training file."""
+    prompt_template: str = "### Question:\n{prompt}\n\n### Answer:\n"
+    """JSONL only: the text the model sees before each response; {prompt} is the prompt."""
 
 
 @dataclass
@@ -162,6 +167,8 @@ class TrainingConfig:
     """Validate every this many steps (and at the last step); 0 = only at the end."""
     validation_batches: Optional[int] = None
     """Batches per validation; null = the whole validation split, deterministically."""
+    validation_batch_size: Optional[int] = None
+    """Global batch for validation (the lessons' validation_batch_size); null = batch_size."""
     checkpoint_frequency: int = 1000
     """Save a checkpoint every this many steps; 0 = only the final model."""
     log_frequency: int = 10
@@ -194,6 +201,35 @@ class GenerationConfig:
     """Sampling seed; generation never touches the training random state."""
 
 
+def _lesson_test_questions() -> List[str]:
+    """The fine-tuning lesson's ten test questions (ct4, test_trickster.py)."""
+    return [
+        "What is a neural network?", "How do I learn machine learning?",
+        "Explain what backpropagation does", "What's the difference between AI and ML?",
+        "What is a large language model?", "How does attention mechanism work?",
+        "What is fine-tuning?", "Explain what embeddings are",
+        "What's the difference between training and inference?", "What is gradient descent?",
+    ]
+
+
+@dataclass
+class EvalConfig:
+    """task=eval: which model to evaluate, what to compare it with, what to ask."""
+
+    checkpoint: Optional[str] = None
+    """A final_model/ directory, a checkpoints/step_N/ directory, or a run directory."""
+    compare_to: Optional[str] = None
+    """null = no comparison; 'base' = the model the checkpoint was fine-tuned from (as its run
+    recorded it); or a model directory. Answers go side by side into results_file."""
+    allow_random_base: bool = False
+    """Compare with a randomly initialised model when the checkpoint has no pretrained base
+    (it was trained from scratch). Off: such a comparison is refused."""
+    questions: List[str] = field(default_factory=_lesson_test_questions)
+    """Questions to answer (formatted with data.prompt_template for JSONL data)."""
+    results_file: str = "eval_results.txt"
+    """File in the run directory that receives the answers."""
+
+
 @dataclass
 class RunConfig:
     """The whole run: one section per config group plus run-level keys."""
@@ -207,6 +243,7 @@ class RunConfig:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     backend: Backend = Backend.auto
     device: Optional[str] = None
     """torch device override (cpu, cuda, cuda:1); null = CUDA when available, else CPU."""

@@ -140,6 +140,30 @@ def _generation_rules(g: Any) -> List[str]:
     return errs
 
 
+def _task_rules(cfg: Any, task: str, data_format: str, dp: int) -> List[str]:
+    """finetune needs weights and prompt/response data; eval needs a model; JSONL needs a template."""
+    errs = []
+    if task == "finetune" and data_format != "jsonl":
+        errs.append(f"task=finetune trains on prompt/response pairs but data={cfg.data.name} is "
+                    f"{data_format}; use data=trickster or another JSONL dataset.")
+    if task == "finetune" and not cfg.model.get("pretrained_path") and not cfg.init_from:
+        from ttexp.models.pretrained import GET_WEIGHTS_HINT
+
+        errs.append(f"task=finetune needs pretrained weights, but model={cfg.model.name} has no "
+                    f"model.pretrained_path and init_from is not set (ttexp never fine-tunes a "
+                    f"random initialisation). {GET_WEIGHTS_HINT}")
+    if task == "eval" and not cfg.eval.checkpoint:
+        errs.append("task=eval needs eval.checkpoint=DIR: a final_model/, a checkpoints/step_N/ "
+                    "or a run directory.")
+    if data_format == "jsonl" and "{prompt}" not in cfg.data.prompt_template:
+        errs.append(f"data.prompt_template={cfg.data.prompt_template!r} must contain {{prompt}}.")
+    vbs = cfg.training.validation_batch_size
+    if vbs is not None and (vbs < 1 or vbs % dp):
+        errs.append(f"training.validation_batch_size={vbs} must be a positive multiple of the "
+                    f"{dp} data-parallel devices (it is global, like batch_size), or null.")
+    return errs
+
+
 def config_warnings(cfg: Any) -> List[str]:
     """Settings that are legal but probably not what the user meant (logged, never fatal)."""
     t, out = cfg.training, []
@@ -175,6 +199,7 @@ def validate_config(cfg: Any) -> None:
     if cfg.resume and cfg.init_from:
         errs.append("resume and init_from are both set; resume continues a run (weights, optimizer, "
                     "step), init_from starts a new one from weights only. Choose one.")
+    errs += _task_rules(cfg, task, data_format, dp)
     if errs:
         raise ConfigError(
             "The configuration is invalid:\n" + "\n".join(f"  - {e}" for e in errs)

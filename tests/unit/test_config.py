@@ -26,6 +26,8 @@ PRESETS = sorted(p.stem for p in (ROOT / "conf/experiment").glob("*.yaml")) + so
 def test_every_group_option_composes_and_validates(group, option):
     # Galaxy has 32 data-parallel devices: the default global batch of 16 cannot split over them.
     extra = ["training.batch_size=32", "training.gradient_accumulation_steps=1"] if option == "galaxy" else []
+    # Fine-tuning needs weights and evaluation a model (each refused without: test_finetune_config).
+    extra += {"finetune": ["init_from=some/final_model"], "eval": ["eval.checkpoint=some/final_model"]}.get(option, [])
     cfg = compose_cfg([f"{group}={option}", *extra])
     assert getattr(cfg[group].name, "value", cfg[group].name) == option
     validate_config(cfg)

@@ -55,6 +55,15 @@ class Backend(Protocol):
         ``model.safetensors``, Hugging Face names). Creates the optimizer. Returns the number of
         parameters."""
 
+    def load_pretrained(self, path: str) -> int:
+        """Create the model, its weights and its optimizer from a Hugging Face model directory
+        (``config.json`` + safetensors; a hub id when online), master weights in fp32. Returns
+        the number of parameters. Raises TtexpError naming how to get the weights."""
+
+    def load_weights(self, directory: Path) -> None:
+        """Replace the built model's weights with ``directory/model.safetensors`` (Hugging Face
+        names). Raises TtexpError listing every missing, unexpected or mis-shaped tensor."""
+
     def micro_step(self, batch: Batch, loss_scale: float) -> None:
         """Forward, loss and backward for one micro-batch; gradients accumulate. The loss that is
         back-propagated is ``mean token loss * loss_scale`` (``1 / accumulation_steps``). Must not

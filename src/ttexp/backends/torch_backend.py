@@ -183,10 +183,17 @@ class TorchBackend:
         Raises:
             TtexpError: the weights cannot be found or loaded (the message says how to get them).
         """
+        import transformers
         from transformers import AutoModelForCausalLM
 
+        # fp32 master weights whatever config.json says (TinyLlama's says bfloat16, and
+        # transformers 5 loads that dtype by default): bf16 is applied by autocast, never by
+        # training bf16 weights with AdamW. The keyword was renamed in transformers 4.56.
+        major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
+        dtype_key = "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
         try:
-            self.model = AutoModelForCausalLM.from_pretrained(path, attn_implementation="sdpa")
+            self.model = AutoModelForCausalLM.from_pretrained(
+                path, attn_implementation="sdpa", **{dtype_key: torch.float32})
         except (OSError, ValueError) as exc:
             raise TtexpError(
                 f"Could not load pretrained weights from '{path}': {exc}. Download the model "

@@ -79,6 +79,10 @@ class TextData:
         # The one and only shift: position t is trained to predict token t + 1.
         return Batch(inputs=windows[:, :-1], labels=windows[:, 1:])
 
+    def format_prompt(self, text: str) -> str:
+        """Generation prompts are given to the model as they are."""
+        return text
+
     @property
     def num_val_windows(self) -> int:
         return max(0, (len(self.val) - 1) // self.seq_len)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Optional, Sequence
 
 from ttexp.record import RunRecord
 
@@ -12,9 +12,17 @@ log = logging.getLogger("ttexp")
 
 
 def train_and_record(cfg: Any, record: RunRecord, plan: Any, backend: Any, data: Any,
-                     tokenizer: Any, num_params: int, data_lines: list[str]) -> None:
+                     tokenizer: Any, num_params: int, data_lines: list[str],
+                     model_lines: Optional[list[str]] = None,
+                     save_final: Optional[Callable[[Path], Path]] = None,
+                     title: Optional[str] = None, closing_lines: Sequence[str] = ()) -> None:
     """The part every training task shares, after its model and data are built: print the plan,
     resume if asked, run the loop, save ``final_model/`` and the curves, print the lessons' lines.
+
+    Args:
+        model_lines: what to print about the model (default: the parameter breakdown).
+        save_final: writes ``final_model/`` given its path (default: :func:`save_final_model`).
+        title: the curves' title. closing_lines: printed after the lessons' closing lines.
 
     Raises:
         CheckpointError: ``resume`` names a damaged or mismatched checkpoint.
@@ -25,10 +33,10 @@ def train_and_record(cfg: Any, record: RunRecord, plan: Any, backend: Any, data:
 
     for line in plan_lines(plan, backend.device_name, backend.precision_name):
         log.info("%s", line)
-    log.info("Model %s:", plan.spec.name)
-    for line in plan.params.lines(plan.spec.tie_word_embeddings):
-        log.info("  %s", line)
-    for line in data_lines:
+    if model_lines is None:
+        model_lines = [f"Model {plan.spec.name}:"] + [
+            f"  {line}" for line in plan.params.lines(plan.spec.tie_word_embeddings)]
+    for line in model_lines + data_lines:
         log.info("%s", line)
     log_schedule(cfg, plan)
     record.update(backend=plan.backend, device=backend.device_name,
@@ -43,13 +51,14 @@ def train_and_record(cfg: Any, record: RunRecord, plan: Any, backend: Any, data:
     record.update(flops_per_token=plan.flops_per_token, peak_flops=peak, peak_flops_source=peak_source)
     loop = TrainingLoop(cfg, plan, backend, data, tokenizer, record, peak_flops=peak)
     start_step = resume_if_requested(cfg, loop, backend, record)
-    title = f"{cfg.name}: {plan.spec.name} on {plan.hardware}"
+    title = title or f"{cfg.name}: {plan.spec.name} on {plan.hardware}"
     try:
         loop.run(start_step)
     finally:
         record_loop(record, loop.result)
         curves = record.plot(title)
-    final_dir = save_final_model(record.dir / "final_model", backend, tokenizer)
+    final_dir = (save_final or (lambda d: save_final_model(d, backend, tokenizer)))(
+        record.dir / "final_model")
     res, r = loop.result, record.result
     mfu = f", MFU {r['mfu']:.1%}" if r.get("mfu") is not None else ""
     log.info("Throughput: %s tokens/s, %.2f TFLOP/s%s over %.1f s of training "
@@ -64,6 +73,8 @@ def train_and_record(cfg: Any, record: RunRecord, plan: Any, backend: Any, data:
     log.info("Model saved to: %s", final_dir)
     if curves:
         log.info("Training curves saved to: %s", curves)
+    for line in closing_lines:
+        log.info("%s", line)
     record.update(final_model=str(final_dir), curves=str(curves) if curves else None)
 
 

@@ -1,0 +1,320 @@
+"""Starting points for fine-tuning and evaluation: model directories, their tokenizers, weights.
+
+A *model directory* is what ``transformers`` saves (``config.json``, ``model.safetensors``,
+tokenizer files): TinyLlama downloaded to disk, or any ttexp ``final_model/``. A *checkpoint*
+(``checkpoints/step_N/``) holds only weights; its architecture and tokenizer come from the run
+that wrote it (``resolved.yaml`` and ``result.json`` two levels up).
+
+Where a fine-tune starts (:func:`finetune_source`):
+
+* ``init_from=DIR`` with a ``config.json``: that directory (weights, architecture, tokenizer);
+* ``init_from=CHECKPOINT``: its weights, on the architecture of ``model.pretrained_path`` when set,
+  else of the ``model`` config, with the byte tokenizer;
+* ``model.pretrained_path=DIR``: that directory (``model=tinyllama``);
+* nothing: an error that says how to get weights (never a silent random initialisation).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import OmegaConf, open_dict
+
+from ttexp.errors import TtexpError
+
+log = logging.getLogger("ttexp")
+
+HF_CONFIG_NAME = "config.json"
+ORIGIN_NAME = "ttexp_origin.json"
+"""Written into a fine-tuned final_model/: the base model, prompt template and EOS id."""
+FALLBACK_EOS_TEXT = "\x04"
+"""ASCII End of Transmission: the EOS of tokenizers that have none (the 256-byte tokenizer)."""
+
+GET_WEIGHTS_HINT = (
+    "Download the model (config.json, *.safetensors and tokenizer files) to a directory, e.g. "
+    "`huggingface-cli download TinyLlama/TinyLlama-1.1B-intermediate-step-1431k-3T --local-dir "
+    "~/models/tinyllama`, then set model.pretrained_path=~/models/tinyllama (or export "
+    "TTEXP_TINYLLAMA_PATH). To start from a model trained with ttexp, set init_from=RUN/final_model."
+)
+
+
+class PromptTokenizer:
+    """A tokenizer for prompt/response data and generation, over a ``transformers`` tokenizer or
+    ttexp's byte tokenizer.
+
+    ``encode`` is what generation prompts and example prompts go through (BOS first when the
+    tokenizer has one); ``encode_plain`` adds no special tokens (responses). ``eos_token_id`` is
+    the tokenizer's EOS, else the model config's, else the single token of "\\x04".
+
+    Args:
+        tokenizer: a ``PreTrainedTokenizerBase`` or a :class:`~ttexp.models.tokenizer.ByteTokenizer`.
+        eos_token_id: overrides the tokenizer's EOS (e.g. recorded in a model's config.json).
+
+    Raises:
+        TtexpError: the tokenizer has no EOS token and "\\x04" is not one token in it.
+    """
+
+    def __init__(self, tokenizer: Any, eos_token_id: Optional[int] = None):
+        self.inner = tokenizer
+        self._hf = hasattr(tokenizer, "convert_ids_to_tokens")
+        self.bos_token_id = getattr(tokenizer, "bos_token_id", None) if self._hf else None
+        eos = eos_token_id if eos_token_id is not None else getattr(tokenizer, "eos_token_id", None)
+        if eos is None:
+            ids = self.encode_plain(FALLBACK_EOS_TEXT)
+            if len(ids) != 1:
+                raise TtexpError(
+                    "The tokenizer has no EOS token, and fine-tuning needs one to end each response. "
+                    "Add one (tokenizer.add_special_tokens({'eos_token': ...})) and save the "
+                    "tokenizer with the model."
+                )
+            eos = ids[0]
+        self.eos_token_id = int(eos)
+        self.pad_token_id = self.eos_token_id  # padding carries no loss and no attention
+        self.vocab_size = len(tokenizer) if self._hf else tokenizer.vocab_size
+
+    def encode_plain(self, text: str) -> list[int]:
+        """Token ids of ``text`` with no special tokens."""
+        if self._hf:
+            return list(self.inner.encode(text, add_special_tokens=False))
+        return list(self.inner.encode(text))
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of a prompt: BOS (when the tokenizer has one), then ``text``."""
+        ids = self.encode_plain(text)
+        return ([self.bos_token_id] + ids) if self.bos_token_id is not None else ids
+
+    def decode(self, ids: list[int]) -> str:
+        """Text of ``ids`` up to the first EOS, special tokens dropped."""
+        ids = [int(i) for i in ids]
+        if self.eos_token_id in ids:
+            ids = ids[: ids.index(self.eos_token_id)]
+        if self._hf:
+            return self.inner.decode(ids, skip_special_tokens=True)
+        return self.inner.decode(ids)
+
+    def to_transformers(self) -> Any:
+        """The ``transformers`` tokenizer to save with a model directory."""
+        return self.inner.to_transformers() if hasattr(self.inner, "to_transformers") else self.inner
+
+
+def is_model_dir(path: Path) -> bool:
+    """True when ``path`` is a ``transformers`` model directory (has ``config.json``)."""
+    return (Path(path) / HF_CONFIG_NAME).is_file()
+
+
+def load_tokenizer(model_dir: Optional[Path]) -> PromptTokenizer:
+    """The tokenizer of ``model_dir`` (``AutoTokenizer``), or the byte tokenizer when None.
+
+    The EOS id falls back to the ``eos_token_id`` in the directory's config.json (a fine-tuned
+    byte-level model records it there).
+
+    Raises:
+        TtexpError: the directory has no loadable tokenizer, or no usable EOS.
+    """
+    if model_dir is None:
+        from ttexp.models.tokenizer import ByteTokenizer
+
+        return PromptTokenizer(ByteTokenizer())
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(str(model_dir))
+    except (OSError, ValueError, TypeError) as exc:
+        if not Path(model_dir).expanduser().exists():  # a hub id, and the hub is out of reach
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise TtexpError(f"Could not load the model '{model_dir}': it is not a local directory "
+                             f"and the hub did not answer ({first}). {GET_WEIGHTS_HINT}") from None
+        raise TtexpError(
+            f"Could not load a tokenizer from {model_dir}: {exc}. The directory needs the "
+            "tokenizer files (tokenizer.json or tokenizer.model, tokenizer_config.json)."
+        ) from None
+    eos = None
+    if is_model_dir(model_dir):
+        eos = read_hf_config(model_dir).get("eos_token_id")
+        eos = eos[0] if isinstance(eos, list) and eos else eos
+    return PromptTokenizer(tok, eos_token_id=eos if tok.eos_token_id is None else None)
+
+
+def read_hf_config(model_dir: Path) -> dict[str, Any]:
+    """The parsed ``config.json`` of a model directory.
+
+    Raises:
+        TtexpError: the file is missing or not JSON.
+    """
+    path = Path(model_dir) / HF_CONFIG_NAME
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise TtexpError(f"Could not read {path}: {exc}. Is {model_dir} a model directory?") from None
+
+
+def sync_model_config(cfg: Any, model_dir: Path) -> None:
+    """Set ``cfg.model``'s architecture keys from ``model_dir/config.json`` (the weights decide
+    the shape), logging each value that changes.
+
+    Raises:
+        TtexpError: config.json is unreadable or is not a Llama-family model.
+    """
+    hf = read_hf_config(model_dir)
+    if hf.get("model_type") not in ("llama", None):
+        raise TtexpError(
+            f"{model_dir} holds a {hf.get('model_type')} model; ttexp trains Llama-family models."
+        )
+    fields = {
+        "vocab_size": hf.get("vocab_size"), "hidden_dim": hf.get("hidden_size"),
+        "num_layers": hf.get("num_hidden_layers"), "num_heads": hf.get("num_attention_heads"),
+        "num_kv_heads": hf.get("num_key_value_heads"), "mlp_dim": hf.get("intermediate_size"),
+        "max_seq_len": hf.get("max_position_embeddings"),
+        "rope_theta": hf.get("rope_theta") or (hf.get("rope_parameters") or {}).get("rope_theta"),
+        "rms_norm_eps": hf.get("rms_norm_eps"), "tie_word_embeddings": hf.get("tie_word_embeddings"),
+        "dropout": hf.get("attention_dropout"),
+    }
+    with open_dict(cfg):
+        for key, value in fields.items():
+            if value is None:
+                continue
+            if key == "num_kv_heads" and value == fields["num_heads"]:
+                value = None
+            if cfg.model[key] != value:
+                log.info("model.%s=%s replaced by %s from %s", key, cfg.model[key], value,
+                         Path(model_dir) / HF_CONFIG_NAME)
+                cfg.model[key] = value
+
+
+@dataclass
+class ModelSource:
+    """Where a model's architecture, weights and tokenizer come from.
+
+    Attributes:
+        model_dir: a ``transformers`` model directory (architecture, tokenizer and, unless
+            ``weights_dir`` is set, weights); None = architecture from the ``model`` config and
+            the byte tokenizer.
+        weights_dir: a directory whose ``model.safetensors`` replaces the weights; None = those of
+            ``model_dir``.
+        model_cfg: the ``model`` config section to use when ``model_dir`` is None.
+    """
+
+    model_dir: Optional[Path] = None
+    weights_dir: Optional[Path] = None
+    model_cfg: Any = None
+
+    @property
+    def weights(self) -> Path:
+        """The directory the weights are read from."""
+        return self.weights_dir or self.model_dir
+
+
+def _existing_dir(value: str, key: str) -> Path:
+    path = Path(value).expanduser()
+    if not path.is_dir():
+        raise TtexpError(f"{key}={value} is not a directory. {GET_WEIGHTS_HINT}")
+    return path
+
+
+def _looks_like_hub_id(value: str) -> bool:
+    return not Path(value).expanduser().exists() and value.count("/") == 1 and not value.startswith(
+        (".", "/", "~"))
+
+
+def finetune_source(cfg: Any) -> ModelSource:
+    """Resolve the starting point of a fine-tune (see the module docstring).
+
+    Raises:
+        TtexpError: no weights are configured, or a configured directory does not exist.
+    """
+    pretrained = cfg.model.get("pretrained_path")
+    base_dir: Optional[Path] = None
+    if pretrained:
+        base_dir = Path(pretrained) if _looks_like_hub_id(pretrained) else _existing_dir(
+            pretrained, "model.pretrained_path")
+    if cfg.init_from:
+        init = _existing_dir(cfg.init_from, "init_from")
+        if is_model_dir(init):
+            return ModelSource(model_dir=init)
+        if not (init / "model.safetensors").is_file():
+            raise TtexpError(f"init_from={cfg.init_from} has neither config.json nor "
+                             "model.safetensors: give a final_model/ or checkpoints/step_N/ directory.")
+        return ModelSource(model_dir=base_dir, weights_dir=init, model_cfg=cfg.model)
+    if base_dir is not None:
+        return ModelSource(model_dir=base_dir)
+    raise TtexpError(
+        f"task=finetune needs pretrained weights, but model={cfg.model.name} has no "
+        f"model.pretrained_path and init_from is not set. {GET_WEIGHTS_HINT}"
+    )
+
+
+def checkpoint_source(path: Path) -> ModelSource:
+    """The source of a model to evaluate: a model directory, a ``checkpoints/step_N/`` directory
+    (architecture and tokenizer from the run that wrote it) or a run directory (its final_model/).
+
+    Raises:
+        TtexpError: the path holds no model, or its run's record cannot be read.
+    """
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        raise TtexpError(f"eval.checkpoint={path} is not a directory: give a final_model/, a "
+                         "checkpoints/step_N/ or a run directory.")
+    if is_model_dir(path):
+        return ModelSource(model_dir=path)
+    if is_model_dir(path / "final_model"):
+        return ModelSource(model_dir=path / "final_model")
+    if not (path / "model.safetensors").is_file():
+        raise TtexpError(f"{path} holds no model (no config.json, no model.safetensors).")
+    run_dir = path.parent.parent
+    resolved = run_dir / "resolved.yaml"
+    if not resolved.is_file():
+        raise TtexpError(f"{path} is a bare weights file without its run's resolved.yaml in "
+                         f"{run_dir}; evaluate the run's final_model/ instead.")
+    run_cfg = OmegaConf.load(resolved)
+    origin = read_origin(run_dir / "final_model") or _result(run_dir).get("model_source") or {}
+    model_dir = origin.get("model_dir")
+    return ModelSource(model_dir=Path(model_dir) if model_dir else None, weights_dir=path,
+                       model_cfg=run_cfg.model)
+
+
+def _result(run_dir: Path) -> dict[str, Any]:
+    try:
+        return json.loads((run_dir / "result.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def read_origin(model_dir: Path) -> Optional[dict[str, Any]]:
+    """The ``ttexp_origin.json`` a fine-tune wrote into its final_model/, or None."""
+    try:
+        return json.loads((Path(model_dir) / ORIGIN_NAME).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def base_of(path: Path) -> Optional[str]:
+    """The model a fine-tuned model (final_model/, checkpoint or run dir) was fine-tuned from, as
+    its run recorded it; None when there is none (trained from scratch, or not by ttexp)."""
+    path = Path(path).expanduser()
+    for model_dir, run_dir in ((path, path.parent), (path / "final_model", path),
+                               (path.parent.parent / "final_model", path.parent.parent)):
+        origin = read_origin(model_dir)
+        if origin and origin.get("base_model"):
+            return origin["base_model"]
+        result = _result(run_dir)
+        if result.get("task") == "finetune" and result.get("base_model"):
+            return result["base_model"]
+    return None
+
+
+def load_model(backend: Any, source: ModelSource, spec: Any) -> int:
+    """Load ``source`` into ``backend`` (creates its optimizer too); returns the parameter count.
+
+    Raises:
+        TtexpError: weights missing, unreadable or of another shape (from the backend).
+    """
+    if source.model_dir is not None:
+        n = backend.load_pretrained(str(source.model_dir))
+        if source.weights_dir is not None:
+            backend.load_weights(source.weights_dir)
+        return n
+    return backend.build_model(spec, init_from=source.weights_dir)

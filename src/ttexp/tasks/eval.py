@@ -1,0 +1,221 @@
+"""task=eval: validation loss, perplexity and answers of a trained model, optionally beside its base.
+
+    python -m ttexp task=eval eval.checkpoint=outputs/runs/.../final_model
+    python -m ttexp task=eval eval.checkpoint=RUN/final_model eval.compare_to=base
+    python -m ttexp task=eval eval.checkpoint=RUN/checkpoints/step_200 eval.compare_to=~/models/tinyllama
+
+Each model is scored on the validation part of ``data`` (for JSONL, the same seeded split or
+``data.val_path`` the fine-tune used) and answers ``eval.questions`` with the ``generation``
+settings (the lessons' eval_config: temperature, top_k, top_p, repetition_penalty,
+max_new_tokens). Answers, the base's beside the model's, go to ``eval.results_file`` in the run
+directory; every number goes to result.json. A base that would be a random initialisation (the
+model was trained from scratch) is refused unless ``eval.allow_random_base=true``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import open_dict
+
+from ttexp.errors import TtexpError
+from ttexp.models.pretrained import ModelSource
+from ttexp.record import RunRecord
+
+log = logging.getLogger("ttexp")
+
+
+@dataclass
+class Candidate:
+    """One model to evaluate: its label, where it comes from, and what it produced."""
+
+    label: str
+    name: str
+    source: ModelSource
+    tokenizer: Any = None
+    spec: Any = None
+    val_loss: Optional[float] = None
+    answers: list[str] = field(default_factory=list)
+
+    @property
+    def val_ppl(self) -> Optional[float]:
+        return None if self.val_loss is None else math.exp(min(self.val_loss, 50.0))
+
+
+def run_eval(cfg: Any, record: RunRecord) -> None:
+    """task=eval: score and question ``eval.checkpoint`` (and its comparison model)."""
+    from transformers.utils import logging as hf_logging
+
+    from ttexp.models.pretrained import base_of, checkpoint_source
+
+    hf_logging.disable_progress_bar()
+    checkpoint = Path(cfg.eval.checkpoint)
+    label = "Fine-tuned" if base_of(checkpoint) else "Model"
+    model = Candidate(label, str(cfg.eval.checkpoint), checkpoint_source(checkpoint))
+    _prepare(cfg, model)
+    candidates = [model]
+    base = _comparison(cfg, model)
+    if base is not None:
+        candidates.append(base)
+    record.update(eval={"checkpoint": model.name, "compare_to": base.name if base else None})
+    for cand in candidates:
+        _evaluate(cfg, cand, record)
+    path = record.dir / cfg.eval.results_file
+    _write_results(path, cfg, candidates)
+    log.info("Results saved to: %s", path)
+    record.update(
+        final_val_loss=model.val_loss, best_val_loss=model.val_loss, val_ppl=model.val_ppl,
+        base_val_loss=base.val_loss if base else None, base_val_ppl=base.val_ppl if base else None,
+        results_file=str(path),
+        eval={"checkpoint": model.name, "compare_to": base.name if base else None,
+              "questions": list(cfg.eval.questions),
+              "answers": [{"question": q, "answer": a,
+                           **({"base_answer": base.answers[i]} if base else {})}
+                          for i, (q, a) in enumerate(zip(cfg.eval.questions, model.answers))]},
+    )
+
+
+def _prepare(cfg: Any, cand: Candidate) -> None:
+    """Fix ``cfg.model`` to the candidate's architecture; load its tokenizer and spec."""
+    from ttexp.models.pretrained import is_model_dir, load_tokenizer, sync_model_config
+    from ttexp.models.spec import ModelSpec
+
+    src = cand.source
+    if src.model_dir is not None and is_model_dir(src.model_dir):
+        sync_model_config(cfg, src.model_dir)
+    elif src.model_cfg is not None:
+        with open_dict(cfg):
+            for key in ("vocab_size", "hidden_dim", "num_layers", "num_heads", "num_kv_heads", "mlp_dim",
+                        "max_seq_len", "rope_theta", "rms_norm_eps", "tie_word_embeddings", "name"):
+                cfg.model[key] = src.model_cfg[key]
+    cand.tokenizer = load_tokenizer(src.model_dir)
+    cand.spec = ModelSpec.from_config(cfg.model)
+
+
+def _comparison(cfg: Any, model: Candidate) -> Optional[Candidate]:
+    """The comparison model named by ``eval.compare_to``, or None.
+
+    Raises:
+        TtexpError: ``base`` is asked for and the model has no pretrained base (it was trained
+            from scratch) and ``eval.allow_random_base`` is false; or the path holds no model.
+    """
+    from ttexp.models.pretrained import base_of, checkpoint_source
+
+    want = cfg.eval.compare_to
+    if not want:
+        return None
+    target = base_of(Path(cfg.eval.checkpoint)) if want == "base" else want
+    if target is None:
+        if not cfg.eval.allow_random_base:
+            raise TtexpError(
+                f"eval.compare_to=base: {cfg.eval.checkpoint} was not fine-tuned from pretrained "
+                "weights (no base model is recorded: it was trained from scratch), so its base "
+                "would be a random initialisation. Name a model with eval.compare_to=DIR, or set "
+                "eval.allow_random_base=true to compare with random weights on purpose."
+            )
+        log.warning("Comparing with a RANDOMLY INITIALISED model of the same shape "
+                    "(eval.allow_random_base=true).")
+        return Candidate("Base (random init)", "random initialisation", ModelSource(),
+                         tokenizer=model.tokenizer, spec=model.spec)
+    path = Path(str(target)).expanduser()
+    if not path.exists() and str(target).count("/") == 1:  # a hub id recorded by the fine-tune
+        source = ModelSource(model_dir=Path(str(target)))
+    else:
+        source = checkpoint_source(path)
+    base = Candidate("Base", str(target), source)
+    if source.model_dir is None and source.model_cfg is None:
+        base.tokenizer, base.spec = model.tokenizer, model.spec
+    return base
+
+
+def _evaluate(cfg: Any, cand: Candidate, record: RunRecord) -> None:
+    """Load ``cand`` on a fresh backend, score the validation data, answer the questions."""
+    from ttexp.backends.factory import create_backend
+    from ttexp.models.pretrained import load_model
+    from ttexp.plan import make_plan
+    from ttexp.runner import seed_everything
+
+    if cand.source.model_dir is not None or cand.source.model_cfg is not None:
+        _prepare(cfg, cand)  # cfg.model follows the model being loaded (base and model may differ)
+    plan = make_plan(cfg)
+    data = _eval_data(cfg, cand.tokenizer, plan.seq_len)
+    seed_everything(cfg.training.seed)  # a random-init base is reproducible
+    backend = create_backend(cfg, plan)
+    try:
+        what = "random initialisation" if cand.source.weights is None else str(cand.source.weights)
+        log.info("%s model: %s", cand.label, what)
+        load_model(backend, cand.source, cand.spec)
+        t = cfg.training
+        cand.val_loss = backend.evaluate(
+            data.val_batches(t.validation_batch_size or t.batch_size, t.validation_batches))
+        log.info("%s: validation loss %.4f | perplexity %.2f", cand.label, cand.val_loss, cand.val_ppl)
+        params = _sampling(cfg, cand.tokenizer)
+        for i, question in enumerate(cfg.eval.questions, start=1):
+            ids = backend.generate(cand.tokenizer.encode(data.format_prompt(question)), params)
+            cand.answers.append(cand.tokenizer.decode(ids).strip())
+            log.info("Q%d: %s\n%s: %s", i, question, cand.label, cand.answers[-1])
+        record.update(device=backend.device_name, backend=plan.backend)
+    finally:
+        backend.close()
+
+
+def _sampling(cfg: Any, tokenizer: Any) -> Any:
+    from ttexp.backends.base import SamplingParams
+
+    g = cfg.generation
+    return SamplingParams(max_new_tokens=g.max_new_tokens, temperature=g.temperature, top_k=g.top_k,
+                          top_p=g.top_p, repetition_penalty=g.repetition_penalty, seed=g.seed,
+                          eos_token_id=tokenizer.eos_token_id)
+
+
+def _eval_data(cfg: Any, tokenizer: Any, seq_len: int) -> Any:
+    """The validation data of ``cfg.data`` tokenised with ``tokenizer`` (JSONL or text corpus).
+
+    Raises:
+        DataError: the data are missing or invalid, or there is nothing to validate on.
+    """
+    from ttexp.data.corpus import resolve_corpus
+    from ttexp.data.pairs import load_pair_data
+    from ttexp.data.text import TextData, tokenize_corpus
+    from ttexp.errors import DataError
+
+    fmt = getattr(cfg.data.format, "value", cfg.data.format)
+    if fmt == "jsonl":
+        data, info = load_pair_data(cfg.data, tokenizer, seq_len, cfg.training.seed, 1)
+        log.info("%s", info.line())
+        if not data.val:
+            raise DataError("The evaluation data have no validation examples: set data.val_path=FILE "
+                            "or data.val_fraction > 0.")
+        return data
+    corpus = resolve_corpus(cfg.data)
+    tokens = tokenize_corpus(corpus, tokenizer.inner)
+    return TextData(tokens, seq_len, cfg.data.val_fraction, cfg.training.seed)
+
+
+def indent_answer(answer: str) -> str:
+    """An answer for the results file: continuation lines indented, blank lines dropped, so each
+    question's block stays one paragraph."""
+    return "\n    ".join(line for line in answer.splitlines() if line.strip()) or "(no answer)"
+
+
+def _write_results(path: Path, cfg: Any, candidates: list[Candidate]) -> None:
+    """The results file: one block per question, each model's answer in turn (lesson's format)."""
+    g = cfg.generation
+    lines = [f"Evaluation: {candidates[0].name}"]
+    for cand in candidates:
+        if cand.val_loss is not None:
+            lines.append(f"{cand.label} ({cand.name}): validation loss {cand.val_loss:.4f}, "
+                         f"perplexity {cand.val_ppl:.2f}")
+    lines.append(f"Sampling: temperature {g.temperature}, top_k {g.top_k}, top_p {g.top_p}, "
+                 f"repetition_penalty {g.repetition_penalty}, max_new_tokens {g.max_new_tokens}")
+    lines.append("")
+    for i, question in enumerate(cfg.eval.questions):
+        lines.append(f"Q{i + 1}: {question}")
+        for cand in candidates:
+            lines.append(f"{cand.label}: {indent_answer(cand.answers[i])}")
+        lines.append("")
+    path.write_text("\n".join(lines))

@@ -1,0 +1,103 @@
+"""task=finetune: continue training pretrained weights on prompt/response pairs (the ct4 lesson).
+
+    python -m ttexp experiment=trickster_n150 model.pretrained_path=~/models/tinyllama
+    python -m ttexp task=finetune init_from=outputs/runs/.../final_model   # a ttexp model
+
+The starting point comes from :func:`ttexp.models.pretrained.finetune_source` (never a random
+initialisation); its config.json decides the architecture and its tokenizer is used. The data are
+validated first (:mod:`ttexp.validate_data`), then the one training loop runs; validation answers
+to ``generation.prompts``, inside the prompt template, go to validation.txt. ``final_model/``
+records where it came from (``ttexp_origin.json``), which ``task=eval eval.compare_to=base`` reads.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from ttexp.record import RESOLVED_NAME, RunRecord
+
+log = logging.getLogger("ttexp")
+
+
+def run_finetune(cfg: Any, record: RunRecord) -> None:
+    """task=finetune: load the starting model, validate and split the data, train, save."""
+    from omegaconf import OmegaConf
+    from transformers.utils import logging as hf_logging
+
+    from ttexp.backends.factory import create_backend
+    from ttexp.data.pairs import load_pair_data
+    from ttexp.models.pretrained import finetune_source, is_model_dir, load_model, load_tokenizer, sync_model_config
+    from ttexp.plan import make_plan
+    from ttexp.runner import seed_everything
+    from ttexp.tasks.common import train_and_record
+
+    hf_logging.disable_progress_bar()
+    source = finetune_source(cfg)
+    if source.model_dir is not None and is_model_dir(source.model_dir):
+        sync_model_config(cfg, source.model_dir)
+        OmegaConf.save(cfg, record.dir / RESOLVED_NAME, resolve=True)  # the shape really trained
+    tokenizer = load_tokenizer(source.model_dir)
+    plan = make_plan(cfg)
+    t = cfg.training
+    data, info = load_pair_data(cfg.data, tokenizer, plan.seq_len, t.seed, t.gradient_accumulation_steps)
+    base = _str(source.weights)
+    record.update(base_model=base, model_source={"model_dir": _str(source.model_dir),
+                                                 "weights_dir": _str(source.weights_dir)},
+                  data={"path": info.path, "sha256": info.sha256, "val_path": info.val_path,
+                        "train_examples": info.train_examples, "val_examples": info.val_examples,
+                        "truncated": info.truncated, "max_tokens": info.max_tokens,
+                        "prompt_template": cfg.data.prompt_template})
+
+    seed_everything(t.seed)
+    backend = create_backend(cfg, plan)
+    try:
+        log.info("Loading weights from %s", base)
+        num_params = load_model(backend, source, plan.spec)
+        origin = {"base_model": base, "model_dir": _str(source.model_dir),
+                  "prompt_template": cfg.data.prompt_template, "eos_token_id": tokenizer.eos_token_id}
+        train_and_record(
+            cfg, record, plan, backend, data, tokenizer, num_params, [info.line()],
+            model_lines=[f"Model {plan.spec.name}: {num_params:,} parameters (from {base})"],
+            save_final=lambda d: _save_final_model(d, backend, tokenizer, origin),
+            title=f"{cfg.name}: fine-tuning {plan.spec.name} on {plan.hardware}",
+            closing_lines=[f"Compare it with its base: python -m ttexp task=eval "
+                           f"eval.checkpoint={record.dir / 'final_model'} eval.compare_to=base"],
+        )
+    finally:
+        backend.close()
+
+
+def _str(path: Path | None) -> str | None:
+    """An absolute path for a local directory (the record outlives the working directory); a hub
+    id stays as it is."""
+    if path is None:
+        return None
+    local = Path(path).expanduser()
+    return str(local.resolve()) if local.exists() else str(path)
+
+
+def _save_final_model(directory: Path, backend: Any, tokenizer: Any, origin: dict[str, Any]) -> Path:
+    """final_model/: the transformers directory, its EOS id in config.json and
+    generation_config.json (so transformers' generate stops where training taught it to), and
+    ttexp_origin.json."""
+    from transformers.utils import logging as hf_logging
+
+    from ttexp.checkpoint import write_dir_atomic
+    from ttexp.models.pretrained import ORIGIN_NAME
+
+    hf_logging.disable_progress_bar()
+
+    def fill(tmp: Path) -> None:
+        backend.save_pretrained(tmp, tokenizer.to_transformers())
+        for name in ("config.json", "generation_config.json"):
+            path = tmp / name
+            conf = json.loads(path.read_text()) if path.is_file() else {}
+            if conf.get("eos_token_id") is None:
+                conf["eos_token_id"] = tokenizer.eos_token_id
+                path.write_text(json.dumps(conf, indent=2) + "\n")
+        (tmp / ORIGIN_NAME).write_text(json.dumps(origin, indent=2) + "\n")
+
+    return write_dir_atomic(directory, fill)
