@@ -18,6 +18,13 @@ def files(tmp_path_factory, corpus):
     (d / "empty.txt").write_text("")
     (d / "short.txt").write_text("To be, or not to be.\n")
     (d / "no_weights").mkdir()
+    (d / "malformed.jsonl").write_text(
+        '{"prompt": "What is a loss?", "response": "A score of wrongness."}\n'
+        '{"prompt": "What is a batch?", "response": \n'
+        '{"prompt": 7, "response": "A number is not a prompt."}\n')
+    from conftest import build_tiny_llama_dir
+
+    build_tiny_llama_dir(d / "tiny_llama")
     (d / "a_file").write_text("x")
     # Weights of a model twice as wide as TINY_MODEL.
     from ttexp.backends.torch_backend import TorchBackend
@@ -47,6 +54,10 @@ CASES = [
     ("resume from nothing", ["data.path={corpus}", "resume={d}/no_weights"], "no valid checkpoint there", 1),
     ("resume and init_from", ["data.path={corpus}", "resume=auto", "init_from={d}/wide"],
      "resume and init_from are both set", 1),
+    ("malformed JSONL", ["task=finetune", "init_from={d}/tiny_llama", "data.path={d}/malformed.jsonl"],
+     "line 2", 1),
+    ("fine-tune without weights", ["task=finetune", "data.path={d}/malformed.jsonl"],
+     "needs pretrained weights", 1),
     ("output dir not writable", ["data.path={corpus}", "hydra.run.dir={d}/a_file/run"],
      "cannot write the output directory", 2),
     ("invalid combination", ["model.num_heads=3"], "model.num_heads=3 does not divide model.hidden_dim=32", 1),
