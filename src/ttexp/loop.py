@@ -97,12 +97,7 @@ class TrainingLoop:
         self.peak_flops = peak_flops
         self.tokenizer, self.record = tokenizer, record
         self.t = cfg.training
-        g = cfg.generation
-        self.sampling = SamplingParams(
-            max_new_tokens=g.max_new_tokens, temperature=g.temperature, top_k=g.top_k,
-            top_p=g.top_p, repetition_penalty=g.repetition_penalty, seed=g.seed,
-            eos_token_id=getattr(tokenizer, "eos_token_id", None),
-        )
+        self.sampling = SamplingParams.from_config(cfg.generation, tokenizer)
         self.result = LoopResult()
         self.checkpoints = CheckpointManager(record.dir, cfg, self.t.keep_last_n, self.t.keep_best_n)
         self._signal: Optional[int] = None

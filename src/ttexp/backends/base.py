@@ -40,6 +40,14 @@ class SamplingParams:
     seed: int = 1234
     eos_token_id: int | None = None
 
+    @classmethod
+    def from_config(cls, generation: Any, tokenizer: Any = None) -> "SamplingParams":
+        """From the ``generation`` config section; the EOS id comes from the tokenizer (if any)."""
+        return cls(max_new_tokens=generation.max_new_tokens, temperature=generation.temperature,
+                   top_k=generation.top_k, top_p=generation.top_p,
+                   repetition_penalty=generation.repetition_penalty, seed=generation.seed,
+                   eos_token_id=getattr(tokenizer, "eos_token_id", None))
+
 
 class Backend(Protocol):
     """A training backend. One instance trains one model in one process."""

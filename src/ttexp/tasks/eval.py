@@ -166,10 +166,7 @@ def _evaluate(cfg: Any, cand: Candidate, record: RunRecord) -> None:
 def _sampling(cfg: Any, tokenizer: Any) -> Any:
     from ttexp.backends.base import SamplingParams
 
-    g = cfg.generation
-    return SamplingParams(max_new_tokens=g.max_new_tokens, temperature=g.temperature, top_k=g.top_k,
-                          top_p=g.top_p, repetition_penalty=g.repetition_penalty, seed=g.seed,
-                          eos_token_id=tokenizer.eos_token_id)
+    return SamplingParams.from_config(cfg.generation, tokenizer)
 
 
 def _eval_data(cfg: Any, tokenizer: Any, seq_len: int) -> Any:
