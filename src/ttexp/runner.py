@@ -57,6 +57,9 @@ def run(cfg: Any, overrides: list[str] | None = None) -> dict[str, Any]:
         validate_config(cfg)
         for warning in config_warnings(cfg):
             log.warning("%s", warning)
+        from ttexp.tracking import attach_trackers
+
+        attach_trackers(cfg, record)  # W&B when logger.wandb.enabled; never raises
         task = getattr(cfg.task.name, "value", cfg.task.name)
         task_fn = _task_function(task)
         task_fn(cfg, record)
