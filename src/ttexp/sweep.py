@@ -230,7 +230,7 @@ def run_display_name(name: str, overrides: list[str], swept: Optional[list[str]]
     if swept:
         shown = [(k, parsed[k]) for k in swept if k in parsed]
     else:
-        shown = [(k, v) for k, v in parsed.items()
-                 if not _bookkeeping(k) and "/" not in format_value(v)]
+        shown = [(k, v) for k, v in parsed.items()  # logger.* says where it goes, not what it is
+                 if not _bookkeeping(k) and not k.startswith("logger") and "/" not in format_value(v)]
     tail = " ".join(f"{short_key(k)}={format_value(v)}" for k, v in shown)
     return f"{name} {tail}".strip()[:120]
