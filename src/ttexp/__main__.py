@@ -18,7 +18,6 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from ttexp.schema import register_configs
@@ -38,11 +37,11 @@ def main(cfg: DictConfig) -> float | None:
     """
     from ttexp.runner import run
     from ttexp.summarize import refresh_after_job
-    from ttexp.sweep import completed_result
+    from ttexp.sweep import completed_result, is_multirun
 
     hc = HydraConfig.get()
     overrides = list(hc.overrides.task)
-    multirun = hc.mode == RunMode.MULTIRUN
+    multirun = is_multirun(hc)
     result = completed_result(Path(cfg.output_dir), overrides) if cfg.sweep.resume else None
     if result is not None:
         logging.getLogger("ttexp").info("sweep.resume: %s already completed; skipped.", cfg.output_dir)

@@ -54,7 +54,7 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
             out[override_key(text)] = text.split("=", 1)[1] if "=" in text else None
             continue
         if o.is_sweep_override():
-            out[o.key_or_group] = o.get_value_element_as_str()
+            out[o.key_or_group] = text.split("=", 1)[1]
         elif o.is_delete():
             out[o.key_or_group] = None
         else:
@@ -186,15 +186,25 @@ class JobContext:
     overrides: list[str]
 
 
+def is_multirun(hc: Any) -> bool:
+    """True in a job of a multirun. ``hydra.mode`` says so on the command line; Hydra's in-process
+    sweep runner (tests) leaves it null, and then a job number (set only by sweepers) decides."""
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    if hc.mode is not None:
+        return hc.mode == RunMode.MULTIRUN
+    return OmegaConf.select(hc, "job.num", default=None) is not None
+
+
 def hydra_job_context() -> Optional[JobContext]:
     """The current job's context from Hydra; None outside a Hydra job (tests, worker ranks)."""
     from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
 
     if not HydraConfig.initialized():
         return None
     hc = HydraConfig.get()
-    multirun = hc.mode == RunMode.MULTIRUN
+    multirun = is_multirun(hc)
     return JobContext(
         multirun=multirun,
         sweep_dir=Path(hc.sweep.dir) if multirun else None,
