@@ -282,6 +282,8 @@ def find_runs(roots: list[Path]) -> tuple[list[Path], list[Path]]:
             run_dir = result.parent
             if not any(s == run_dir or s in run_dir.parents for s in sweeps):
                 singles.add(run_dir)
+    # A copy inside a run (W&B keeps result.json under <run>/wandb/) is not a run of its own.
+    singles = {d for d in singles if not any(p in singles for p in d.parents)}
     return sorted(sweeps, key=str, reverse=True), sorted(singles, key=str)
 
 

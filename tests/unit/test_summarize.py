@@ -105,11 +105,15 @@ def test_journal_lists_sweeps_and_single_runs_and_keeps_the_teams_notes(tmp_path
     single.mkdir(parents=True)
     (single / "result.json").write_text(json.dumps({"status": "failed", "name": "solo", "overrides": [],
                                                     "error": "DataError: no file"}))
+    copy = single / "wandb/offline-run-1/files"  # W&B's copy of the record is not another run
+    copy.mkdir(parents=True)
+    (copy / "result.json").write_text((single / "result.json").read_text())
     journal = tmp_path / "experiments/experiments.md"
     summarize.write_journal(journal, [tmp_path / "outputs"])
     text = journal.read_text()
     assert summarize.GENERATED_MARKER in text and "## Sweep" in text and "## Single runs" in text
     assert "[dir](../outputs/sweep/1/)" in text and "**failed**: DataError: no file" in text
+    assert text.count("DataError: no file") == 1
     notes = "# Our journal\n\nConclusion: batch 16 wins.\n"
     journal.write_text(notes + summarize.GENERATED_MARKER + "\nold tables\n")
     summarize.write_journal(journal, [tmp_path / "outputs"])
