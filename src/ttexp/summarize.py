@@ -161,6 +161,14 @@ def _link(target: Path, base: Path) -> str:
     return Path(os.path.relpath(target, base)).as_posix()
 
 
+def _shown(path: Path) -> str:
+    """A path as a person would type it: relative to the current directory when inside it."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def _links(row: JobRow, base: Path) -> str:
     links = [f"[dir]({_link(row.dir, base)}/)"]
     if (row.dir / CURVES_NAME).is_file():
@@ -181,7 +189,7 @@ def _result_cells(row: JobRow, best: bool) -> list[str]:
     tps = r.get("tokens_per_s")
     return [_loss(r.get("final_val_loss")), best_loss,
             f"{tps:,.0f}" if isinstance(tps, (int, float)) and tps else "–",
-            _duration(r.get("wall_s")), _status(row)]
+            _duration(r.get("wall_s")) if row.status != "running" else "–", _status(row)]
 
 
 def render_sweep(summary: SweepSummary, base: Path, level: int = 2) -> str:
@@ -191,7 +199,7 @@ def render_sweep(summary: SweepSummary, base: Path, level: int = 2) -> str:
     for row in s.rows:
         counts[row.status] = counts.get(row.status, 0) + 1
     started = min((r.result.get("started_at", "") for r in s.rows if r.result), default="")
-    out = [f"{'#' * level} Sweep `{s.dir}`", ""]
+    out = [f"{'#' * level} Sweep `{_shown(s.dir)}`", ""]
     command = sweep_command(s.dir)
     if command:
         out.append(f"- Command: `{command}`")
@@ -204,8 +212,9 @@ def render_sweep(summary: SweepSummary, base: Path, level: int = 2) -> str:
     else:
         out.append("- Best: none (no completed run with a validation loss)")
     if s.failed:
-        out.append(f"- Not completed: {', '.join(r.job for r in s.failed)}. Re-run them (completed jobs "
-                   f"are skipped): `{sweep_command(s.dir, resume=True)}`")
+        out.append("- Not completed: " + ", ".join(f"{r.job} ({r.status})" for r in s.failed)
+                   + f". Once the sweep has ended, re-run them (completed jobs are skipped): "
+                   f"`{sweep_command(s.dir, resume=True)}`")
     out.append("")
     if s.plot is not None:
         out += [f"![curves of every run]({_link(s.plot, base)})", ""]
@@ -302,8 +311,9 @@ def write_journal(journal: Path, roots: list[Path]) -> Path:
     sweeps, singles = find_runs(roots)
     base = journal.parent.resolve()
     parts = [kept, GENERATED_MARKER, "",
-             f"Regenerated {time.strftime('%Y-%m-%d %H:%M:%S')} from {len(sweeps)} sweeps and "
-             f"{len(singles)} single runs under {', '.join(str(r) for r in roots)}.", ""]
+             f"Regenerated {time.strftime('%Y-%m-%d %H:%M:%S')} from the runs under "
+             f"{', '.join(_shown(r) for r in roots)}: {len(sweeps)} sweep(s), {len(singles)} single "
+             f"run(s).", ""]
     for sweep in sweeps:
         summary = collect_sweep(sweep)
         summary.dir = summary.dir.resolve()
