@@ -33,7 +33,7 @@ def main(cfg: DictConfig) -> float | None:
 
     In a sweep it never raises or exits, so Hydra runs every job and its end-of-sweep callback
     (:mod:`ttexp.callbacks`) writes the summary and sets the exit code. Returns the best
-    validation loss (NaN when there is none), the value an Optuna sweeper minimises.
+    validation loss (+inf when there is none: the worst value), which an Optuna sweeper minimises.
     """
     from ttexp.runner import run
     from ttexp.summarize import refresh_after_job
@@ -54,7 +54,7 @@ def main(cfg: DictConfig) -> float | None:
     if result["status"] == "interrupted":
         raise KeyboardInterrupt  # Ctrl-C stops the whole sweep, not only this job
     best = result.get("best_val_loss")
-    return float(best) if best is not None else float("nan")
+    return float(best) if best is not None else float("inf")  # Optuna 2 rejects NaN; inf = worst
 
 
 if __name__ == "__main__":

@@ -123,3 +123,16 @@ def test_joblib_launcher_runs_jobs_in_worker_processes(tmp_path, corpus):
     assert "Joblib.Parallel" in proc.stdout + proc.stderr
     body = rows((out / "experiments.md").read_text())[1:]
     assert len(body) == 2 and all("completed" in r for r in body)
+
+
+def test_optuna_search_survives_failed_trials(tmp_path, corpus):
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason='pip install -e ".[optuna]"')
+    out = tmp_path / "sweep"
+    # num_heads=3 does not divide hidden_dim=32: every trial fails at once, yet the study finishes.
+    proc = run_cli(["hparams_search=optuna_lr_batch", "hydra.sweeper.n_trials=2", *SHORT,
+                    f"data.path={corpus}", "model.num_heads=3", f"hydra.sweep.dir={out}"])
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "Best value: inf" in proc.stdout + proc.stderr
+    header, *body = rows((out / "experiments.md").read_text())
+    assert header[2:4] == ["training.learning_rate", "training.batch_size"] and len(body) == 2
+    assert all(r[header.index("status")].startswith("**failed**") for r in body)
