@@ -21,8 +21,20 @@ from omegaconf import DictConfig
 
 
 class ExperimentsCallback(Callback):
-    """``on_multirun_end``: write ``<sweep>/experiments.md`` and ``sweep_curves.png``, regenerate the
+    """``on_multirun_start``: make sure the sweep has its ``multirun.yaml``. ``on_multirun_end``: write ``<sweep>/experiments.md`` and ``sweep_curves.png``, regenerate the
     journal (``sweep.journal``), print where they are, and exit 1 if a job failed."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Save ``multirun.yaml`` (the sweep's command and config) if no sweeper writes it: the
+        basic sweeper does (and overwrites this copy), the Optuna sweeper does not."""
+        from omegaconf import OmegaConf
+
+        from ttexp.sweep import MULTIRUN_NAME
+
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if not (sweep_dir / MULTIRUN_NAME).exists():
+            sweep_dir.mkdir(parents=True, exist_ok=True)
+            OmegaConf.save(config, sweep_dir / MULTIRUN_NAME)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from ttexp.summarize import SUMMARY_NAME, refresh_journal, write_sweep_summary

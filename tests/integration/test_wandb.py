@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from pathlib import Path
 
 import pytest
@@ -18,9 +19,21 @@ wandb = pytest.importorskip("wandb")
 METRICS = {"train/loss", "train/lr", "train/grad_norm", "train/tokens_per_s", "val/loss", "val/ppl"}
 
 
-def read_offline_run(run_dir: Path) -> list:
-    """The records of the one offline W&B run under ``run_dir/wandb`` (reference/wandb_offline.md:
-    a 7-byte W&B header, then LevelDB log records in 32 KiB blocks, each a protobuf Record)."""
+def read_offline_run(run_dir: Path, timeout_s: float = 60.0) -> list:
+    """The records of the one offline W&B run under ``run_dir/wandb``, once its ``exit`` record is
+    on disk: ``run.finish()`` returns before W&B's service process has flushed the file, and on a
+    busy machine that takes a while."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        records = _parse_offline_file(run_dir)
+        if of_kind(records, "exit") or time.monotonic() > deadline:
+            return records
+        time.sleep(0.2)
+
+
+def _parse_offline_file(run_dir: Path) -> list:
+    """reference/wandb_offline.md: a 7-byte W&B header, then LevelDB log records in 32 KiB blocks,
+    each payload a protobuf ``Record``."""
     from wandb.proto import wandb_internal_pb2
 
     (path,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")
@@ -44,7 +57,10 @@ def read_offline_run(run_dir: Path) -> list:
     records = []
     for payload in payloads:
         record = wandb_internal_pb2.Record()
-        record.ParseFromString(payload)
+        try:
+            record.ParseFromString(payload)
+        except Exception:  # noqa: BLE001 - the last record may still be half-written
+            break
         records.append(record)
     return records
 
@@ -63,7 +79,8 @@ def test_offline_run_holds_config_metrics_samples_and_model(tiny_cfg, tmp_path):
     assert Path(result["wandb"]["dir"]).parent == run_dir / "wandb"
 
     records = read_offline_run(run_dir)
-    (start, *_) = of_kind(records, "run")
+    assert of_kind(records, "exit"), "the W&B run was not finished"
+    (start,) = of_kind(records, "run")
     assert start.run.job_type == "scratch"
     assert set(start.run.tags) == {cfg.model.name, cfg.hardware.name, "scratch", "baseline"}
     assert start.run.display_name == "test learning_rate=0.0003"  # logger=... is left out
@@ -100,9 +117,10 @@ def test_each_sweep_job_is_its_own_run_grouped_by_the_sweep(tmp_path, corpus):
     assert infos[0]["name"].endswith("learning_rate=0.0001 #0")
     assert infos[1]["name"].endswith("learning_rate=0.0003 #1")
     for n in (0, 1):
-        (start,) = of_kind(read_offline_run(out / str(n)), "run")
+        records = read_offline_run(out / str(n))
+        assert of_kind(records, "exit"), "the W&B run was not finished"
+        (start,) = of_kind(records, "run")
         assert start.run.run_group == infos[0]["group"]
-        assert of_kind(read_offline_run(out / str(n)), "exit"), "the W&B run was not finished"
 
 
 def test_a_wandb_that_cannot_start_leaves_a_completed_local_run(tiny_cfg, monkeypatch, caplog):
