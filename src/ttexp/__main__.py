@@ -4,6 +4,7 @@
     python -m ttexp hardware=n300 model=nano task=scratch
     python -m ttexp experiment=nano_cpu
     python -m ttexp --cfg job experiment=nano_cpu      # print the composed config, run nothing
+    python -m ttexp -m experiment=nano_cpu training.learning_rate=1e-4,3e-4   # a sweep
 
 Hydra runs here, in this controller process only: it composes the config, creates the run
 directory and configures logging; :func:`ttexp.runner.run` does the rest and writes the record.
@@ -11,11 +12,12 @@ directory and configures logging; :func:`ttexp.runner.run` does the rest and wri
 
 from __future__ import annotations
 
+import logging
 import sys
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from ttexp.schema import register_configs
@@ -27,15 +29,32 @@ EXIT_CODES = {"completed": 0, "failed": 1, "diverged": 3, "interrupted": 130}
 
 @hydra.main(version_base="1.3", config_path="pkg://ttexp.conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    """Run one job; in a single run, exit non-zero unless it completed."""
+    """Run one job and refresh experiments.md; in a single run, exit non-zero unless it completed.
+
+    In a sweep it never raises or exits, so Hydra runs every job and its end-of-sweep callback
+    (:mod:`ttexp.callbacks`) writes the summary and sets the exit code. Returns the best
+    validation loss (+inf when there is none: the worst value), which an Optuna sweeper minimises.
+    """
     from ttexp.runner import run
+    from ttexp.summarize import refresh_after_job
+    from ttexp.sweep import completed_result, is_multirun
 
     hc = HydraConfig.get()
-    result = run(cfg, overrides=list(hc.overrides.task))
-    if hc.mode == RunMode.RUN and result["status"] != "completed":
+    overrides = list(hc.overrides.task)
+    multirun = is_multirun(hc)
+    result = completed_result(Path(cfg.output_dir), overrides) if cfg.sweep.resume else None
+    if result is not None:
+        logging.getLogger("ttexp").info("sweep.resume: %s already completed; skipped.", cfg.output_dir)
+    else:
+        result = run(cfg, overrides=overrides)
+    refresh_after_job(Path(cfg.output_dir), Path(hc.sweep.dir) if multirun else None,
+                      cfg.sweep.journal, cfg.sweep.outputs_root)
+    if not multirun and result["status"] != "completed":
         sys.exit(EXIT_CODES.get(result["status"], 1))
+    if result["status"] == "interrupted":
+        raise KeyboardInterrupt  # Ctrl-C stops the whole sweep, not only this job
     best = result.get("best_val_loss")
-    return float(best) if best is not None else float("nan")
+    return float(best) if best is not None else float("inf")  # Optuna 2 rejects NaN; inf = worst
 
 
 if __name__ == "__main__":

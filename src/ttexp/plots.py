@@ -40,3 +40,57 @@ def plot_training_curves(path: Path, history: dict[str, list[tuple[int, float]]]
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def plot_sweep_curves(path: Path, runs: list[dict], title: str) -> None:
+    """Overlay every run of a sweep: training loss (smoothed) and validation loss, one colour per run.
+
+    Args:
+        path: PNG file to write.
+        runs: one dict per run with ``label`` (str), ``train`` and ``val`` (lists of
+            ``(step, loss)``), ``best`` (bool: drawn thicker) and ``ok`` (bool: False draws dashed).
+        title: figure title (the sweep).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_train, ax_val) = plt.subplots(1, 2, figsize=(13, 5), sharey=True)
+    colours = plt.get_cmap("tab10" if len(runs) <= 10 else "tab20")
+    for i, run in enumerate(runs):
+        style = {"color": colours(i % colours.N), "linewidth": 2.6 if run["best"] else 1.2,
+                 "linestyle": "-" if run["ok"] else "--"}
+        label = ("★ " if run["best"] else "") + run["label"]
+        if run["train"]:
+            steps, losses = zip(*run["train"])
+            ax_train.plot(steps, _smooth(list(losses)), label=label, alpha=0.9, **style)
+        if run["val"]:
+            ax_val.plot(*zip(*run["val"]), marker="o", markersize=3, label=label, **style)
+    ax_train.set_title("training loss (moving average)")
+    ax_val.set_title("validation loss")
+    ax_train.set_ylabel("loss (nats/token)")
+    for ax in (ax_train, ax_val):
+        ax.set_xlabel("optimizer step")
+        ax.grid(alpha=0.3)
+    handles, labels = ax_val.get_legend_handles_labels()
+    if not handles:
+        handles, labels = ax_train.get_legend_handles_labels()
+    if handles:
+        ax_val.legend(handles, labels, fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _smooth(values: list[float]) -> list[float]:
+    """Trailing moving average over about 2% of the run (at least 1 point), so curves separate."""
+    window = max(1, len(values) // 50)
+    out, total = [], 0.0
+    for i, v in enumerate(values):
+        total += v
+        if i >= window:
+            total -= values[i - window]
+        out.append(total / min(i + 1, window))
+    return out

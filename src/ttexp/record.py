@@ -10,6 +10,7 @@ atomically whenever they change). ``training.log`` is written by the logging con
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import subprocess
@@ -25,6 +26,8 @@ METRICS_NAME = "metrics.jsonl"
 VALIDATION_NAME = "validation.txt"
 CURVES_NAME = "training_curves.png"
 RESOLVED_NAME = "resolved.yaml"
+
+log = logging.getLogger("ttexp")
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
@@ -95,7 +98,22 @@ class RunRecord:
         self._metrics = open(self.dir / METRICS_NAME, mode, buffering=1)
         self._validation = open(self.dir / VALIDATION_NAME, mode, buffering=1)
         self.history: dict[str, list[tuple[int, float]]] = {"train/loss": [], "val/loss": [], "train/lr": []}
+        self.trackers: list[Any] = []  # ttexp.tracking.Tracker objects (W&B, ...) fed the same events
         self.write_result()
+
+    def add_tracker(self, tracker: Any) -> None:
+        """Send this run's events to ``tracker`` too (a :class:`ttexp.tracking.Tracker`)."""
+        self.trackers.append(tracker)
+
+    def _notify(self, event: str, *args: Any) -> None:
+        """Call ``event`` on every tracker; one that fails is dropped with a warning, never the run."""
+        for tracker in list(self.trackers):
+            try:
+                getattr(tracker, event)(*args)
+            except Exception as exc:  # noqa: BLE001 - a tracker must never stop training
+                log.warning("Tracker %s failed in %s (%s: %s); it is switched off, the local record "
+                            "goes on.", tracker.name, event, type(exc).__name__, exc)
+                self.trackers.remove(tracker)
 
     # -- events --------------------------------------------------------------------------------
 
@@ -106,6 +124,7 @@ class RunRecord:
         for key in self.history:
             if key in metrics:
                 self.history[key].append((step, float(metrics[key])))
+        self._notify("log_metrics", step, metrics)
 
     def log_validation(self, step: int, loss: float, samples: list[tuple[str, str]]) -> None:
         """Append one block to validation.txt: the step, the loss, each prompt and its output."""
@@ -114,6 +133,7 @@ class RunRecord:
             shown = prompt.replace("\n", "\\n")  # a templated prompt spans lines: keep one header line
             out += [f"--- Prompt: {shown}", prompt + completion, ""]
         self._validation.write("\n".join(out) + "\n")
+        self._notify("log_validation", step, loss, samples)
 
     def rewind(self, step: int) -> None:
         """Continue an earlier record at ``step`` (resume): keep metrics.jsonl lines up to
@@ -174,6 +194,8 @@ class RunRecord:
         self.update(status=status, error=error)
         self._metrics.close()
         self._validation.close()
+        self._notify("finish", dict(self.result))
+        self.trackers.clear()
 
 
 class NullRecord:

@@ -64,8 +64,20 @@ def run(cfg: Any, overrides: list[str] | None = None) -> dict[str, Any]:
 
 
 def run_worker(cfg: Any, record: Any) -> dict[str, Any]:
-    """The body of one rank of a multi-process run (see :mod:`ttexp.worker`)."""
-    return _guarded(record, lambda: _task_function(_task_name(cfg))(cfg, record))
+    """The body of one rank of a multi-process run (see :mod:`ttexp.worker`); rank 0 (the one
+    with a real record) also feeds the trackers."""
+    def body() -> None:
+        if isinstance(record, RunRecord):
+            _attach_trackers(cfg, record)
+        _task_function(_task_name(cfg))(cfg, record)
+
+    return _guarded(record, body)
+
+
+def _attach_trackers(cfg: Any, record: RunRecord) -> None:
+    from ttexp.tracking import attach_trackers
+
+    attach_trackers(cfg, record)  # W&B when logger.wandb.enabled; never raises
 
 
 def _task_name(cfg: Any) -> str:
@@ -82,6 +94,7 @@ def _run_task(cfg: Any, record: RunRecord) -> None:
     task_fn = _task_function(_task_name(cfg))
     plan = make_plan(cfg)
     if plan.processes == 1:
+        _attach_trackers(cfg, record)
         task_fn(cfg, record)
         return
     from ttexp.distributed import launch

@@ -143,10 +143,53 @@ class SchedulerConfig:
     """Final learning rate as a fraction of training.learning_rate (decaying schedules)."""
 
 
+class WandbMode(Enum):
+    online = "online"  # stream to the W&B server (needs `wandb login` or WANDB_API_KEY)
+    offline = "offline"  # write <run>/wandb/offline-run-*; upload later with `wandb sync DIR`
+    disabled = "disabled"  # W&B calls are no-ops (nothing written)
+
+
+@dataclass
+class WandbConfig:
+    """Weights & Biases, used when ``enabled`` (``logger=wandb``). The local record is kept too."""
+
+    enabled: bool = False
+    mode: WandbMode = WandbMode.online
+    project: str = "ttexp"
+    entity: Optional[str] = None
+    """Team or user; null = the default entity of the logged-in account."""
+    group: Optional[str] = None
+    """null = the sweep (its directory name) in a multirun, no group in a single run."""
+    name: Optional[str] = None
+    """null = a readable name from the run name and the swept overrides."""
+    tags: List[str] = field(default_factory=list)
+    """Added to the automatic tags: model, hardware, task."""
+    notes: Optional[str] = None
+    log_model: bool = False
+    """Upload final_model/ as a W&B artifact of type 'model' at the end of a completed run."""
+    init_timeout_s: float = 60.0
+    """Seconds to wait for W&B to start before carrying on with the local record only."""
+
+
 @dataclass
 class LoggerConfig:
     name: str = "local"
     """'local' writes training.log, metrics.jsonl and plots in the run directory (always on)."""
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+
+
+@dataclass
+class SweepConfig:
+    """Sweeps and the experiments.md summaries (README, "Sweeps and experiments.md")."""
+
+    resume: bool = False
+    """Re-running a sweep into the same hydra.sweep.dir: skip each job whose directory already
+    holds a completed result.json with the same overrides; the others run again."""
+    journal: Optional[str] = "experiments/experiments.md"
+    """The team journal, regenerated after every run and sweep under outputs_root; null = none."""
+    outputs_root: str = "outputs"
+    """Runs and sweeps under this folder are listed in the journal; others only get their own
+    experiments.md (a sweep) or nothing (a single run)."""
 
 
 @dataclass
@@ -241,6 +284,7 @@ class RunConfig:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)

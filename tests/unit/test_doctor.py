@@ -23,6 +23,9 @@ def clean_env(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setattr(doctor, "TT_DEVICE_DIR", tmp_path / "dev")
     monkeypatch.setitem(sys.modules, "ttml", None)  # import ttml raises ImportError
+    # Forget a wandb that earlier tests imported, so "doctor does not import wandb" is checkable.
+    for name in [m for m in sys.modules if m == "wandb" or m.startswith("wandb.")]:
+        monkeypatch.delitem(sys.modules, name)
     return tmp_path
 
 

@@ -1,0 +1,135 @@
+"""logger=wandb: an offline run read back from its .wandb file (config, metric names, samples
+table, summary, artifact); one W&B run per job of a sweep, grouped by the sweep; a W&B that cannot
+start leaves a completed run with its local record."""
+
+from __future__ import annotations
+
+import json
+import struct
+import time
+from pathlib import Path
+
+import pytest
+
+from ttexp.runner import run
+
+pytestmark = pytest.mark.slow
+wandb = pytest.importorskip("wandb")
+
+METRICS = {"train/loss", "train/lr", "train/grad_norm", "train/tokens_per_s", "val/loss", "val/ppl"}
+
+
+def read_offline_run(run_dir: Path, timeout_s: float = 60.0) -> list:
+    """The records of the one offline W&B run under ``run_dir/wandb``, once its ``exit`` record is
+    on disk: ``run.finish()`` returns before W&B's service process has flushed the file, and on a
+    busy machine that takes a while."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        records = _parse_offline_file(run_dir)
+        if of_kind(records, "exit") or time.monotonic() > deadline:
+            return records
+        time.sleep(0.2)
+
+
+def _parse_offline_file(run_dir: Path) -> list:
+    """reference/wandb_offline.md: a 7-byte W&B header, then LevelDB log records in 32 KiB blocks,
+    each payload a protobuf ``Record``."""
+    from wandb.proto import wandb_internal_pb2
+
+    (path,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")
+    data = path.read_bytes()
+    assert data[:4] == b":W&B"
+    pos, block, pending, payloads = 7, 32768, b"", []
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # block tail padding
+            pos += block - pos % block
+            continue
+        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        chunk, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
+        if kind == 1:
+            payloads.append(chunk)
+        elif kind == 2:
+            pending = chunk
+        elif kind == 3:
+            pending += chunk
+        elif kind == 4:
+            payloads.append(pending + chunk)
+    records = []
+    for payload in payloads:
+        record = wandb_internal_pb2.Record()
+        try:
+            record.ParseFromString(payload)
+        except Exception:  # noqa: BLE001 - the last record may still be half-written
+            break
+        records.append(record)
+    return records
+
+
+def of_kind(records: list, kind: str) -> list:
+    return [r for r in records if r.WhichOneof("record_type") == kind]
+
+
+def test_offline_run_holds_config_metrics_samples_and_model(tiny_cfg, tmp_path):
+    cfg = tiny_cfg("logger=wandb", "logger.wandb.mode=offline", "logger.wandb.log_model=true",
+                   "logger.wandb.tags=[baseline]")
+    result = run(cfg, overrides=["logger=wandb", "training.learning_rate=0.0003"])
+    assert result["status"] == "completed"
+    assert result["wandb"]["mode"] == "offline" and result["wandb"]["url"] is None
+    run_dir = Path(result["output_dir"])
+    assert Path(result["wandb"]["dir"]).parent == run_dir / "wandb"
+
+    records = read_offline_run(run_dir)
+    assert of_kind(records, "exit"), "the W&B run was not finished"
+    (start,) = of_kind(records, "run")
+    assert start.run.job_type == "scratch"
+    assert set(start.run.tags) == {cfg.model.name, cfg.hardware.name, "scratch", "baseline"}
+    assert start.run.display_name == "test learning_rate=0.0003"  # logger=... is left out
+    config = {item.key: json.loads(item.value_json) for item in start.run.config.update}
+    assert {"model", "hardware", "training", "optimizer", "data", "logger"} <= set(config)
+    assert config["training"]["max_steps"] == 4
+    assert config["model"]["hidden_dim"] == cfg.model.hidden_dim
+
+    history = [{(i.key or "/".join(i.nested_key)): i.value_json for i in r.history.item}
+               for r in of_kind(records, "history")]
+    logged = set().union(*history)
+    assert METRICS <= logged and any(k.startswith("val/samples") for k in logged)
+    steps = sorted({int(h["_step"]) for h in history})
+    assert steps == [1, 2, 3, 4]
+    summary = {}
+    for r in of_kind(records, "summary"):
+        summary.update({(i.key or "/".join(i.nested_key)): i.value_json for i in r.summary.update})
+    assert json.loads(summary["best_val_loss"]) == pytest.approx(result["best_val_loss"], rel=1e-6)
+    assert of_kind(records, "artifact"), "final_model/ was not logged as an artifact"
+    # The local record is complete as well.
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    assert len([x for x in lines if "train/loss" in x]) == 4
+
+
+def test_each_sweep_job_is_its_own_run_grouped_by_the_sweep(tmp_path, corpus):
+    from test_sweeps import multirun
+
+    out = tmp_path / "sweep"
+    multirun(out, f"data.path={corpus}", "training.learning_rate=1e-4,3e-4", "logger=wandb",
+             "logger.wandb.mode=offline")
+    infos = [json.loads((out / str(n) / "result.json").read_text())["wandb"] for n in (0, 1)]
+    assert infos[0]["id"] != infos[1]["id"]
+    assert infos[0]["group"] == infos[1]["group"] == f"{out.parent.name}_{out.name}"
+    assert infos[0]["name"].endswith("learning_rate=0.0001 #0")
+    assert infos[1]["name"].endswith("learning_rate=0.0003 #1")
+    for n in (0, 1):
+        records = read_offline_run(out / str(n))
+        assert of_kind(records, "exit"), "the W&B run was not finished"
+        (start,) = of_kind(records, "run")
+        assert start.run.run_group == infos[0]["group"]
+
+
+def test_a_wandb_that_cannot_start_leaves_a_completed_local_run(tiny_cfg, monkeypatch, caplog):
+    def refuse(**kwargs):
+        raise wandb.errors.CommError("could not reach the server")
+
+    monkeypatch.setattr(wandb, "init", refuse)
+    result = run(tiny_cfg("logger=wandb"))
+    assert result["status"] == "completed" and result["best_val_loss"] is not None
+    assert "CommError: could not reach the server" in result["wandb"]["error"]
+    assert "W&B could not start" in caplog.text and "local record only" in caplog.text
+    assert (Path(result["output_dir"]) / "training_curves.png").is_file()

@@ -1,0 +1,54 @@
+"""The sweep and tracking configs compose: launcher plugins from the installed extras are found,
+the Optuna preset minimises, logger=wandb turns W&B on, and the schema rejects a bad mode."""
+
+from __future__ import annotations
+
+import pytest
+from hydra import compose, initialize_config_module
+from hydra.errors import ConfigCompositionException
+
+from conftest import compose_cfg
+from ttexp.schema import register_configs
+
+
+def compose_hydra(*overrides: str):
+    register_configs()
+    with initialize_config_module(config_module="ttexp.conf", version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
+
+
+@pytest.mark.parametrize("launcher, plugin, target", [
+    ("joblib", "hydra_plugins.hydra_joblib_launcher", "JoblibLauncher"),
+    ("submitit_slurm", "hydra_plugins.hydra_submitit_launcher", "SlurmLauncher"),
+])
+def test_launcher_plugins_from_the_extra_are_found(launcher, plugin, target):
+    pytest.importorskip(plugin, reason='pip install -e ".[sweeps]"')
+    cfg = compose_hydra(f"hydra/launcher={launcher}")
+    assert cfg.hydra.launcher._target_.endswith(target)
+
+
+def test_the_end_of_sweep_callback_is_registered():
+    cfg = compose_hydra()
+    assert cfg.hydra.callbacks.experiments._target_ == "ttexp.callbacks.ExperimentsCallback"
+    assert cfg.sweep.journal == "experiments/experiments.md" and cfg.sweep.resume is False
+
+
+def test_optuna_preset_minimises_in_memory():
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason='pip install -e ".[optuna]"')
+    cfg = compose_hydra("hparams_search=optuna_lr_batch")
+    sweeper = cfg.hydra.sweeper
+    assert sweeper._target_.endswith("OptunaSweeper") and sweeper.direction == "minimize"
+    assert sweeper.storage is None and set(sweeper.params) == {"training.learning_rate", "training.batch_size"}
+
+
+@pytest.mark.parametrize("choice", ["logger=wandb", "logger=[local,wandb]"])
+def test_logger_wandb_turns_wandb_on(choice):
+    cfg = compose_cfg([choice, "logger.wandb.mode=offline"])
+    assert cfg.logger.wandb.enabled is True and cfg.logger.wandb.mode.value == "offline"
+    assert compose_cfg([]).logger.wandb.enabled is False
+
+
+def test_a_bad_wandb_mode_is_rejected_when_composing():
+    with pytest.raises(ConfigCompositionException) as exc:
+        compose_cfg(["logger=wandb", "logger.wandb.mode=cloud"])
+    assert "online" in str(exc.value.__cause__) and "offline" in str(exc.value.__cause__)
