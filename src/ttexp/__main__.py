@@ -37,11 +37,15 @@ def main(cfg: DictConfig) -> float | None:
     """
     from ttexp.runner import run
     from ttexp.summarize import refresh_after_job
-    from ttexp.sweep import completed_result, is_multirun
+    from ttexp.sweep import completed_result, is_multirun, pin_job_device
 
     hc = HydraConfig.get()
     overrides = list(hc.overrides.task)
     multirun = is_multirun(hc)
+    if multirun and cfg.sweep.pin_devices:
+        pinned = pin_job_device(cfg, int(hc.job.num))
+        if pinned:
+            logging.getLogger("ttexp").info("sweep.pin_devices: job %s runs on %s", hc.job.num, pinned)
     result = completed_result(Path(cfg.output_dir), overrides) if cfg.sweep.resume else None
     if result is not None:
         logging.getLogger("ttexp").info("sweep.resume: %s already completed; skipped.", cfg.output_dir)

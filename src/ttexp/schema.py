@@ -89,6 +89,9 @@ class HardwareConfig:
     mesh_shape: List[int] = field(default_factory=lambda: [1, 1])
     enable_ddp: bool = False
     """Data parallelism over the mesh; must be true exactly when the mesh has more than 1 device."""
+    device_ids: Optional[List[int]] = None
+    """ttml: which chips of this host the mesh opens (ctx.open_device(mesh_shape, device_ids));
+    null = ttml's default (chip 0 for one device, the whole mesh otherwise)."""
     processes: Optional[int] = None
     """torch backend: ranks (processes) that share the data-parallel devices. null = one per CUDA
     device when the machine has as many as the mesh, else 1 (the shards run in one process).
@@ -187,6 +190,10 @@ class SweepConfig:
     holds a completed result.json with the same overrides; the others run again."""
     journal: Optional[str] = "experiments/experiments.md"
     """The team journal, regenerated after every run and sweep under outputs_root; null = none."""
+    pin_devices: Optional[int] = None
+    """Give sweep job N device N mod pin_devices (torch: cuda:K; ttml: chip K), so parallel
+    single-device jobs each get their own, e.g. 8 on a T3K or an 8-GPU box together with
+    hydra/launcher=joblib hydra.launcher.n_jobs=8. null = off."""
     outputs_root: str = "outputs"
     """Runs and sweeps under this folder are listed in the journal; others only get their own
     experiments.md (a sweep) or nothing (a single run)."""

@@ -244,3 +244,32 @@ def run_display_name(name: str, overrides: list[str], swept: Optional[list[str]]
                  if not _bookkeeping(k) and not k.startswith("logger") and "/" not in format_value(v)]
     tail = " ".join(f"{short_key(k)}={format_value(v)}" for k, v in shown)
     return f"{name} {tail}".strip()[:120]
+
+
+def pin_job_device(cfg: Any, job_num: int) -> Optional[str]:
+    """Apply ``sweep.pin_devices`` to sweep job ``job_num`` (mutates ``cfg``); returns what was
+    pinned, for the log, or None when pinning is off or the user already chose a device.
+
+    torch: ``device=cuda:K`` with K = job_num mod pin_devices. ttml: ``hardware.device_ids=[K]``.
+
+    A mesh of more than one device is left alone here; :func:`ttexp.validate.validate_config`
+    rejects that combination with a message when the job runs.
+    """
+    from omegaconf import open_dict
+
+    n = cfg.sweep.get("pin_devices")
+    mesh = [int(x) for x in cfg.hardware.mesh_shape]
+    if not n or n < 1 or mesh[0] * mesh[1] != 1:
+        return None
+    k = job_num % int(n)
+    backend = getattr(cfg.backend, "value", cfg.backend)
+    with open_dict(cfg):
+        if backend == "ttml":
+            if cfg.hardware.get("device_ids") is not None:
+                return None
+            cfg.hardware.device_ids = [k]
+            return f"hardware.device_ids=[{k}]"
+        if cfg.device:
+            return None
+        cfg.device = f"cuda:{k}"
+        return f"device=cuda:{k}"

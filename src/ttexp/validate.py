@@ -187,6 +187,14 @@ def validate_config(cfg: Any) -> None:
     errs += _generation_rules(cfg.generation)
     if not 0 <= cfg.data.val_fraction < 1:
         errs.append(f"data.val_fraction={cfg.data.val_fraction} must be in [0, 1).")
+    pin = cfg.get("sweep", {}).get("pin_devices") if cfg.get("sweep") is not None else None
+    if pin is not None and pin < 1:
+        errs.append(f"sweep.pin_devices={pin} must be at least 1 (the number of local devices), or null.")
+    elif pin is not None and not _hardware_rules(cfg.hardware) and \
+            cfg.hardware.mesh_shape[0] * cfg.hardware.mesh_shape[1] != 1:
+        errs.append(f"sweep.pin_devices={pin} gives each sweep job one device, but hardware="
+                    f"{cfg.hardware.name} is a mesh of several; use hardware=n150 (or p150) for "
+                    "the jobs, or unset sweep.pin_devices.")
     if not 0 <= cfg.scheduler.min_lr_ratio <= 1:
         errs.append(f"scheduler.min_lr_ratio={cfg.scheduler.min_lr_ratio} must be in [0, 1].")
     task = cfg.task.name.value if hasattr(cfg.task.name, "value") else str(cfg.task.name)

@@ -52,3 +52,40 @@ def test_a_bad_wandb_mode_is_rejected_when_composing():
     with pytest.raises(ConfigCompositionException) as exc:
         compose_cfg(["logger=wandb", "logger.wandb.mode=cloud"])
     assert "online" in str(exc.value.__cause__) and "offline" in str(exc.value.__cause__)
+
+
+@pytest.mark.parametrize("backend,job,expected", [("auto", 0, "device=cuda:0"), ("torch", 9, "device=cuda:1"),
+                                                  ("ttml", 5, "hardware.device_ids=[5]")])
+def test_pin_devices_gives_each_sweep_job_its_own_device(backend, job, expected):
+    from ttexp.sweep import pin_job_device
+
+    cfg = compose_cfg([f"backend={backend}", "sweep.pin_devices=8"])
+    assert pin_job_device(cfg, job) == expected
+    if backend == "ttml":
+        assert list(cfg.hardware.device_ids) == [job % 8]
+    else:
+        assert cfg.device == f"cuda:{job % 8}"
+
+
+def test_pin_devices_leaves_an_explicit_device_and_refuses_a_mesh():
+    from ttexp.errors import ConfigError
+    from ttexp.sweep import pin_job_device
+    from ttexp.validate import validate_config
+
+    cfg = compose_cfg(["device=cuda:3", "sweep.pin_devices=8"])
+    assert pin_job_device(cfg, 1) is None and cfg.device == "cuda:3"
+    assert pin_job_device(compose_cfg(["sweep.pin_devices=null"]), 1) is None
+    mesh = compose_cfg(["hardware=n300", "sweep.pin_devices=8"])
+    assert pin_job_device(mesh, 1) is None
+    with pytest.raises(ConfigError, match="gives each sweep job one device"):
+        validate_config(mesh)
+
+
+def test_ttml_mesh_plan_takes_device_ids():
+    from ttexp.backends.ttml_api import plan_mesh
+    from ttexp.errors import BackendUnavailable
+
+    assert plan_mesh([1, 1], False, [5]).device_ids == [5]
+    assert plan_mesh([1, 2], True, [2, 3]).device_ids == [2, 3]
+    with pytest.raises(BackendUnavailable, match="one id per device"):
+        plan_mesh([1, 2], True, [2])

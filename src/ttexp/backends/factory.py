@@ -39,5 +39,7 @@ def create_backend(cfg: Any, plan: Any) -> Any:
             weight_decay=cfg.training.weight_decay,
             seed=cfg.training.seed,
             clip_grad_norm=bool(cfg.training.use_clip_grad_norm),
+            device_ids=(list(cfg.hardware.device_ids)
+                        if cfg.hardware.get("device_ids") is not None else None),
         )
     raise BackendUnavailable(f"backend={plan.backend} is not available in this version of ttexp.")

@@ -276,8 +276,9 @@ class MeshPlan:
     """``[0]`` for one device (``ctx.open_device([1, 1], [0])``); None lets ttml use the mesh."""
 
 
-def plan_mesh(mesh_shape: list[int], enable_ddp: bool) -> MeshPlan:
-    """The mesh plan for a hardware preset.
+def plan_mesh(mesh_shape: list[int], enable_ddp: bool,
+              device_ids: list[int] | None = None) -> MeshPlan:
+    """The mesh plan for a hardware preset; ``device_ids`` (``hardware.device_ids``) picks chips.
 
     Raises:
         BackendUnavailable: the shape is not ``[1, N]`` (ttml's DeviceConfig asserts it), or DDP
@@ -291,4 +292,8 @@ def plan_mesh(mesh_shape: list[int], enable_ddp: bool) -> MeshPlan:
     if enable_ddp != (n > 1):
         raise BackendUnavailable(f"hardware.enable_ddp={enable_ddp} does not fit mesh {shape}: "
                                  "ttexp runs a mesh of more than one device as data parallel only.")
-    return MeshPlan(shape, n, enable_ddp, enable_fabric=n > 1, device_ids=[0] if n == 1 else None)
+    if device_ids is not None and len(device_ids) != n:
+        raise BackendUnavailable(f"hardware.device_ids={list(device_ids)} names {len(device_ids)} "
+                                 f"chips for a mesh of {n}; give one id per device.")
+    ids = [int(i) for i in device_ids] if device_ids is not None else ([0] if n == 1 else None)
+    return MeshPlan(shape, n, enable_ddp, enable_fabric=n > 1, device_ids=ids)

@@ -74,11 +74,11 @@ class TtmlBackend:
 
     def __init__(self, mesh_shape: list[int], enable_ddp: bool, optimizer_cfg: Any,
                  weight_decay: float, seed: int, clip_grad_norm: bool = True,
-                 ttml: Any = None, ttnn: Any = None):
+                 ttml: Any = None, ttnn: Any = None, device_ids: list[int] | None = None):
         self.ttml = ttml if ttml is not None else _import("ttml")
         self.ttnn = ttnn if ttnn is not None else _import("ttnn")
         self.api = detect_api(self.ttml)
-        self.mesh = plan_mesh(mesh_shape, enable_ddp)
+        self.mesh = plan_mesh(mesh_shape, enable_ddp, device_ids)
         if self.mesh.num_devices > 1 and self.api.grad_sync is None:
             raise BackendUnavailable("This ttml has no synchronize_gradients (nor the older "
                                      "synchronize_parameters), so data parallel cannot average "
