@@ -18,7 +18,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from ttexp.schema import register_configs
 
@@ -50,6 +50,9 @@ def main(cfg: DictConfig) -> float | None:
     if result is not None:
         logging.getLogger("ttexp").info("sweep.resume: %s already completed; skipped.", cfg.output_dir)
     else:
+        if cfg.sweep.resume and not cfg.resume and (Path(cfg.output_dir) / "checkpoints").is_dir():
+            with open_dict(cfg):
+                cfg.resume = "auto"  # an interrupted job continues from its newest checkpoint
         result = run(cfg, overrides=overrides)
     refresh_after_job(Path(cfg.output_dir), Path(hc.sweep.dir) if multirun else None,
                       cfg.sweep.journal, cfg.sweep.outputs_root)
@@ -58,7 +61,9 @@ def main(cfg: DictConfig) -> float | None:
     if result["status"] == "interrupted":
         raise KeyboardInterrupt  # Ctrl-C stops the whole sweep, not only this job
     best = result.get("best_val_loss")
-    return float(best) if best is not None else float("inf")  # Optuna 2 rejects NaN; inf = worst
+    if result["status"] != "completed" or best is None:
+        return float("inf")  # a failed or diverged trial is the worst, never a good score
+    return float(best)  # Optuna 2 rejects NaN; inf = worst
 
 
 if __name__ == "__main__":

@@ -179,6 +179,27 @@ def model_mismatches(saved_cfg: Any, cfg: Any) -> list[str]:
     ]
 
 
+CONTINUATION_KEYS = (
+    "training.seed", "training.batch_size", "training.gradient_accumulation_steps",
+    "training.learning_rate", "training.warmup_steps", "training.max_steps", "training.weight_decay",
+    "scheduler.name", "scheduler.min_lr_ratio", "optimizer.beta1", "optimizer.beta2",
+    "optimizer.eps", "data.path", "data.val_fraction", "model.dropout",
+)
+"""Keys that decide the data order, schedule or update rule: a change breaks exact continuation."""
+
+
+def continuation_differences(saved_cfg: Any, cfg: Any) -> list[str]:
+    """``CONTINUATION_KEYS`` whose value differs between the checkpoint's run and this one."""
+    out = []
+    for key in CONTINUATION_KEYS:
+        old = OmegaConf.select(saved_cfg, key, default=None)
+        new = OmegaConf.select(cfg, key, default=None)
+        old, new = getattr(old, "value", old), getattr(new, "value", new)
+        if str(old) != str(new):
+            out.append(f"{key}: checkpoint {old!r}, this run {new!r}")
+    return out
+
+
 # -- writing and retention ------------------------------------------------------------------------
 
 
@@ -236,10 +257,11 @@ class CheckpointManager:
 
         try:
             write_dir_atomic(final, fill)
-        except OSError as exc:
+        except Exception as exc:  # OSError, or safetensors/torch wrapping one (e.g. a full disk)
             last = self.index[-1].path if self.index else "none"
+            reason = getattr(exc, "strerror", None) or str(exc)
             raise CheckpointError(
-                f"Could not write checkpoint {final} ({exc.strerror or exc}). Nothing was lost: the "
+                f"Could not write checkpoint {final} ({reason}). Nothing was lost: the "
                 f"last good checkpoint is {last}. Free space (or fix the directory) and continue "
                 "with resume=auto."
             ) from None

@@ -92,6 +92,23 @@ def shutdown() -> None:
         dist.destroy_process_group()
 
 
+def signal_name(signum: Any) -> str:
+    import signal
+
+    try:
+        return signal.Signals(int(signum)).name
+    except (ValueError, TypeError):
+        return str(signum)
+
+
+def barrier() -> None:
+    """Wait for every rank (a no-op in one process); a dead rank makes it fail, not hang long."""
+    import torch.distributed as dist
+
+    if current().enabled and dist.is_initialized():
+        dist.barrier()
+
+
 def all_reduce_sum(values: Any) -> Any:
     """Sum a tensor over all ranks in place (identity in a single process)."""
     import torch.distributed as dist
@@ -101,12 +118,21 @@ def all_reduce_sum(values: Any) -> Any:
     return values
 
 
+class LaunchInterrupted(Exception):
+    """The controller got SIGINT/SIGTERM; the launcher passed it on to the ranks, which saved a
+    checkpoint and stopped (within the launcher's grace period)."""
+
+
 def launch(run_dir: Path, nprocs: int) -> Optional[str]:
     """Start ``nprocs`` ranks of ``python -m ttexp.worker run_dir`` on this machine and wait.
 
     Returns None when every rank exited 0, else a one-line description of the first failure
     (which rank, its exit code or signal). The launcher stops the surviving ranks when one fails.
+
+    Raises:
+        LaunchInterrupted: this process was sent SIGINT or SIGTERM (names the signal).
     """
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -118,6 +144,8 @@ def launch(run_dir: Path, nprocs: int) -> Optional[str]:
     )
     try:
         elastic_launch(config, sys.executable)("-u", "-m", "ttexp.worker", str(run_dir))
+    except SignalException as exc:
+        raise LaunchInterrupted(signal_name(exc.sigval)) from None
     except ChildFailedError as exc:
         rank, failure = exc.get_first_failure()
         how = (f"was killed by signal {failure.signal_name()}" if failure.exitcode < 0

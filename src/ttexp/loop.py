@@ -22,7 +22,7 @@ from typing import Any, Iterable, Optional, Protocol
 
 from ttexp.backends.base import Backend, SamplingParams
 from ttexp.checkpoint import CheckpointManager
-from ttexp.data.batch import Batch
+from ttexp.data.batch import IGNORE_INDEX, Batch
 from ttexp.errors import TtexpError
 from ttexp.plan import RunPlan
 from ttexp.progress import TrainingProgress
@@ -153,8 +153,8 @@ class TrainingLoop:
         for micro in range(plan.gradient_accumulation_steps):
             batch = self.data.train_batch(step, micro, plan.global_batch_size)
             tokens += batch.num_tokens
-            self.backend.micro_step(batch.shard(plan.rank, plan.processes),
-                                    1.0 / plan.gradient_accumulation_steps)
+            shard = batch.shard(plan.rank, plan.processes)
+            self.backend.micro_step(shard, self._loss_scale(batch, shard))
         stats = self.backend.optimizer_step(lr, self._max_norm)  # the one host sync of the step
         elapsed = time.perf_counter() - tick
         done = step + 1
@@ -171,6 +171,17 @@ class TrainingLoop:
         self.record.log_metrics(done, metrics)
         r.log_s += time.perf_counter() - tick
         return stats, lr, tps
+
+    def _loss_scale(self, batch: Batch, shard: Batch) -> float:
+        """1/accumulation, times this rank's share of the micro-batch's scored tokens x ranks:
+        the ranks' average of (scale x mean shard loss) is then the token mean over the whole
+        micro-batch, as in one process (shards of padded prompt/response batches differ)."""
+        scale = 1.0 / self.plan.gradient_accumulation_steps
+        if self.plan.processes == 1:
+            return scale
+        scored = int((batch.labels != IGNORE_INDEX).sum())
+        mine = int((shard.labels != IGNORE_INDEX).sum())
+        return scale * self.plan.processes * mine / max(1, scored)
 
     @property
     def _max_norm(self) -> Optional[float]:
@@ -209,7 +220,9 @@ class TrainingLoop:
 
         from ttexp.distributed import all_reduce_sum
 
-        flag = torch.tensor([0.0 if self._signal is None else 1.0])
+        # On the backend's device: NCCL reduces CUDA tensors only.
+        flag = torch.tensor([0.0 if self._signal is None else 1.0],
+                            device=getattr(self.backend, "device", "cpu"))
         stop = float(all_reduce_sum(flag).item()) > 0
         if stop and self._signal is None:
             self._signal = signal.SIGTERM  # another rank caught a signal; stop at this step too
@@ -255,6 +268,10 @@ class TrainingLoop:
         batches = self.data.val_batches(self.t.validation_batch_size or plan.global_batch_size,
                                         self.t.validation_batches)
         loss = self.backend.evaluate(b.shard(plan.rank, plan.processes) for b in batches)
+        if not math.isfinite(loss):
+            raise Diverged(f"Validation loss at step {step} is {loss}. The last good checkpoint is "
+                           f"{self.result.last_checkpoint or 'none'}. Lower training.learning_rate "
+                           "or raise training.warmup_steps.")
         samples = []
         for prompt in self.cfg.generation.prompts if plan.rank == 0 else []:
             text = self.data.format_prompt(prompt)

@@ -107,11 +107,22 @@ def peak_flops_for(backend: str, hardware: str, device_name: str, precision: str
             return None, f"no peak known for {device_name}"
         return peak * processes, f"{processes} x datasheet bf16"
     dtype = "bf16" if "bf16" in precision else "fp32"
-    return cpu_peak_flops(dtype) * processes, f"measured CPU {dtype} matmul peak"
+    # The measured peak is the whole machine's (all cores); ranks share it, so it is not scaled.
+    return cpu_peak_flops(dtype), f"measured CPU {dtype} matmul peak"
+
+
+def reset_peak_memory(device_name: str) -> None:
+    """Start counting peak CUDA memory afresh (runs of a sweep share one process). The CPU's
+    peak resident set cannot be reset: it stays the process's peak."""
+    if device_name.startswith("cuda"):
+        import torch
+
+        torch.cuda.reset_peak_memory_stats()
 
 
 def peak_memory_bytes(device_name: str) -> int:
-    """Peak memory of this process: CUDA allocator peak on a GPU, else the peak resident set."""
+    """Peak memory: the CUDA allocator's peak since :func:`reset_peak_memory` on a GPU, else the
+    peak resident set of the whole process (on CPU a sweep's later jobs inherit earlier peaks)."""
     if device_name.startswith("cuda"):
         import torch
 

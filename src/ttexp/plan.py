@@ -126,7 +126,9 @@ def make_plan(cfg: Any) -> RunPlan:
         flops_per_token=flops_per_token(spec, spec.max_seq_len),
         spec=spec,
         params=param_breakdown(spec),
-        processes=torch_processes(cfg, dp) if backend == "torch" else 1,
+        # In a worker the launcher decides (torchrun may start more ranks than the config says).
+        processes=(current().world_size if current().enabled
+                   else torch_processes(cfg, dp) if backend == "torch" else 1),
         rank=current().rank,
     )
 

@@ -32,10 +32,27 @@ def check_writable(directory: str, key: str) -> None:
         raise SystemExit(2) from None
 
 
+def earlier_run_message(directory: str) -> str | None:
+    """Why starting a fresh run in ``directory`` would clobber an earlier one (None if it would not):
+    its checkpoints would be mixed with the new run's, and its record overwritten."""
+    from ttexp.checkpoint import list_checkpoints
+
+    steps = [s for s, _ in list_checkpoints(Path(directory) / "checkpoints")]
+    if not steps:
+        return None
+    return (f"{directory} already holds a run with checkpoints (newest: step_{steps[-1]}). Continue "
+            "it with resume=auto, or start a new run in another directory (hydra.run.dir=DIR).")
+
+
 class OutputDirCheck(Callback):
     """Registered in conf/config.yaml under ``hydra.callbacks``."""
 
     def on_run_start(self, config: Any, **kwargs: Any) -> None:
+        if not config.get("resume"):
+            message = earlier_run_message(config.hydra.run.dir)
+            if message:  # before Hydra rewrites .hydra/ of that run
+                print(f"ERROR: {message}", file=sys.stderr)
+                raise SystemExit(2)
         check_writable(config.hydra.run.dir, "hydra.run.dir")
 
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:

@@ -67,6 +67,16 @@ def git_info(start: Path) -> dict[str, Any]:
     return {"commit": commit, "dirty": None if dirty is None else bool(dirty)}
 
 
+def project_git_info() -> dict[str, Any]:
+    """The git state of the project the run was launched from (the current directory), else of
+    ttexp's own source tree (an editable install), with ``repo`` saying which."""
+    for where in (Path.cwd(), Path(__file__).parent):
+        info = git_info(where)
+        if info["commit"]:
+            return {**info, "repo": str(where)}
+    return {"commit": None, "dirty": None, "repo": None}
+
+
 class RunRecord:
     """Owns the run directory's record files. Only the process that writes the record creates one.
 
@@ -90,7 +100,7 @@ class RunRecord:
             "overrides": list(overrides),
             "output_dir": str(self.dir.resolve()),
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.started)),
-            "git": git_info(Path(__file__).parent),
+            "git": project_git_info(),
             "error": None,
         }
         OmegaConf.save(cfg, self.dir / RESOLVED_NAME, resolve=True)

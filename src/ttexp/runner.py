@@ -59,6 +59,12 @@ def run(cfg: Any, overrides: list[str] | None = None) -> dict[str, Any]:
     With ``plan.processes > 1`` this process (the controller) starts the ranks and waits for them;
     rank 0 writes the record and the controller adopts its result.
     """
+    from ttexp.preflight import earlier_run_message
+
+    clash = None if cfg.resume else earlier_run_message(str(cfg.output_dir))
+    if clash:  # refuse before touching the earlier run's files
+        log.error("%s", clash)
+        return {"status": "failed", "error": clash}
     record = RunRecord(Path(cfg.output_dir), cfg, overrides or [], fresh=not cfg.resume)
     return _guarded(record, lambda: _run_task(cfg, record))
 
@@ -97,11 +103,18 @@ def _run_task(cfg: Any, record: RunRecord) -> None:
         _attach_trackers(cfg, record)
         task_fn(cfg, record)
         return
-    from ttexp.distributed import launch
+    from ttexp.distributed import LaunchInterrupted, launch
 
     log.info("Starting %d ranks (torch.distributed) for hardware=%s; rank 0 writes the record.",
              plan.processes, plan.hardware)
-    failure = launch(record.dir, plan.processes)
+    try:
+        failure = launch(record.dir, plan.processes)
+    except LaunchInterrupted as exc:
+        record.adopt()
+        message = record.result.get("error") if record.result.get("status") == "interrupted" else None
+        raise _RankOutcome("interrupted", message or (
+            f"Stopped by {exc}; continue with resume=auto hydra.run.dir={record.dir} "
+            "(and the same overrides).")) from None
     record.adopt()
     status, rank0_error = record.result.get("status"), record.result.get("error")
     if status in ("diverged", "interrupted"):  # every rank stopped together, as rank 0 reports

@@ -261,8 +261,13 @@ def pin_job_device(cfg: Any, job_num: int) -> Optional[str]:
     mesh = [int(x) for x in cfg.hardware.mesh_shape]
     if not n or n < 1 or mesh[0] * mesh[1] != 1:
         return None
+    from ttexp.plan import choose_backend
+
     k = job_num % int(n)
     backend = getattr(cfg.backend, "value", cfg.backend)
+    if backend == "auto":  # what auto will pick on this machine
+        backend, _ = choose_backend("auto", mesh)
+
     with open_dict(cfg):
         if backend == "ttml":
             if cfg.hardware.get("device_ids") is not None:

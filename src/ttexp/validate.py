@@ -114,9 +114,12 @@ def _training_rules(t: Any, dp: int, hw_name: str) -> List[str]:
             f"training.validation_batches={t.validation_batches} must be at least 1, or null for "
             "the whole validation split."
         )
-    for key in ("keep_last_n", "keep_best_n"):
-        if t[key] is not None and t[key] < 0:
-            errs.append(f"training.{key}={t[key]} must be >= 0, or null (keep all).")
+    if t.keep_last_n is not None and t.keep_last_n < 1:
+        errs.append(f"training.keep_last_n={t.keep_last_n} must be at least 1 (the newest checkpoint "
+                    "is what resume=auto continues from), or null to keep all.")
+    if t.keep_best_n is not None and t.keep_best_n < 0:
+        errs.append(f"training.keep_best_n={t.keep_best_n} must be >= 0, or null (none kept for "
+                    "being best beyond keep_last_n).")
     if t.use_clip_grad_norm and t.clip_grad_norm_max_norm <= 0:
         errs.append(
             f"training.clip_grad_norm_max_norm={t.clip_grad_norm_max_norm} must be positive "
@@ -155,6 +158,11 @@ def _task_rules(cfg: Any, task: str, data_format: str, dp: int) -> List[str]:
     if task == "eval" and not cfg.eval.checkpoint:
         errs.append("task=eval needs eval.checkpoint=DIR: a final_model/, a checkpoints/step_N/ "
                     "or a run directory.")
+    needs_val = task in ("scratch", "finetune")
+    if needs_val and cfg.data.val_fraction <= 0 and not cfg.data.get("val_path"):
+        errs.append(f"data.val_fraction={cfg.data.val_fraction} leaves no validation data, but every "
+                    "training run validates (at least at its last step); use e.g. data.val_fraction=0.1"
+                    + (" or data.val_path=FILE." if data_format == "jsonl" else "."))
     if data_format == "jsonl" and "{prompt}" not in cfg.data.prompt_template:
         errs.append(f"data.prompt_template={cfg.data.prompt_template!r} must contain {{prompt}}.")
     vbs = cfg.training.validation_batch_size

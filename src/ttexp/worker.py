@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run this rank; returns the process exit code (0 only when the run completed)."""
     from ttexp.__main__ import EXIT_CODES
     from ttexp.backends.torch_backend import resolve_device
-    from ttexp.distributed import init_worker, shutdown
+    from ttexp.distributed import barrier, init_worker, shutdown
     from ttexp.record import NullRecord, RunRecord
     from ttexp.runner import run_worker
 
@@ -63,9 +63,17 @@ def main(argv: list[str] | None = None) -> int:
         else:
             record = NullRecord(run_dir)
         result = run_worker(cfg, record)
+        try:
+            barrier()  # rank 0 has written the record before any rank exits
+        except Exception:
+            pass  # a rank died: the launcher reports which
     finally:
         shutdown()
-    return EXIT_CODES.get(result["status"], 1)
+    if ctx.is_main:
+        return EXIT_CODES.get(result["status"], 1)
+    # An orderly stop (all ranks diverged or were interrupted together) is rank 0's to report; a
+    # non-zero exit here would make the launcher kill rank 0 while it writes.
+    return 0 if result["status"] in ("completed", "interrupted", "diverged") else 1
 
 
 if __name__ == "__main__":

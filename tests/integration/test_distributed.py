@@ -135,3 +135,24 @@ def test_a_dead_rank_ends_the_run_with_its_error(tmp_path, corpus):
     assert result["status"] == "failed"
     assert "rank 1" in result["error"] and "SIGKILL" in result["error"]
     assert "rank 1" in output
+
+
+def test_ctrl_c_on_a_multi_rank_run_checkpoints_and_records_interrupted(tmp_path, corpus):
+    out = tmp_path / "run"
+    args = [*BASE, "hardware=n300", "hardware.processes=2", "training.max_steps=100000",
+            "training.validation_frequency=0", "training.checkpoint_frequency=0",
+            f"data.path={corpus}", f"hydra.run.dir={out}"]
+    proc = subprocess.Popen([sys.executable, "-m", "ttexp", *args], cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 120
+    while not ((out / "metrics.jsonl").exists() and (out / "metrics.jsonl").read_text().count("\n") >= 2):
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)  # to the controller only, as `kill -INT` would
+    output, _ = proc.communicate(timeout=90)
+    assert proc.returncode == 130, output
+    result = json.loads((out / "result.json").read_text())
+    assert result["status"] == "interrupted", result
+    step = result["steps_done"]
+    assert (out / "checkpoints" / f"step_{step}" / "model.safetensors").is_file()
+    assert "resume=auto" in result["error"] and "Traceback" not in output

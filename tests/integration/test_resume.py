@@ -150,3 +150,24 @@ def test_full_disk_while_checkpointing_fails_cleanly_and_keeps_earlier_checkpoin
     assert result["error"].split("last good checkpoint is ")[1].split(".")[0].endswith("step_5")
     ckpts = tmp_path / "run" / "checkpoints"
     assert sorted(p.name for p in ckpts.iterdir() if p.is_dir()) == ["step_5"]  # no half-written step_10
+
+
+def test_a_fresh_run_never_lands_on_an_earlier_runs_checkpoints(tmp_path, corpus):
+    out = tmp_path / "run"
+    base = [*ARGS, f"data.path={corpus}", f"hydra.run.dir={out}", "training.max_steps=5"]
+    assert run_cli(base).returncode == 0
+    before = (out / "result.json").read_text()
+    proc = run_cli(base)
+    assert proc.returncode == 2
+    assert "already holds a run with checkpoints (newest: step_5)" in proc.stderr
+    assert (out / "result.json").read_text() == before  # nothing of the earlier run was touched
+
+
+def test_resuming_with_changed_training_settings_warns(tmp_path, corpus):
+    out = tmp_path / "run"
+    base = [*ARGS, f"data.path={corpus}", f"hydra.run.dir={out}"]
+    assert run_cli([*base, "training.max_steps=5"]).returncode == 0
+    proc = run_cli([*base, "training.max_steps=10", "training.seed=7", "resume=auto"])
+    assert proc.returncode == 0
+    assert "Resuming with settings that differ" in proc.stdout
+    assert "training.seed: checkpoint 42, this run 7" in proc.stdout

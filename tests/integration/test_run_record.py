@@ -56,7 +56,7 @@ def test_result_json_holds_the_runs_facts(run_dir: Path):
     assert r["num_parameters"] == r["plan"]["num_parameters"] > 0
     assert r["data"]["sha256"] == "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
     assert "training.max_steps=4" in r["overrides"]
-    assert set(r["git"]) == {"commit", "dirty"}
+    assert set(r["git"]) == {"commit", "dirty", "repo"}
     # Speed against the hardware (reference/perf_anchors.md §6).
     assert r["flops_per_token"] == r["plan"]["flops_per_token"] > 0
     assert r["peak_flops"] > 0 and "measured CPU" in r["peak_flops_source"]

@@ -101,6 +101,9 @@ def test_hardware_meshes(hw, mesh, dp):
     (["generation.top_p=0"], "generation.top_p=0.0 must be in (0, 1]"),
     (["generation.temperature=-0.5"], "generation.temperature=-0.5 must be >= 0"),
     (["data.val_fraction=1.0"], "data.val_fraction=1.0 must be in [0, 1)"),
+    (["data.val_fraction=0"], "leaves no validation data"),
+    (["training.keep_last_n=0"], "training.keep_last_n=0 must be at least 1"),
+    (["sweep.pin_devices=0"], "sweep.pin_devices=0 must be at least 1"),
 ])
 def test_each_validation_rule_names_the_key_and_the_fix(overrides, expected):
     with pytest.raises(ConfigError) as info:

@@ -371,7 +371,9 @@ class TorchBackend:
             loaded = load_file(str(path))
         except Exception as exc:  # safetensors raises its own error types for corrupt files
             raise TtexpError(f"Could not read {path}: {exc}. The file is damaged.") from None
-        expected = self.state_dict()
+        tied = self.model.config.tie_word_embeddings
+        expected = {k: v for k, v in self.model.state_dict().items()
+                    if not (tied and k == "lm_head.weight")}  # views: names and shapes only
         problems = [f"missing {k}" for k in expected if k not in loaded]
         problems += [f"unexpected {k}" for k in loaded if k not in expected]
         problems += [
@@ -401,8 +403,6 @@ class TorchBackend:
         self.model.save_pretrained(str(directory), safe_serialization=True)
         tokenizer.save_pretrained(str(directory))
 
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.model.parameters())
 
     def close(self) -> None:
         self.model = None

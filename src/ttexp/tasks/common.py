@@ -42,10 +42,14 @@ def train_and_record(cfg: Any, record: RunRecord, plan: Any, backend: Any, data:
     record.update(backend=plan.backend, device=backend.device_name,
                   precision=backend.precision_name, plan=plan.to_dict(), num_parameters=num_params)
 
-    from ttexp.perf import peak_flops_for
+    from ttexp.perf import peak_flops_for, reset_peak_memory
 
-    peak, peak_source = peak_flops_for(plan.backend, plan.hardware, backend.device_name,
-                                       backend.precision_name, plan.processes)
+    reset_peak_memory(backend.device_name)  # a sweep's jobs share a process: count this run only
+    if plan.rank == 0:
+        peak, peak_source = peak_flops_for(plan.backend, plan.hardware, backend.device_name,
+                                           backend.precision_name, plan.processes)
+    else:  # only rank 0 reports; other ranks measuring a CPU at the same time would skew it
+        peak, peak_source = None, "reported by rank 0"
     log.info("FLOPs per token: %s (6N + 12LdT); peak %s", f"{plan.flops_per_token / 1e6:,.1f}M",
              f"{peak / 1e12:,.2f} TFLOP/s ({peak_source})" if peak else f"unknown ({peak_source})")
     record.update(flops_per_token=plan.flops_per_token, peak_flops=peak, peak_flops_source=peak_source)
@@ -89,7 +93,8 @@ def resume_if_requested(cfg: Any, loop: Any, backend: Any, record: RunRecord) ->
     """
     from omegaconf import OmegaConf
 
-    from ttexp.checkpoint import (CONFIG_NAME, TRAINER_STATE_NAME, CheckpointError, load_checkpoint,
+    from ttexp.checkpoint import (CONFIG_NAME, TRAINER_STATE_NAME, CheckpointError,
+                                  continuation_differences, load_checkpoint,
                                   model_mismatches, newest_valid_checkpoint, verify_checkpoint)
 
     if not cfg.resume:
@@ -114,12 +119,17 @@ def resume_if_requested(cfg: Any, loop: Any, backend: Any, record: RunRecord) ->
                     "directory or a run directory that has one."
                 )
             path = found[0]
-    mismatches = model_mismatches(OmegaConf.load(path / CONFIG_NAME), cfg)
+    saved_cfg = OmegaConf.load(path / CONFIG_NAME)
+    mismatches = model_mismatches(saved_cfg, cfg)
     if mismatches:
         raise CheckpointError(
             f"The checkpoint {path} was trained with a different model config: "
             + "; ".join(mismatches) + ". Resume with the model it was trained with."
         )
+    changed = continuation_differences(saved_cfg, cfg)
+    if changed:
+        log.warning("Resuming with settings that differ from the run that wrote %s: %s. The run "
+                    "continues, but not as the original would have.", path, "; ".join(changed))
     state = load_checkpoint(path, backend)
     start = loop.restore(state)
     record.rewind(start)
