@@ -142,3 +142,16 @@ def test_finetune_from_a_scratch_trained_byte_model(scratch_model: Path, tmp_pat
     config = json.loads((out / "final_model/config.json").read_text())
     assert config["eos_token_id"] == 4 and config["hidden_size"] == 32  # shape from the weights
     assert json.loads((out / "final_model" / ORIGIN_NAME).read_text())["eos_token_id"] == 4
+
+
+def test_eval_scores_the_finetunes_own_held_out_split(tmp_path: Path, tiny_llama_dir: Path):
+    """A fine-tune with a non-default seed splits its data differently; eval (default seed) must
+    still score that run's held-out examples, read from final_model/ttexp_origin.json."""
+    out = tmp_path / "ft"
+    proc = run_cli([*FINETUNE, "training.seed=7", "training.max_steps=5", f"hydra.run.dir={out}",
+                    f"model.pretrained_path={tiny_llama_dir}"])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = run(compose_cfg(["task=eval", f"eval.checkpoint={out / 'final_model'}",
+                              "generation.max_new_tokens=2", "eval.questions=[Why?]"], tmp_path / "ev"))
+    assert result["status"] == "completed", result["error"]
+    assert result["final_val_loss"] == pytest.approx(metrics(out, "val/loss")[-1], rel=1e-5)

@@ -57,6 +57,7 @@ def run_eval(cfg: Any, record: RunRecord) -> None:
     label = "Fine-tuned" if base_of(checkpoint) else "Model"
     model = Candidate(label, str(cfg.eval.checkpoint), checkpoint_source(checkpoint))
     _prepare(cfg, model)
+    _same_split_as_finetune(cfg, model)
     candidates = [model]
     base = _comparison(cfg, model)
     if base is not None:
@@ -130,6 +131,35 @@ def _comparison(cfg: Any, model: Candidate) -> Optional[Candidate]:
     if source.model_dir is None and source.model_cfg is None:
         base.tokenizer, base.spec = model.tokenizer, model.spec
     return base
+
+
+def _same_split_as_finetune(cfg: Any, model: Candidate) -> None:
+    """Score the fine-tune's own held-out examples: when the model's ttexp_origin.json records
+    its split and this run evaluates the same data file, take the split's seed and fraction."""
+    from omegaconf import open_dict
+
+    from ttexp.models.pretrained import read_origin
+
+    if model.source.model_dir is None or cfg.data.get("val_path"):
+        return
+    split = (read_origin(model.source.model_dir) or {}).get("split")
+    if not split or split.get("val_path"):
+        return
+    from ttexp.data.pairs import resolve_pairs_file
+
+    if getattr(cfg.data.format, "value", cfg.data.format) != "jsonl":
+        return
+    try:
+        here = str(resolve_pairs_file(cfg.data).resolve())
+    except Exception:
+        return  # _eval_data reports a missing file
+    if here != split.get("data_path"):
+        return
+    if (split["seed"], split["val_fraction"]) != (cfg.training.seed, cfg.data.val_fraction):
+        log.info("Evaluating on the fine-tune's held-out split (seed %s, val_fraction %s).",
+                 split["seed"], split["val_fraction"])
+    with open_dict(cfg):
+        cfg.training.seed, cfg.data.val_fraction = split["seed"], split["val_fraction"]
 
 
 def _evaluate(cfg: Any, cand: Candidate, record: RunRecord) -> None:

@@ -57,7 +57,10 @@ def run_finetune(cfg: Any, record: RunRecord) -> None:
         log.info("Loading weights from %s", base)
         num_params = load_model(backend, source, plan.spec)
         origin = {"base_model": base, "model_dir": _str(source.model_dir),
-                  "prompt_template": cfg.data.prompt_template, "eos_token_id": tokenizer.eos_token_id}
+                  "prompt_template": cfg.data.prompt_template, "eos_token_id": tokenizer.eos_token_id,
+                  # the held-out split, so task=eval scores the same examples
+                  "split": {"data_path": str(Path(info.path).resolve()), "val_path": info.val_path,
+                            "val_fraction": cfg.data.val_fraction, "seed": t.seed}}
         train_and_record(
             cfg, record, plan, backend, data, tokenizer, num_params, [info.line()],
             model_lines=[f"Model {plan.spec.name}: {num_params:,} parameters (from {base})"],
