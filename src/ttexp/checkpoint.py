@@ -54,8 +54,6 @@ REQUIRED_FILES = (WEIGHTS_NAME, OPTIMIZER_NAME, RNG_NAME, TRAINER_STATE_NAME, CO
 class CheckpointError(TtexpError):
     """A checkpoint is missing, incomplete, corrupt, from another model, or cannot be written."""
 
-    exit_code = 2
-
 
 def write_dir_atomic(final: Path, fill: Callable[[Path], None]) -> Path:
     """Create ``final`` by calling ``fill(tmp)`` on a temporary sibling, then renaming it.

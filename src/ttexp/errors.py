@@ -4,22 +4,14 @@
 class TtexpError(Exception):
     """Base class: the message names the problem and the fix."""
 
-    exit_code = 1
-
 
 class ConfigError(TtexpError):
     """The composed config breaks a rule (see :mod:`ttexp.validate`)."""
-
-    exit_code = 2
 
 
 class DataError(TtexpError):
     """A data file is missing, unreadable, corrupt or too small."""
 
-    exit_code = 2
-
 
 class BackendUnavailable(TtexpError):
     """The requested backend or device cannot be used on this machine."""
-
-    exit_code = 2

@@ -51,8 +51,6 @@ class Diverged(TtexpError):
 class Interrupted(TtexpError):
     """SIGINT or SIGTERM arrived; a checkpoint was saved at the step that was running."""
 
-    exit_code = 130
-
 
 @dataclass
 class LoopResult:
