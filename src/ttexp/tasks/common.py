@@ -29,41 +29,57 @@ def train_and_record(cfg: Any, record: RunRecord, plan: Any, backend: Any, data:
         Diverged, Interrupted: from the loop (the record is updated first).
     """
     from ttexp.loop import TrainingLoop
-    from ttexp.plan import plan_lines
 
-    for line in plan_lines(plan, backend.device_name, backend.precision_name):
-        log.info("%s", line)
     if model_lines is None:
         model_lines = [f"Model {plan.spec.name}:"] + [
             f"  {line}" for line in plan.params.lines(plan.spec.tie_word_embeddings)]
-    for line in model_lines + data_lines:
+    _log_start(cfg, record, plan, backend, num_params, model_lines + data_lines)
+    loop = TrainingLoop(cfg, plan, backend, data, tokenizer, record,
+                        peak_flops=_speed_setup(record, plan, backend))
+    start_step = resume_if_requested(cfg, loop, backend, record)
+    try:
+        loop.run(start_step)
+    finally:
+        record_loop(record, loop.result)
+        curves = record.plot(title or f"{cfg.name}: {plan.spec.name} on {plan.hardware}")
+    final_dir = (save_final or (lambda d: save_final_model(d, backend, tokenizer)))(
+        record.dir / "final_model")
+    _log_end(record, loop.result, final_dir, curves, closing_lines)
+    record.update(final_model=str(final_dir), curves=str(curves) if curves else None)
+
+
+def _log_start(cfg: Any, record: RunRecord, plan: Any, backend: Any, num_params: int,
+               lines: list[str]) -> None:
+    """The start-up block: device plan, model, data, schedule; the plan goes into result.json."""
+    from ttexp.plan import plan_lines
+
+    for line in plan_lines(plan, backend.device_name, backend.precision_name) + lines:
         log.info("%s", line)
     log_schedule(cfg, plan)
     record.update(backend=plan.backend, device=backend.device_name,
                   precision=backend.precision_name, plan=plan.to_dict(), num_parameters=num_params)
 
+
+def _speed_setup(record: RunRecord, plan: Any, backend: Any) -> Optional[float]:
+    """Reset the peak-memory counter and find the peak FLOP/s that MFU is measured against."""
     from ttexp.perf import peak_flops_for, reset_peak_memory
 
     reset_peak_memory(backend.device_name)  # a sweep's jobs share a process: count this run only
     if plan.rank == 0:
-        peak, peak_source = peak_flops_for(plan.backend, plan.hardware, backend.device_name,
-                                           backend.precision_name, plan.processes)
+        peak, source = peak_flops_for(plan.backend, plan.hardware, backend.device_name,
+                                      backend.precision_name, plan.processes)
     else:  # only rank 0 reports; other ranks measuring a CPU at the same time would skew it
-        peak, peak_source = None, "reported by rank 0"
+        peak, source = None, "reported by rank 0"
     log.info("FLOPs per token: %s (6N + 12LdT); peak %s", f"{plan.flops_per_token / 1e6:,.1f}M",
-             f"{peak / 1e12:,.2f} TFLOP/s ({peak_source})" if peak else f"unknown ({peak_source})")
-    record.update(flops_per_token=plan.flops_per_token, peak_flops=peak, peak_flops_source=peak_source)
-    loop = TrainingLoop(cfg, plan, backend, data, tokenizer, record, peak_flops=peak)
-    start_step = resume_if_requested(cfg, loop, backend, record)
-    title = title or f"{cfg.name}: {plan.spec.name} on {plan.hardware}"
-    try:
-        loop.run(start_step)
-    finally:
-        record_loop(record, loop.result)
-        curves = record.plot(title)
-    final_dir = (save_final or (lambda d: save_final_model(d, backend, tokenizer)))(
-        record.dir / "final_model")
-    res, r = loop.result, record.result
+             f"{peak / 1e12:,.2f} TFLOP/s ({source})" if peak else f"unknown ({source})")
+    record.update(flops_per_token=plan.flops_per_token, peak_flops=peak, peak_flops_source=source)
+    return peak
+
+
+def _log_end(record: RunRecord, res: Any, final_dir: Path, curves: Optional[Path],
+             closing_lines: Sequence[str]) -> None:
+    """The closing block: throughput, then the lessons' lines (ct6 greps for them)."""
+    r = record.result
     mfu = f", MFU {r['mfu']:.1%}" if r.get("mfu") is not None else ""
     log.info("Throughput: %s tokens/s, %.2f TFLOP/s%s over %.1f s of training "
              "(validation %.1f s, checkpoints %.1f s, logging %.1f s); peak memory %.0f MiB",
@@ -79,7 +95,6 @@ def train_and_record(cfg: Any, record: RunRecord, plan: Any, backend: Any, data:
         log.info("Training curves saved to: %s", curves)
     for line in closing_lines:
         log.info("%s", line)
-    record.update(final_model=str(final_dir), curves=str(curves) if curves else None)
 
 
 def resume_if_requested(cfg: Any, loop: Any, backend: Any, record: RunRecord) -> int:
