@@ -38,6 +38,7 @@ import torch
 from omegaconf import OmegaConf
 
 from ttexp.errors import TtexpError
+from ttexp.schema import choice
 
 log = logging.getLogger("ttexp")
 
@@ -192,7 +193,7 @@ def continuation_differences(saved_cfg: Any, cfg: Any) -> list[str]:
     for key in CONTINUATION_KEYS:
         old = OmegaConf.select(saved_cfg, key, default=None)
         new = OmegaConf.select(cfg, key, default=None)
-        old, new = getattr(old, "value", old), getattr(new, "value", new)
+        old, new = choice(old), choice(new)
         if str(old) != str(new):
             out.append(f"{key}: checkpoint {old!r}, this run {new!r}")
     return out

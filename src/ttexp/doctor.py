@@ -22,6 +22,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from ttexp.schema import choice
+
 TT_DEVICE_DIR = Path("/dev/tenstorrent")
 """Where the Tenstorrent kernel driver exposes one node per device."""
 
@@ -39,7 +41,8 @@ class Check:
 
 def compose(overrides: list[str]) -> Any:
     """The run config for ``overrides`` (Hydra compose; no run directory is created)."""
-    from hydra import compose as hydra_compose, initialize_config_module
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
 
     from ttexp.schema import register_configs
 
@@ -200,7 +203,7 @@ def check_files(cfg: Any) -> list[Check]:
 
 def run_checks(cfg: Any) -> list[Check]:
     """Every check for the composed ``cfg``, in report order."""
-    backend = getattr(cfg.backend, "value", cfg.backend)
+    backend = choice(cfg.backend)
     checks = check_python_torch()
     ttml_checks, ttml_ok = check_ttml(wants_ttml=backend == "ttml")
     wants_ttml = backend == "ttml" or (backend == "auto" and ttml_ok)
@@ -226,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     for c in checks:
         print(f"[{c.status:>4}] {c.name:<{width}}  {c.detail}")
     failed = [c for c in checks if c.status == FAIL]
-    backend = getattr(cfg.backend, "value", cfg.backend)
+    backend = choice(cfg.backend)
     print(f"\n{len(failed)} problem(s) block backend={backend} hardware={cfg.hardware.name} model={cfg.model.name}."
           if failed else f"\nNothing blocks backend={backend} hardware={cfg.hardware.name} model={cfg.model.name}.")
     return 1 if failed else 0

@@ -28,6 +28,7 @@ from ttexp.plan import RunPlan
 from ttexp.progress import TrainingProgress
 from ttexp.record import RunRecord
 from ttexp.schedule import learning_rate_at
+from ttexp.schema import choice
 
 log = logging.getLogger("ttexp")
 
@@ -110,7 +111,7 @@ class TrainingLoop:
 
     def lr(self, step: int) -> float:
         s = self.cfg.scheduler
-        name = getattr(s.name, "value", s.name)
+        name = choice(s.name)
         return learning_rate_at(step, self.t.learning_rate, self.t.warmup_steps, self.t.max_steps,
                                 name, s.min_lr_ratio)
 
@@ -296,7 +297,7 @@ class TrainingLoop:
         state = {
             "step": step,
             "data_position": {"step": step, "micro_step": 0, "seed": self.t.seed},
-            "scheduler": {"name": getattr(self.cfg.scheduler.name, "value", self.cfg.scheduler.name),
+            "scheduler": {"name": choice(self.cfg.scheduler.name),
                           "step": step},
             "val_loss": val,
             "loop": {k: v for k, v in asdict(r).items() if k != "last_checkpoint"},

@@ -15,6 +15,7 @@ from typing import Any
 from ttexp.backends.detect import ttml_device_status, ttml_status
 from ttexp.errors import BackendUnavailable
 from ttexp.models.spec import ModelSpec, ParamBreakdown, flops_per_token, param_breakdown
+from ttexp.schema import choice
 from ttexp.validate import data_parallel_size
 
 log = logging.getLogger("ttexp")
@@ -102,7 +103,7 @@ def make_plan(cfg: Any) -> RunPlan:
     In a worker process the rank comes from :func:`ttexp.distributed.current`."""
     from ttexp.distributed import current
 
-    backend, reason = choose_backend(getattr(cfg.backend, "value", cfg.backend),
+    backend, reason = choose_backend(choice(cfg.backend),
                                      [int(n) for n in cfg.hardware.mesh_shape])
     spec = ModelSpec.from_config(cfg.model)
     t = cfg.training

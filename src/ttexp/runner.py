@@ -17,6 +17,7 @@ import numpy as np
 
 from ttexp.errors import TtexpError
 from ttexp.record import RunRecord
+from ttexp.schema import choice
 
 log = logging.getLogger("ttexp")
 
@@ -87,7 +88,7 @@ def _attach_trackers(cfg: Any, record: RunRecord) -> None:
 
 
 def _task_name(cfg: Any) -> str:
-    return getattr(cfg.task.name, "value", cfg.task.name)
+    return choice(cfg.task.name)
 
 
 def _run_task(cfg: Any, record: RunRecord) -> None:
@@ -104,6 +105,9 @@ def _run_task(cfg: Any, record: RunRecord) -> None:
         task_fn(cfg, record)
         return
     from ttexp.distributed import LaunchInterrupted, launch
+    from ttexp.sweep import save_job_context
+
+    save_job_context(record.dir)  # rank 0's W&B run names its sweep and job from it
 
     log.info("Starting %d ranks (torch.distributed) for hardware=%s; rank 0 writes the record.",
              plan.processes, plan.hardware)

@@ -15,10 +15,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import List, Optional
+from typing import Any, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
+
+
+def choice(value: Any) -> Any:
+    """The plain value of a config choice: an Enum member's ``.value``, anything else unchanged
+    (configs read back from YAML hold plain strings where the schema holds Enums)."""
+    return value.value if isinstance(value, Enum) else value
 
 
 class Backend(Enum):
@@ -318,7 +324,10 @@ def register_configs() -> None:
     """
     from hydra.core.plugins import Plugins
 
-    from ttexp.experiments_source import ExperimentsConfigSource, TtexpExperimentsSearchPath
+    from ttexp.experiments_source import (
+        ExperimentsConfigSource,
+        TtexpExperimentsSearchPath,
+    )
 
     ConfigStore.instance().store(name="ttexp_schema", node=RunConfig)
     for plugin in (ExperimentsConfigSource, TtexpExperimentsSearchPath):

@@ -18,6 +18,7 @@ from typing import Any, Optional
 import yaml
 
 from ttexp.record import RESULT_NAME
+from ttexp.schema import choice
 
 log = logging.getLogger("ttexp")
 
@@ -197,12 +198,37 @@ def is_multirun(hc: Any) -> bool:
     return OmegaConf.select(hc, "job.num", default=None) is not None
 
 
-def hydra_job_context() -> Optional[JobContext]:
-    """The current job's context from Hydra; None outside a Hydra job (tests, worker ranks)."""
+JOB_CONTEXT_NAME = "job_context.json"
+"""Written by the controller of a multi-process run for its ranks, which have no Hydra."""
+
+
+def save_job_context(run_dir: Path) -> None:
+    """Write this Hydra job's context into ``run_dir`` for worker ranks (no-op outside Hydra)."""
+    import json
+    from dataclasses import asdict
+
+    ctx = hydra_job_context()
+    if ctx is not None:
+        d = asdict(ctx)
+        d["sweep_dir"] = str(ctx.sweep_dir) if ctx.sweep_dir else None
+        (Path(run_dir) / JOB_CONTEXT_NAME).write_text(json.dumps(d, indent=2) + "\n")
+
+
+def hydra_job_context(run_dir: Optional[Path] = None) -> Optional[JobContext]:
+    """The current job's context from Hydra; in a worker rank (no Hydra), the one the controller
+    saved into ``run_dir`` (:func:`save_job_context`); None when there is neither."""
     from hydra.core.hydra_config import HydraConfig
 
     if not HydraConfig.initialized():
-        return None
+        saved = Path(run_dir) / JOB_CONTEXT_NAME if run_dir is not None else None
+        if saved is None or not saved.is_file():
+            return None
+        import json
+
+        d = json.loads(saved.read_text())
+        return JobContext(multirun=bool(d["multirun"]),
+                          sweep_dir=Path(d["sweep_dir"]) if d.get("sweep_dir") else None,
+                          num=d.get("num"), overrides=list(d.get("overrides", [])))
     hc = HydraConfig.get()
     multirun = is_multirun(hc)
     return JobContext(
@@ -264,7 +290,7 @@ def pin_job_device(cfg: Any, job_num: int) -> Optional[str]:
     from ttexp.plan import choose_backend
 
     k = job_num % int(n)
-    backend = getattr(cfg.backend, "value", cfg.backend)
+    backend = choice(cfg.backend)
     if backend == "auto":  # what auto will pick on this machine
         backend, _ = choose_backend("auto", mesh)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, List
 
 from ttexp.errors import ConfigError
+from ttexp.schema import choice
 
 
 def data_parallel_size(hardware: Any) -> int:
@@ -206,7 +207,7 @@ def validate_config(cfg: Any) -> None:
     if not 0 <= cfg.scheduler.min_lr_ratio <= 1:
         errs.append(f"scheduler.min_lr_ratio={cfg.scheduler.min_lr_ratio} must be in [0, 1].")
     task = cfg.task.name.value if hasattr(cfg.task.name, "value") else str(cfg.task.name)
-    data_format = getattr(cfg.data.format, "value", cfg.data.format)
+    data_format = choice(cfg.data.format)
     if task == "scratch" and data_format != "text":
         errs.append(
             f"task=scratch trains on a text corpus but data={cfg.data.name} is {data_format}; "

@@ -18,6 +18,7 @@ from typing import Any, Optional
 from omegaconf import OmegaConf
 
 from ttexp.record import RESOLVED_NAME, RESULT_NAME, RunRecord
+from ttexp.schema import choice
 from ttexp.sweep import hydra_job_context, run_display_name, sweep_id, swept_keys
 
 SUMMARY_KEYS = ("status", "final_train_loss", "final_val_loss", "best_val_loss", "best_val_step",
@@ -47,7 +48,7 @@ class WandbTracker:
         except ImportError as exc:
             raise RuntimeError('wandb is not installed: pip install -e ".[wandb]"') from exc
         w = cfg.logger.wandb
-        ctx = hydra_job_context()
+        ctx = hydra_job_context(record.dir)
         in_sweep = ctx is not None and ctx.multirun and ctx.sweep_dir is not None
         overrides = list(record.result.get("overrides", []))
         name = w.name or run_display_name(
@@ -58,7 +59,7 @@ class WandbTracker:
         tags = list(dict.fromkeys([str(cfg.model.name), str(cfg.hardware.name), task, *w.tags]))
         config = OmegaConf.to_container(OmegaConf.load(record.dir / RESOLVED_NAME), resolve=True)
         run = wandb.init(
-            project=w.project, entity=w.entity, mode=getattr(w.mode, "value", w.mode),
+            project=w.project, entity=w.entity, mode=choice(w.mode),
             dir=str(record.dir), config=config, name=name, job_type=task, tags=tags,
             group=w.group or (sweep_id(ctx.sweep_dir) if in_sweep else None), notes=w.notes,
             reinit="finish_previous",  # never hand back the previous job's run (wandb#1314)

@@ -60,3 +60,16 @@ def test_local_logger_starts_no_tracker(tmp_path):
     attach_trackers(cfg, record)
     assert record.trackers == [] and "wandb" not in record.result
     record.close("completed")
+
+
+def test_worker_ranks_read_the_job_context_the_controller_saved(tmp_path, monkeypatch):
+    """A rank of a multi-process sweep job has no Hydra; it reads job_context.json."""
+    from ttexp import sweep
+    from ttexp.sweep import JobContext, hydra_job_context, save_job_context
+
+    ctx = JobContext(multirun=True, sweep_dir=tmp_path / "sweep", num=3, overrides=["a=1"])
+    monkeypatch.setattr(sweep, "hydra_job_context", lambda run_dir=None: ctx)
+    save_job_context(tmp_path)
+    monkeypatch.undo()
+    assert hydra_job_context(tmp_path) == ctx
+    assert hydra_job_context(tmp_path / "elsewhere") is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ttexp.errors import BackendUnavailable
+from ttexp.schema import choice
 
 
 def create_backend(cfg: Any, plan: Any) -> Any:
@@ -24,7 +25,7 @@ def create_backend(cfg: Any, plan: Any) -> Any:
             device = torch.device("cuda", current().local_rank)
         return TorchBackend(
             device=device,
-            precision=getattr(cfg.training.precision, "value", cfg.training.precision),
+            precision=choice(cfg.training.precision),
             optimizer_cfg=cfg.optimizer,
             weight_decay=cfg.training.weight_decay,
             compile=cfg.training.compile,

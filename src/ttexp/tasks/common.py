@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from ttexp.record import RunRecord
+from ttexp.schema import choice
 
 log = logging.getLogger("ttexp")
 
@@ -108,9 +109,16 @@ def resume_if_requested(cfg: Any, loop: Any, backend: Any, record: RunRecord) ->
     """
     from omegaconf import OmegaConf
 
-    from ttexp.checkpoint import (CONFIG_NAME, TRAINER_STATE_NAME, CheckpointError,
-                                  continuation_differences, load_checkpoint,
-                                  model_mismatches, newest_valid_checkpoint, verify_checkpoint)
+    from ttexp.checkpoint import (
+        CONFIG_NAME,
+        TRAINER_STATE_NAME,
+        CheckpointError,
+        continuation_differences,
+        load_checkpoint,
+        model_mismatches,
+        newest_valid_checkpoint,
+        verify_checkpoint,
+    )
 
     if not cfg.resume:
         return 0
@@ -156,7 +164,7 @@ def resume_if_requested(cfg: Any, loop: Any, backend: Any, record: RunRecord) ->
 
 def log_schedule(cfg: Any, plan: Any) -> None:
     t = cfg.training
-    name = getattr(cfg.scheduler.name, "value", cfg.scheduler.name)
+    name = choice(cfg.scheduler.name)
     clip = f"clip {t.clip_grad_norm_max_norm}" if t.use_clip_grad_norm else "no clipping"
     log.info("Training: %s steps, lr %g (%s, warmup %d), weight decay %g, %s, seed %d",
              f"{t.max_steps:,}", t.learning_rate, name, t.warmup_steps, t.weight_decay, clip, t.seed)
@@ -184,9 +192,9 @@ def record_loop(record: RunRecord, res: Any) -> None:
 
 def save_final_model(directory: Path, backend: Any, tokenizer: Any) -> Path:
     """final_model/: a transformers model directory (config, safetensors, tokenizer)."""
-    from ttexp.checkpoint import write_dir_atomic
-
     from transformers.utils import logging as hf_logging
+
+    from ttexp.checkpoint import write_dir_atomic
 
     hf_logging.disable_progress_bar()  # its shard bar would break up the console's last lines
     hf_tok = tokenizer.to_transformers() if hasattr(tokenizer, "to_transformers") else tokenizer

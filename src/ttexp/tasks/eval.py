@@ -25,6 +25,7 @@ from omegaconf import open_dict
 from ttexp.errors import TtexpError
 from ttexp.models.pretrained import ModelSource
 from ttexp.record import RunRecord
+from ttexp.schema import choice
 
 log = logging.getLogger("ttexp")
 
@@ -147,7 +148,7 @@ def _same_split_as_finetune(cfg: Any, model: Candidate) -> None:
         return
     from ttexp.data.pairs import resolve_pairs_file
 
-    if getattr(cfg.data.format, "value", cfg.data.format) != "jsonl":
+    if choice(cfg.data.format) != "jsonl":
         return
     try:
         here = str(resolve_pairs_file(cfg.data).resolve())
@@ -210,7 +211,7 @@ def _eval_data(cfg: Any, tokenizer: Any, seq_len: int) -> Any:
     from ttexp.data.text import TextData, tokenize_corpus
     from ttexp.errors import DataError
 
-    fmt = getattr(cfg.data.format, "value", cfg.data.format)
+    fmt = choice(cfg.data.format)
     if fmt == "jsonl":
         data, info = load_pair_data(cfg.data, tokenizer, seq_len, cfg.training.seed, 1)
         log.info("%s", info.line())

@@ -29,7 +29,13 @@ def run_finetune(cfg: Any, record: RunRecord) -> None:
 
     from ttexp.backends.factory import create_backend
     from ttexp.data.pairs import load_pair_data
-    from ttexp.models.pretrained import finetune_source, is_model_dir, load_model, load_tokenizer, sync_model_config
+    from ttexp.models.pretrained import (
+        finetune_source,
+        is_model_dir,
+        load_model,
+        load_tokenizer,
+        sync_model_config,
+    )
     from ttexp.plan import make_plan
     from ttexp.runner import seed_everything
     from ttexp.tasks.common import train_and_record

@@ -14,12 +14,12 @@ log = logging.getLogger("ttexp")
 def run_scratch(cfg: Any, record: RunRecord) -> None:
     """task=scratch: train a randomly initialised model on a text corpus, then save final_model/."""
     from ttexp.backends.factory import create_backend
-    from ttexp.runner import seed_everything
-    from ttexp.tasks.common import train_and_record
     from ttexp.data.corpus import resolve_corpus, sha256_of
     from ttexp.data.text import TextData, tokenize_corpus
     from ttexp.models.tokenizer import ByteTokenizer
     from ttexp.plan import make_plan
+    from ttexp.runner import seed_everything
+    from ttexp.tasks.common import train_and_record
 
     plan = make_plan(cfg)
     corpus = resolve_corpus(cfg.data)
