@@ -12,7 +12,6 @@ dtype.
 from __future__ import annotations
 
 import json
-import os
 import platform
 import resource
 import time
@@ -85,11 +84,10 @@ def cpu_peak_flops(dtype_name: str, cache_dir: Optional[Path] = None) -> float:
         return float(cached[key])
     peak = measure_cpu_matmul_peak(dtype_name)
     cached[key] = peak
+    from ttexp.record import write_text_atomic
+
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(cached, indent=2))
-        os.replace(tmp, path)
+        write_text_atomic(path, json.dumps(cached, indent=2))
     except OSError:
         pass  # a read-only home only costs a re-measurement next time
     return peak

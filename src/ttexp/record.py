@@ -30,14 +30,25 @@ RESOLVED_NAME = "resolved.yaml"
 log = logging.getLogger("ttexp")
 
 
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON to ``path`` via a temporary file and rename, so readers never see half a file."""
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary sibling and a rename, so readers never see half
+    a file; creates the parent directory."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.chmod(tmp, 0o644)
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2, default=_json_default, allow_nan=False)
-        f.write("\n")
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write ``obj`` as JSON atomically (serialised first: a NaN raises before any file exists)."""
+    write_text_atomic(path, json.dumps(obj, indent=2, default=_json_default, allow_nan=False) + "\n")
 
 
 def _json_default(obj: Any) -> Any:

@@ -17,13 +17,12 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from ttexp.record import CURVES_NAME, METRICS_NAME, RESULT_NAME
+from ttexp.record import CURVES_NAME, METRICS_NAME, RESULT_NAME, write_text_atomic
 from ttexp.sweep import (format_value, is_sweep_dir, job_dirs, job_overrides, parse_overrides,
                          read_result, short_key, sweep_command, swept_keys)
 
@@ -250,15 +249,6 @@ def render_single_runs(run_dirs: list[Path], base: Path) -> str:
     return "\n".join(out)
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-
-
 # -- writing --------------------------------------------------------------------------------------
 
 
@@ -271,7 +261,7 @@ def write_sweep_summary(sweep_dir: Path, plot: bool = True) -> SweepSummary:
     text = (f"# Experiments: sweep {summary.dir.name}\n\nGenerated {time.strftime('%Y-%m-%d %H:%M:%S')} "
             f"from the result.json files below (`python -m ttexp.summarize {summary.dir}`).\n\n"
             + render_sweep(summary, summary.dir))
-    _write_text_atomic(summary.dir / SUMMARY_NAME, text)
+    write_text_atomic(summary.dir / SUMMARY_NAME, text)
     return summary
 
 
@@ -324,7 +314,7 @@ def write_journal(journal: Path, roots: list[Path]) -> Path:
         parts.append(render_sweep(summary, base))
     if singles:
         parts.append(render_single_runs([d.resolve() for d in singles], base))
-    _write_text_atomic(journal, "\n".join(parts))
+    write_text_atomic(journal, "\n".join(parts))
     return journal
 
 
