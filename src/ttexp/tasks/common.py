@@ -190,12 +190,20 @@ def record_loop(record: RunRecord, res: Any) -> None:
     )
 
 
-def save_final_model(directory: Path, backend: Any, tokenizer: Any) -> Path:
-    """final_model/: a transformers model directory (config, safetensors, tokenizer)."""
+def save_final_model(directory: Path, backend: Any, tokenizer: Any,
+                     extra: Optional[Callable[[Path], None]] = None) -> Path:
+    """final_model/: a transformers model directory (config, safetensors, tokenizer), written
+    atomically; ``extra(tmp)`` adds a task's own files before the directory appears."""
     from transformers.utils import logging as hf_logging
 
     from ttexp.checkpoint import write_dir_atomic
 
     hf_logging.disable_progress_bar()  # its shard bar would break up the console's last lines
     hf_tok = tokenizer.to_transformers() if hasattr(tokenizer, "to_transformers") else tokenizer
-    return write_dir_atomic(directory, lambda tmp: backend.save_pretrained(tmp, hf_tok))
+
+    def fill(tmp: Path) -> None:
+        backend.save_pretrained(tmp, hf_tok)
+        if extra is not None:
+            extra(tmp)
+
+    return write_dir_atomic(directory, fill)

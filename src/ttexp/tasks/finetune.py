@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ttexp.record import RESOLVED_NAME, RunRecord
 
@@ -38,7 +38,7 @@ def run_finetune(cfg: Any, record: RunRecord) -> None:
     )
     from ttexp.plan import make_plan
     from ttexp.runner import seed_everything
-    from ttexp.tasks.common import train_and_record
+    from ttexp.tasks.common import save_final_model, train_and_record
 
     hf_logging.disable_progress_bar()
     source = finetune_source(cfg)
@@ -70,7 +70,8 @@ def run_finetune(cfg: Any, record: RunRecord) -> None:
         train_and_record(
             cfg, record, plan, backend, data, tokenizer, num_params, [info.line()],
             model_lines=[f"Model {plan.spec.name}: {num_params:,} parameters (from {base})"],
-            save_final=lambda d: _save_final_model(d, backend, tokenizer, origin),
+            save_final=lambda d: save_final_model(d, backend, tokenizer,
+                                                  _finetune_files(tokenizer, origin)),
             title=f"{cfg.name}: fine-tuning {plan.spec.name} on {plan.hardware}",
             closing_lines=[f"Compare it with its base: python -m ttexp task=eval "
                            f"eval.checkpoint={record.dir / 'final_model'} eval.compare_to=base"],
@@ -88,19 +89,13 @@ def _str(path: Path | None) -> str | None:
     return str(local.resolve()) if local.exists() else str(path)
 
 
-def _save_final_model(directory: Path, backend: Any, tokenizer: Any, origin: dict[str, Any]) -> Path:
-    """final_model/: the transformers directory, its EOS id in config.json and
+def _finetune_files(tokenizer: Any, origin: dict[str, Any]) -> Callable[[Path], None]:
+    """What a fine-tune adds to final_model/: its EOS id in config.json and
     generation_config.json (so transformers' generate stops where training taught it to), and
     ttexp_origin.json."""
-    from transformers.utils import logging as hf_logging
-
-    from ttexp.checkpoint import write_dir_atomic
     from ttexp.models.pretrained import ORIGIN_NAME
 
-    hf_logging.disable_progress_bar()
-
-    def fill(tmp: Path) -> None:
-        backend.save_pretrained(tmp, tokenizer.to_transformers())
+    def add(tmp: Path) -> None:
         for name in ("config.json", "generation_config.json"):
             path = tmp / name
             conf = json.loads(path.read_text()) if path.is_file() else {}
@@ -109,4 +104,4 @@ def _save_final_model(directory: Path, backend: Any, tokenizer: Any, origin: dic
                 path.write_text(json.dumps(conf, indent=2) + "\n")
         (tmp / ORIGIN_NAME).write_text(json.dumps(origin, indent=2) + "\n")
 
-    return write_dir_atomic(directory, fill)
+    return add
