@@ -11,7 +11,7 @@ import pytest
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf, open_dict
 
-from ttexp.schema import register_configs
+from ttexp.config.schema import register_configs
 
 ROOT = Path(__file__).resolve().parents[1]
 

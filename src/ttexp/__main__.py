@@ -20,7 +20,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-from ttexp.schema import register_configs
+from ttexp.config.schema import register_configs
 
 register_configs()
 
@@ -36,8 +36,9 @@ def main(cfg: DictConfig) -> float | None:
     validation loss (+inf when there is none: the worst value), which an Optuna sweeper minimises.
     """
     from ttexp.runner import run
-    from ttexp.summarize import refresh_after_job
-    from ttexp.sweep import completed_result, is_multirun, pin_job_device
+    from ttexp.sweeps.summarize import refresh_after_job
+    from ttexp.record.job import is_multirun
+    from ttexp.sweeps.sweep import completed_result, pin_job_device
 
     hc = HydraConfig.get()
     overrides = list(hc.overrides.task)

@@ -29,7 +29,7 @@ class ExperimentsCallback(Callback):
         basic sweeper does (and overwrites this copy), the Optuna sweeper does not."""
         from omegaconf import OmegaConf
 
-        from ttexp.sweep import MULTIRUN_NAME
+        from ttexp.record.job import MULTIRUN_NAME
 
         sweep_dir = Path(config.hydra.sweep.dir)
         if not (sweep_dir / MULTIRUN_NAME).exists():
@@ -37,8 +37,8 @@ class ExperimentsCallback(Callback):
             OmegaConf.save(config, sweep_dir / MULTIRUN_NAME)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from ttexp.summarize import SUMMARY_NAME, refresh_journal, write_sweep_summary
-        from ttexp.sweep import job_dirs, read_result
+        from ttexp.sweeps.summarize import SUMMARY_NAME, refresh_journal, write_sweep_summary
+        from ttexp.sweeps.sweep import job_dirs, read_result
 
         sweep_dir = Path(config.hydra.sweep.dir)
         try:

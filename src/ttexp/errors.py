@@ -6,7 +6,7 @@ class TtexpError(Exception):
 
 
 class ConfigError(TtexpError):
-    """The composed config breaks a rule (see :mod:`ttexp.validate`)."""
+    """The composed config breaks a rule (see :mod:`ttexp.config.validate`)."""
 
 
 class DataError(TtexpError):

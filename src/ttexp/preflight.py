@@ -35,7 +35,7 @@ def check_writable(directory: str, key: str) -> None:
 def earlier_run_message(directory: str) -> str | None:
     """Why starting a fresh run in ``directory`` would clobber an earlier one (None if it would not):
     its checkpoints would be mixed with the new run's, and its record overwritten."""
-    from ttexp.checkpoint import list_checkpoints
+    from ttexp.train.checkpoint import list_checkpoints
 
     steps = [s for s, _ in list_checkpoints(Path(directory) / "checkpoints")]
     if not steps:

@@ -8,27 +8,16 @@ and worker processes all call the same function. Every run ends with a ``result.
 from __future__ import annotations
 
 import logging
-import random
 import traceback
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 
 from ttexp.errors import TtexpError
-from ttexp.record import RunRecord
-from ttexp.schema import choice
+from ttexp.record.run_record import RunRecord
+from ttexp.config.schema import choice
 
 log = logging.getLogger("ttexp")
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (all devices). Called before the model is built."""
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def _task_function(task: str) -> Callable[[Any, RunRecord], None]:
@@ -82,7 +71,7 @@ def run_worker(cfg: Any, record: Any) -> dict[str, Any]:
 
 
 def _attach_trackers(cfg: Any, record: RunRecord) -> None:
-    from ttexp.tracking import attach_trackers
+    from ttexp.record.trackers import attach_trackers
 
     attach_trackers(cfg, record)  # W&B when logger.wandb.enabled; never raises
 
@@ -92,8 +81,8 @@ def _task_name(cfg: Any) -> str:
 
 
 def _run_task(cfg: Any, record: RunRecord) -> None:
-    from ttexp.plan import make_plan
-    from ttexp.validate import config_warnings, validate_config
+    from ttexp.train.plan import make_plan
+    from ttexp.config.validate import config_warnings, validate_config
 
     validate_config(cfg)
     for warning in config_warnings(cfg):
@@ -104,8 +93,8 @@ def _run_task(cfg: Any, record: RunRecord) -> None:
         _attach_trackers(cfg, record)
         task_fn(cfg, record)
         return
-    from ttexp.distributed import LaunchInterrupted, launch
-    from ttexp.sweep import save_job_context
+    from ttexp.train.ranks import LaunchInterrupted, launch
+    from ttexp.record.job import save_job_context
 
     save_job_context(record.dir)  # rank 0's W&B run names its sweep and job from it
 
@@ -150,7 +139,7 @@ def _guarded(record: Any, body: Callable[[], None]) -> dict[str, Any]:
     except _RankOutcome as exc:
         status, error = exc.status, str(exc)
     except TtexpError as exc:
-        from ttexp.loop import Diverged, Interrupted
+        from ttexp.train.loop import Diverged, Interrupted
 
         status = {Diverged: "diverged", Interrupted: "interrupted"}.get(type(exc), "failed")
         error = str(exc)

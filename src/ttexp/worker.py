@@ -14,18 +14,18 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from ttexp.record import RESOLVED_NAME
+from ttexp.record.run_record import RESOLVED_NAME
 
 
 def load_resolved_config(run_dir: Path) -> Any:
     """``resolved.yaml`` merged onto the typed schema (so enums and types are checked again)."""
-    from ttexp.schema import RunConfig
+    from ttexp.config.schema import RunConfig
 
     return OmegaConf.merge(OmegaConf.structured(RunConfig), OmegaConf.load(run_dir / RESOLVED_NAME))
 
 
 def _setup_logging(run_dir: Path, rank: int) -> None:
-    from ttexp.console import console_handler
+    from ttexp.record.console import console_handler
 
     log = logging.getLogger("ttexp")
     log.handlers.clear()
@@ -46,8 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run this rank; returns the process exit code (0 only when the run completed)."""
     from ttexp.__main__ import EXIT_CODES
     from ttexp.backends.torch_backend import resolve_device
-    from ttexp.distributed import barrier, init_worker, shutdown
-    from ttexp.record import NullRecord, RunRecord
+    from ttexp.train.ranks import barrier, init_worker, shutdown
+    from ttexp.record.run_record import NullRecord, RunRecord
     from ttexp.runner import run_worker
 
     argv = sys.argv[1:] if argv is None else argv

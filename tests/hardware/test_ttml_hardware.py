@@ -37,7 +37,7 @@ def batches(spec, n, seed=0):
 
 def test_nano_trains_on_one_device_matches_torch_and_saves_for_torch(nano, tmp_path):
     from ttexp.backends.torch_backend import TorchBackend
-    from ttexp.backends.ttml_backend import TtmlBackend
+    from ttexp.backends.ttml.backend import TtmlBackend
 
     torch.manual_seed(0)
     tb = TorchBackend(torch.device("cpu"), "fp32", OPT, weight_decay=0.0)

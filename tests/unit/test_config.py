@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 from hydra.errors import ConfigCompositionException
 
 from conftest import ROOT, compose_cfg, run_cli
 from ttexp.errors import ConfigError
-from ttexp.validate import config_warnings, data_parallel_size, validate_config
+from ttexp.config.validate import config_warnings, data_parallel_size, validate_config
 
 GROUPS = {
     "model": ["nano", "mini", "midi", "mega", "tinyllama"],

@@ -11,7 +11,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import ttml_double as dbl  # noqa: E402
 
-from ttexp import doctor  # noqa: E402
+from ttexp.tools import doctor  # noqa: E402
 
 
 @pytest.fixture

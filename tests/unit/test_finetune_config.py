@@ -7,7 +7,7 @@ import pytest
 from conftest import compose_cfg
 from ttexp.errors import ConfigError, TtexpError
 from ttexp.models.pretrained import finetune_source
-from ttexp.validate import validate_config
+from ttexp.config.validate import validate_config
 
 LESSON_QUESTIONS = ["What is a neural network?", "How do I learn machine learning?",
                     "Explain what backpropagation does", "What's the difference between AI and ML?"]

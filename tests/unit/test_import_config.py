@@ -5,13 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import yaml
 from omegaconf import OmegaConf
 
 from conftest import compose_cfg
-from ttexp.import_config import main
-from ttexp.validate import validate_config
+from ttexp.tools.import_config import main
+from ttexp.config.validate import validate_config
 
 # reference/lessons_and_templates.md §2.2 (trickster_n150.yaml), value for value.
 TRICKSTER_N150 = {

@@ -9,9 +9,9 @@ import pytest
 
 from conftest import compose_cfg
 from ttexp.data.batch import IGNORE_INDEX, Batch
-from ttexp.loop import Diverged, TrainingLoop
-from ttexp.plan import make_plan
-from ttexp.record import NullRecord
+from ttexp.train.loop import Diverged, TrainingLoop
+from ttexp.train.plan import make_plan
+from ttexp.record.run_record import NullRecord
 
 
 class NaNValidation:

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from ttexp import perf
-from ttexp.perf import gpu_peak_flops, peak_flops_for, speed_figures
+from ttexp.train import speed as perf
+from ttexp.train.speed import gpu_peak_flops, peak_flops_for, speed_figures
 
 
 def test_gpu_and_tenstorrent_peaks_follow_the_table():
@@ -43,7 +43,7 @@ def test_measured_cpu_peak_is_a_plausible_rate():
 
 @pytest.mark.slow
 def test_bench_reports_three_loops_with_ratios(tmp_path, monkeypatch, capsys):
-    from ttexp.bench import main
+    from ttexp.tools.bench import main
 
     monkeypatch.setattr(perf, "cpu_peak_flops", lambda dtype, cache_dir=None: 1e11)
     out = tmp_path / "bench.json"
@@ -63,7 +63,7 @@ def test_bench_reports_three_loops_with_ratios(tmp_path, monkeypatch, capsys):
 
 
 def test_bench_rejects_a_bad_override_with_a_message(capsys):
-    from ttexp.bench import main
+    from ttexp.tools.bench import main
 
     assert main(["model.num_heads=7"]) == 2
     assert "does not divide" in capsys.readouterr().err

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from ttexp.schedule import learning_rate_at
+from ttexp.train.schedule import learning_rate_at
 
 
 def lrs(name, peak=3e-4, warmup=10, steps=100, ratio=0.1):

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ttexp import summarize
-from ttexp.sweep import (completed_result, parse_overrides, run_display_name, sweep_command,
-                         swept_keys)
+from ttexp.sweeps import summarize
+from ttexp.record.job import parse_overrides, run_display_name, swept_keys
+from ttexp.sweeps.sweep import completed_result, sweep_command
 
 GRID = [(1e-4, 8), (1e-4, 16), (3e-4, 8), (3e-4, 16)]
 

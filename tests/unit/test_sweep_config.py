@@ -8,7 +8,7 @@ from hydra import compose, initialize_config_module
 from hydra.errors import ConfigCompositionException
 
 from conftest import compose_cfg
-from ttexp.schema import register_configs
+from ttexp.config.schema import register_configs
 
 
 def compose_hydra(*overrides: str):
@@ -57,7 +57,7 @@ def test_a_bad_wandb_mode_is_rejected_when_composing():
 @pytest.mark.parametrize("backend,job,expected", [("auto", 0, "device=cuda:0"), ("torch", 9, "device=cuda:1"),
                                                   ("ttml", 5, "hardware.device_ids=[5]")])
 def test_pin_devices_gives_each_sweep_job_its_own_device(backend, job, expected):
-    from ttexp.sweep import pin_job_device
+    from ttexp.sweeps.sweep import pin_job_device
 
     cfg = compose_cfg([f"backend={backend}", "sweep.pin_devices=8"])
     assert pin_job_device(cfg, job) == expected
@@ -69,8 +69,8 @@ def test_pin_devices_gives_each_sweep_job_its_own_device(backend, job, expected)
 
 def test_pin_devices_leaves_an_explicit_device_and_refuses_a_mesh():
     from ttexp.errors import ConfigError
-    from ttexp.sweep import pin_job_device
-    from ttexp.validate import validate_config
+    from ttexp.sweeps.sweep import pin_job_device
+    from ttexp.config.validate import validate_config
 
     cfg = compose_cfg(["device=cuda:3", "sweep.pin_devices=8"])
     assert pin_job_device(cfg, 1) is None and cfg.device == "cuda:3"
@@ -82,7 +82,7 @@ def test_pin_devices_leaves_an_explicit_device_and_refuses_a_mesh():
 
 
 def test_ttml_mesh_plan_takes_device_ids():
-    from ttexp.backends.ttml_api import plan_mesh
+    from ttexp.backends.ttml.api import plan_mesh
     from ttexp.errors import BackendUnavailable
 
     assert plan_mesh([1, 1], False, [5]).device_ids == [5]

@@ -6,8 +6,8 @@ from __future__ import annotations
 import sys
 
 from conftest import compose_cfg
-from ttexp.record import RunRecord
-from ttexp.tracking import attach_trackers
+from ttexp.record.run_record import RunRecord
+from ttexp.record.trackers import attach_trackers
 
 
 class _Tracker:
@@ -64,11 +64,11 @@ def test_local_logger_starts_no_tracker(tmp_path):
 
 def test_worker_ranks_read_the_job_context_the_controller_saved(tmp_path, monkeypatch):
     """A rank of a multi-process sweep job has no Hydra; it reads job_context.json."""
-    from ttexp import sweep
-    from ttexp.sweep import JobContext, hydra_job_context, save_job_context
+    from ttexp.record import job
+    from ttexp.record.job import JobContext, hydra_job_context, save_job_context
 
     ctx = JobContext(multirun=True, sweep_dir=tmp_path / "sweep", num=3, overrides=["a=1"])
-    monkeypatch.setattr(sweep, "hydra_job_context", lambda run_dir=None: ctx)
+    monkeypatch.setattr(job, "hydra_job_context", lambda run_dir=None: ctx)
     save_job_context(tmp_path)
     monkeypatch.undo()
     assert hydra_job_context(tmp_path) == ctx

@@ -15,10 +15,10 @@ import ttml_double as dbl  # noqa: E402
 from conftest import ROOT, compose_cfg  # noqa: E402
 
 from ttexp.backends.base import SamplingParams  # noqa: E402
-from ttexp.backends.ttml_api import (  # noqa: E402
+from ttexp.backends.ttml.api import (  # noqa: E402
     build_model_config, detect_api, model_request, optimizer_request, plan_mesh,
 )
-from ttexp.backends.ttml_tensors import (  # noqa: E402
+from ttexp.backends.ttml.tensors import (  # noqa: E402
     causal_mask, kv_cache_mask, layout_batch, logits_padding_mask, sample_token,
 )
 from ttexp.data.batch import IGNORE_INDEX, Batch  # noqa: E402

@@ -21,7 +21,7 @@ import ttml_double as dbl  # noqa: E402
 
 from ttexp.backends.base import SamplingParams  # noqa: E402
 from ttexp.backends.torch_backend import TorchBackend  # noqa: E402
-from ttexp.backends.ttml_backend import TtmlBackend  # noqa: E402
+from ttexp.backends.ttml.backend import TtmlBackend  # noqa: E402
 from ttexp.data.batch import IGNORE_INDEX, Batch  # noqa: E402
 from ttexp.errors import BackendUnavailable  # noqa: E402
 from ttexp.models.spec import ModelSpec  # noqa: E402

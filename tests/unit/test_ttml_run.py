@@ -10,7 +10,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import ttml_double as dbl  # noqa: E402
 
-from ttexp.plan import choose_backend  # noqa: E402
+from ttexp.train.plan import choose_backend  # noqa: E402
 from ttexp.runner import run  # noqa: E402
 
 

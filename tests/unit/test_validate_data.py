@@ -9,7 +9,8 @@ import sys
 import pytest
 
 from ttexp.data.pairs import packaged_dataset
-from ttexp.validate_data import main, validate_file
+from ttexp.data.pair_check import validate_file
+from ttexp.tools.validate_data import main
 
 GOOD = '{"prompt": "What is a model?", "response": "A guess machine with settings."}'
 

@@ -3,7 +3,7 @@
 A backend owns tensors only: it builds or loads the model, runs a micro-step (forward, loss,
 backward), applies an optimizer step, evaluates, generates, and moves state to and from
 safetensors. Schedules, accumulation cadence, validation cadence, checkpoint cadence, logging,
-progress and the run record belong to :mod:`ttexp.loop`, which is the same for every backend.
+progress and the run record belong to :mod:`ttexp.train.loop`, which is the same for every backend.
 """
 
 from __future__ import annotations

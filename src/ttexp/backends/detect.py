@@ -34,7 +34,7 @@ def ttml_device_status(mesh_shape: list[int]) -> tuple[bool, str]:
     if not ok:
         return ok, why
     try:
-        from ttexp.backends.ttml_api import detect_api, plan_mesh
+        from ttexp.backends.ttml.api import detect_api, plan_mesh
 
         ttml = importlib.import_module("ttml")
         api = detect_api(ttml)

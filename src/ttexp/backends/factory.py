@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ttexp.errors import BackendUnavailable
-from ttexp.schema import choice
+from ttexp.config.schema import choice
 
 
 def create_backend(cfg: Any, plan: Any) -> Any:
@@ -18,7 +18,7 @@ def create_backend(cfg: Any, plan: Any) -> Any:
         import torch
 
         from ttexp.backends.torch_backend import TorchBackend, resolve_device
-        from ttexp.distributed import current
+        from ttexp.train.ranks import current
 
         device = resolve_device(cfg.device)
         if device.type == "cuda" and current().enabled:
@@ -31,7 +31,7 @@ def create_backend(cfg: Any, plan: Any) -> Any:
             compile=cfg.training.compile,
         )
     if plan.backend == "ttml":
-        from ttexp.backends.ttml_backend import TtmlBackend
+        from ttexp.backends.ttml.backend import TtmlBackend
 
         return TtmlBackend(
             mesh_shape=[int(n) for n in cfg.hardware.mesh_shape],

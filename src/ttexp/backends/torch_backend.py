@@ -23,7 +23,7 @@ from ttexp.models.spec import ModelSpec
 
 log = logging.getLogger("ttexp")
 
-from ttexp.checkpoint import OPTIMIZER_NAME, WEIGHTS_NAME  # noqa: E402  (file names shared by all backends)
+from ttexp.train.checkpoint import OPTIMIZER_NAME, WEIGHTS_NAME  # noqa: E402  (file names shared by all backends)
 
 
 def cpu_has_native_bf16() -> bool:
@@ -143,7 +143,7 @@ class TorchBackend:
         self.optimizer_cfg = optimizer_cfg
         self.weight_decay = weight_decay
         self.compile = compile
-        from ttexp.distributed import current
+        from ttexp.train.ranks import current
 
         self.world_size = current().world_size
         self.model: Any = None
@@ -250,7 +250,7 @@ class TorchBackend:
         torch analogue of ttml's synchronize_gradients), before clipping."""
         from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
-        from ttexp.distributed import all_reduce_sum
+        from ttexp.train.ranks import all_reduce_sum
 
         grads = [p.grad for p in params]
         flat = _flatten_dense_tensors(grads + [self._loss_sum.view(1).to(grads[0].dtype)])
@@ -275,7 +275,7 @@ class TorchBackend:
 
     @torch.no_grad()
     def evaluate(self, batches: Iterable[Batch]) -> float:
-        from ttexp.distributed import all_reduce_sum
+        from ttexp.train.ranks import all_reduce_sum
 
         self.model.eval()
         sums = torch.zeros(2, device=self.device, dtype=torch.float64)  # [loss * tokens, tokens]

@@ -23,14 +23,10 @@ from typing import Any, Iterator, Optional, Sequence
 import numpy as np
 
 from ttexp.data.batch import IGNORE_INDEX, Batch
+from ttexp.data.pair_check import validate_file
+from ttexp.data.template import DEFAULT_TEMPLATE, format_prompt
 from ttexp.errors import DataError
 
-DEFAULT_TEMPLATE = "### Question:\n{prompt}\n\n### Answer:\n"
-
-
-def format_prompt(template: str, prompt: str) -> str:
-    """``template`` with ``{prompt}`` replaced (plain replacement: braces elsewhere are kept)."""
-    return template.replace("{prompt}", prompt)
 
 
 @dataclass(frozen=True)
@@ -107,7 +103,7 @@ def split_indices(n: int, val_fraction: float, seed: int) -> tuple[list[int], li
 
 
 class PairData:
-    """Training and validation examples with the loop's :class:`~ttexp.loop.TrainData` interface.
+    """Training and validation examples with the loop's :class:`~ttexp.train.loop.TrainData` interface.
 
     Args:
         train: tokenised training examples.
@@ -203,7 +199,6 @@ def _checked_pairs(path: Path, tokenizer: Any, template: str, max_seq_len: int) 
     """
     import logging
 
-    from ttexp.validate_data import validate_file
 
     log = logging.getLogger("ttexp")
     report = validate_file(path, tokenizer, template, max_seq_len)

@@ -24,6 +24,7 @@ from typing import Any, Optional
 
 from omegaconf import OmegaConf, open_dict
 
+from ttexp.config.validate import GET_WEIGHTS_HINT
 from ttexp.errors import TtexpError
 
 log = logging.getLogger("ttexp")
@@ -34,12 +35,6 @@ ORIGIN_NAME = "ttexp_origin.json"
 FALLBACK_EOS_TEXT = "\x04"
 """ASCII End of Transmission: the EOS of tokenizers that have none (the 256-byte tokenizer)."""
 
-GET_WEIGHTS_HINT = (
-    "Download the model (config.json, *.safetensors and tokenizer files) to a directory, e.g. "
-    "`huggingface-cli download TinyLlama/TinyLlama-1.1B-intermediate-step-1431k-3T --local-dir "
-    "~/models/tinyllama`, then set model.pretrained_path=~/models/tinyllama (or export "
-    "TTEXP_TINYLLAMA_PATH). To start from a model trained with ttexp, set init_from=RUN/final_model."
-)
 
 
 class PromptTokenizer:

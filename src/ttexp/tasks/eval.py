@@ -24,8 +24,8 @@ from omegaconf import open_dict
 
 from ttexp.errors import TtexpError
 from ttexp.models.pretrained import ModelSource
-from ttexp.record import RunRecord
-from ttexp.schema import choice
+from ttexp.record.run_record import RunRecord
+from ttexp.config.schema import choice
 
 log = logging.getLogger("ttexp")
 
@@ -167,8 +167,8 @@ def _evaluate(cfg: Any, cand: Candidate, record: RunRecord) -> None:
     """Load ``cand`` on a fresh backend, score the validation data, answer the questions."""
     from ttexp.backends.factory import create_backend
     from ttexp.models.pretrained import load_model
-    from ttexp.plan import make_plan
-    from ttexp.runner import seed_everything
+    from ttexp.train.plan import make_plan
+    from ttexp.train.rng import seed_everything
 
     if cand.source.model_dir is not None or cand.source.model_cfg is not None:
         _prepare(cfg, cand)  # cfg.model follows the model being loaded (base and model may differ)

@@ -5,7 +5,7 @@
 
 The starting point comes from :func:`ttexp.models.pretrained.finetune_source` (never a random
 initialisation); its config.json decides the architecture and its tokenizer is used. The data are
-validated first (:mod:`ttexp.validate_data`), then the one training loop runs; validation answers
+validated first (:mod:`ttexp.tools.validate_data`), then the one training loop runs; validation answers
 to ``generation.prompts``, inside the prompt template, go to validation.txt. ``final_model/``
 records where it came from (``ttexp_origin.json``), which ``task=eval eval.compare_to=base`` reads.
 """
@@ -17,7 +17,7 @@ import logging
 from pathlib import Path
 from typing import Any, Callable
 
-from ttexp.record import RESOLVED_NAME, RunRecord
+from ttexp.record.run_record import RESOLVED_NAME, RunRecord
 
 log = logging.getLogger("ttexp")
 
@@ -36,9 +36,9 @@ def run_finetune(cfg: Any, record: RunRecord) -> None:
         load_tokenizer,
         sync_model_config,
     )
-    from ttexp.plan import make_plan
-    from ttexp.runner import seed_everything
-    from ttexp.tasks.common import save_final_model, train_and_record
+    from ttexp.train.plan import make_plan
+    from ttexp.train.rng import seed_everything
+    from ttexp.train.trainer import save_final_model, train_and_record
 
     hf_logging.disable_progress_bar()
     source = finetune_source(cfg)

@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ttexp.record import RunRecord
+from ttexp.record.run_record import RunRecord
 
 log = logging.getLogger("ttexp")
 
@@ -17,9 +17,9 @@ def run_scratch(cfg: Any, record: RunRecord) -> None:
     from ttexp.data.corpus import resolve_corpus, sha256_of
     from ttexp.data.text import TextData, tokenize_corpus
     from ttexp.models.tokenizer import ByteTokenizer
-    from ttexp.plan import make_plan
-    from ttexp.runner import seed_everything
-    from ttexp.tasks.common import train_and_record
+    from ttexp.train.plan import make_plan
+    from ttexp.train.rng import seed_everything
+    from ttexp.train.trainer import train_and_record
 
     plan = make_plan(cfg)
     corpus = resolve_corpus(cfg.data)

@@ -1,6 +1,6 @@
 """Trackers: services that receive a run's events beside the local record (W&B today).
 
-The local record (:class:`ttexp.record.RunRecord`) is always written and owns the run directory's
+The local record (:class:`ttexp.record.run_record.RunRecord`) is always written and owns the run directory's
 files. A tracker gets the same events from it: every ``log_metrics`` line of metrics.jsonl, every
 validation block of validation.txt, and ``finish`` with the final result.json contents. A tracker
 that cannot start, or fails later, is dropped with a warning; the run and its local record go on.
@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Protocol
 
-from ttexp.record import RunRecord
+from ttexp.record.run_record import RunRecord
 
 log = logging.getLogger("ttexp")
 
@@ -38,7 +38,7 @@ def attach_trackers(cfg: Any, record: RunRecord) -> None:
     wandb_cfg = cfg.logger.get("wandb")
     if wandb_cfg is None or not wandb_cfg.enabled:
         return
-    from ttexp.wandb_tracker import WandbTracker
+    from ttexp.record.wandb_tracker import WandbTracker
 
     try:
         tracker = WandbTracker.start(cfg, record)

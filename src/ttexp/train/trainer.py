@@ -6,8 +6,8 @@ import logging
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from ttexp.record import RunRecord
-from ttexp.schema import choice
+from ttexp.record.run_record import RunRecord
+from ttexp.config.schema import choice
 
 log = logging.getLogger("ttexp")
 
@@ -29,7 +29,7 @@ def train_and_record(cfg: Any, record: RunRecord, plan: Any, backend: Any, data:
         CheckpointError: ``resume`` names a damaged or mismatched checkpoint.
         Diverged, Interrupted: from the loop (the record is updated first).
     """
-    from ttexp.loop import TrainingLoop
+    from ttexp.train.loop import TrainingLoop
 
     if model_lines is None:
         model_lines = [f"Model {plan.spec.name}:"] + [
@@ -52,7 +52,7 @@ def train_and_record(cfg: Any, record: RunRecord, plan: Any, backend: Any, data:
 def _log_start(cfg: Any, record: RunRecord, plan: Any, backend: Any, num_params: int,
                lines: list[str]) -> None:
     """The start-up block: device plan, model, data, schedule; the plan goes into result.json."""
-    from ttexp.plan import plan_lines
+    from ttexp.train.plan import plan_lines
 
     for line in plan_lines(plan, backend.device_name, backend.precision_name) + lines:
         log.info("%s", line)
@@ -63,7 +63,7 @@ def _log_start(cfg: Any, record: RunRecord, plan: Any, backend: Any, num_params:
 
 def _speed_setup(record: RunRecord, plan: Any, backend: Any) -> Optional[float]:
     """Reset the peak-memory counter and find the peak FLOP/s that MFU is measured against."""
-    from ttexp.perf import peak_flops_for, reset_peak_memory
+    from ttexp.train.speed import peak_flops_for, reset_peak_memory
 
     reset_peak_memory(backend.device_name)  # a sweep's jobs share a process: count this run only
     if plan.rank == 0:
@@ -109,7 +109,7 @@ def resume_if_requested(cfg: Any, loop: Any, backend: Any, record: RunRecord) ->
     """
     from omegaconf import OmegaConf
 
-    from ttexp.checkpoint import (
+    from ttexp.train.checkpoint import (
         CONFIG_NAME,
         TRAINER_STATE_NAME,
         CheckpointError,
@@ -174,7 +174,7 @@ def log_schedule(cfg: Any, plan: Any) -> None:
 
 
 def record_loop(record: RunRecord, res: Any) -> None:
-    from ttexp.perf import peak_memory_bytes, speed_figures
+    from ttexp.train.speed import peak_memory_bytes, speed_figures
 
     speed = speed_figures(res.tokens_per_s, record.result.get("flops_per_token") or 0,
                           record.result.get("peak_flops"))
@@ -196,7 +196,7 @@ def save_final_model(directory: Path, backend: Any, tokenizer: Any,
     atomically; ``extra(tmp)`` adds a task's own files before the directory appears."""
     from transformers.utils import logging as hf_logging
 
-    from ttexp.checkpoint import write_dir_atomic
+    from ttexp.train.checkpoint import write_dir_atomic
 
     hf_logging.disable_progress_bar()  # its shard bar would break up the console's last lines
     hf_tok = tokenizer.to_transformers() if hasattr(tokenizer, "to_transformers") else tokenizer

@@ -119,11 +119,11 @@ class RunRecord:
         self._metrics = open(self.dir / METRICS_NAME, mode, buffering=1)
         self._validation = open(self.dir / VALIDATION_NAME, mode, buffering=1)
         self.history: dict[str, list[tuple[int, float]]] = {"train/loss": [], "val/loss": [], "train/lr": []}
-        self.trackers: list[Any] = []  # ttexp.tracking.Tracker objects (W&B, ...) fed the same events
+        self.trackers: list[Any] = []  # ttexp.record.trackers.Tracker objects (W&B, ...) fed the same events
         self.write_result()
 
     def add_tracker(self, tracker: Any) -> None:
-        """Send this run's events to ``tracker`` too (a :class:`ttexp.tracking.Tracker`)."""
+        """Send this run's events to ``tracker`` too (a :class:`ttexp.record.trackers.Tracker`)."""
         self.trackers.append(tracker)
 
     def _notify(self, event: str, *args: Any) -> None:
@@ -190,7 +190,7 @@ class RunRecord:
 
     def plot(self, title: str) -> Optional[Path]:
         """Write training_curves.png from the curves logged so far; None when there is nothing."""
-        from ttexp.plots import plot_training_curves
+        from ttexp.record.plots import plot_training_curves
 
         if not self.history["train/loss"]:
             return None

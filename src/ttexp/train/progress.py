@@ -20,7 +20,7 @@ class TrainingProgress:
     log lines every ``training.log_frequency`` steps carry the same figures there."""
 
     def __init__(self, total_steps: int, start_step: int = 0, console: Console | None = None):
-        from ttexp.console import CONSOLE
+        from ttexp.record.console import CONSOLE
 
         self.console = console or CONSOLE
         self._progress = Progress(

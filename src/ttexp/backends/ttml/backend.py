@@ -4,8 +4,8 @@
     python -m ttexp backend=ttml model=nano hardware=n300     # mesh [1, 2], data parallel
 
 Written against reference/ttml_api.md (every API fact there names its tt-metal file and commit);
-the API generation is feature-detected (:mod:`ttexp.backends.ttml_api`), host arrays are built
-by :mod:`ttexp.backends.ttml_tensors`, and weights cross to and from Hugging Face names through
+the API generation is feature-detected (:mod:`ttexp.backends.ttml.api`), host arrays are built
+by :mod:`ttexp.backends.ttml.tensors`, and weights cross to and from Hugging Face names through
 :mod:`ttexp.models.ttml_weights`. One micro-step is tt-train's (§7): uint32 batches, forward,
 padded logits masked, cross-entropy (masked NONE -> mean when some positions do not count),
 loss scaled by 1/accumulation, ``backward(False)``, then ``reset_graph()`` -- always, even when
@@ -27,10 +27,10 @@ from typing import Any, Iterable
 import numpy as np
 
 from ttexp.backends.base import SamplingParams, StepStats
-from ttexp.backends.ttml_api import (
+from ttexp.backends.ttml.api import (
     build_model, build_optimizer, detect_api, model_request, optimizer_request, plan_mesh,
 )
-from ttexp.backends.ttml_tensors import (
+from ttexp.backends.ttml.tensors import (
     causal_mask, kv_cache_mask, layout_batch, logits_padding_mask, padded_tokens, sample_token,
 )
 from ttexp.data.batch import Batch

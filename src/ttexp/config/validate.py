@@ -1,6 +1,6 @@
 """Cross-field rules on the composed config, checked before anything runs.
 
-Types and unknown keys are already checked by the schema (:mod:`ttexp.schema`) when Hydra
+Types and unknown keys are already checked by the schema (:mod:`ttexp.config.schema`) when Hydra
 composes the config. These are the rules that involve several fields. Every broken rule is
 collected and reported in one :class:`~ttexp.errors.ConfigError`, each naming the override key
 and a fix.
@@ -11,7 +11,15 @@ from __future__ import annotations
 from typing import Any, List
 
 from ttexp.errors import ConfigError
-from ttexp.schema import choice
+
+GET_WEIGHTS_HINT = (
+    "Download the model (config.json, *.safetensors and tokenizer files) to a directory, e.g. "
+    "`huggingface-cli download TinyLlama/TinyLlama-1.1B-intermediate-step-1431k-3T --local-dir "
+    "~/models/tinyllama`, then set model.pretrained_path=~/models/tinyllama (or export "
+    "TTEXP_TINYLLAMA_PATH). To start from a model trained with ttexp, set init_from=RUN/final_model."
+)
+"""How to get pretrained weights; every message about missing weights ends with it."""
+from ttexp.config.schema import choice
 
 
 def data_parallel_size(hardware: Any) -> int:
@@ -151,8 +159,6 @@ def _task_rules(cfg: Any, task: str, data_format: str, dp: int) -> List[str]:
         errs.append(f"task=finetune trains on prompt/response pairs but data={cfg.data.name} is "
                     f"{data_format}; use data=trickster or another JSONL dataset.")
     if task == "finetune" and not cfg.model.get("pretrained_path") and not cfg.init_from:
-        from ttexp.models.pretrained import GET_WEIGHTS_HINT
-
         errs.append(f"task=finetune needs pretrained weights, but model={cfg.model.name} has no "
                     f"model.pretrained_path and init_from is not set (ttexp never fine-tunes a "
                     f"random initialisation). {GET_WEIGHTS_HINT}")

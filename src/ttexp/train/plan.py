@@ -15,8 +15,8 @@ from typing import Any
 from ttexp.backends.detect import ttml_device_status, ttml_status
 from ttexp.errors import BackendUnavailable
 from ttexp.models.spec import ModelSpec, ParamBreakdown, flops_per_token, param_breakdown
-from ttexp.schema import choice
-from ttexp.validate import data_parallel_size
+from ttexp.config.schema import choice
+from ttexp.config.validate import data_parallel_size
 
 log = logging.getLogger("ttexp")
 
@@ -98,10 +98,10 @@ def torch_processes(cfg: Any, dp: int) -> int:
 
 
 def make_plan(cfg: Any) -> RunPlan:
-    """Compute the plan from a validated config (see :func:`ttexp.validate.validate_config`).
+    """Compute the plan from a validated config (see :func:`ttexp.config.validate.validate_config`).
 
-    In a worker process the rank comes from :func:`ttexp.distributed.current`."""
-    from ttexp.distributed import current
+    In a worker process the rank comes from :func:`ttexp.train.ranks.current`."""
+    from ttexp.train.ranks import current
 
     backend, reason = choose_backend(choice(cfg.backend),
                                      [int(n) for n in cfg.hardware.mesh_shape])

@@ -2,7 +2,7 @@
 
 The loop owns the cadence (learning-rate schedule, accumulation, clipping, validation, validation
 samples, checkpoints, the NaN guard, progress and timing); the backend owns the tensors
-(:mod:`ttexp.backends.base`); the record owns the files (:mod:`ttexp.record`).
+(:mod:`ttexp.backends.base`); the record owns the files (:mod:`ttexp.record.run_record`).
 
 Timing: ``train_s`` covers micro-steps and optimizer steps only; validation, sampling and
 checkpointing are timed separately as ``eval_s`` and ``checkpoint_s``, so tokens/s measures
@@ -21,14 +21,14 @@ from pathlib import Path
 from typing import Any, Iterable, Optional, Protocol
 
 from ttexp.backends.base import Backend, SamplingParams
-from ttexp.checkpoint import CheckpointManager
+from ttexp.train.checkpoint import CheckpointManager
 from ttexp.data.batch import IGNORE_INDEX, Batch
 from ttexp.errors import TtexpError
-from ttexp.plan import RunPlan
-from ttexp.progress import TrainingProgress
-from ttexp.record import RunRecord
-from ttexp.schedule import learning_rate_at
-from ttexp.schema import choice
+from ttexp.train.plan import RunPlan
+from ttexp.train.progress import TrainingProgress
+from ttexp.record.run_record import RunRecord
+from ttexp.train.schedule import learning_rate_at
+from ttexp.config.schema import choice
 
 log = logging.getLogger("ttexp")
 
@@ -83,7 +83,7 @@ class TrainingLoop:
 
     Args:
         cfg: the composed config (reads ``training``, ``scheduler``, ``generation``).
-        plan: batch arithmetic from :func:`ttexp.plan.make_plan`.
+        plan: batch arithmetic from :func:`ttexp.train.plan.make_plan`.
         backend: a built backend (model and optimizer exist).
         data: training and validation batches.
         tokenizer: encodes validation prompts and decodes samples.
@@ -217,7 +217,7 @@ class TrainingLoop:
             return self._signal is not None
         import torch
 
-        from ttexp.distributed import all_reduce_sum
+        from ttexp.train.ranks import all_reduce_sum
 
         # On the backend's device: NCCL reduces CUDA tensors only.
         flag = torch.tensor([0.0 if self._signal is None else 1.0],

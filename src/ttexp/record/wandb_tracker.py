@@ -17,9 +17,9 @@ from typing import Any, Optional
 
 from omegaconf import OmegaConf
 
-from ttexp.record import RESOLVED_NAME, RESULT_NAME, RunRecord
-from ttexp.schema import choice
-from ttexp.sweep import hydra_job_context, run_display_name, sweep_id, swept_keys
+from ttexp.record.run_record import RESOLVED_NAME, RESULT_NAME, RunRecord
+from ttexp.config.schema import choice
+from ttexp.record.job import hydra_job_context, run_display_name, sweep_id, swept_keys
 
 SUMMARY_KEYS = ("status", "final_train_loss", "final_val_loss", "best_val_loss", "best_val_step",
                 "steps_done", "tokens", "tokens_per_s", "wall_s", "num_parameters", "backend", "device")
@@ -41,7 +41,7 @@ class WandbTracker:
         Raises:
             RuntimeError: wandb is not installed (``pip install -e ".[wandb]"``).
             Exception: whatever ``wandb.init`` raises (no login, no network, timeout); the caller
-                (:func:`ttexp.tracking.attach_trackers`) turns it into a warning.
+                (:func:`ttexp.record.trackers.attach_trackers`) turns it into a warning.
         """
         try:
             import wandb

@@ -4,7 +4,7 @@ The team keeps its own presets flat in the top-level ``experiments/`` folder (DE
 but Hydra looks for the ``experiment`` group in an ``experiment/`` subfolder of each search-path
 entry. This config source presents a folder of YAML files as that group and nothing else, and the
 search-path plugin adds ``./experiments`` (or ``$TTEXP_EXPERIMENTS_DIR``) to every ttexp run.
-Both are registered explicitly by :func:`ttexp.schema.register_configs` (Hydra's namespace-package
+Both are registered explicitly by :func:`ttexp.config.schema.register_configs` (Hydra's namespace-package
 scan does not see packages of an editable install).
 """
 

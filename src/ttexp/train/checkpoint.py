@@ -10,7 +10,7 @@
 * ``config.yaml``: the resolved config of the run that wrote it.
 
 The learning-rate schedule and the data sampler are pure functions of the step
-(:mod:`ttexp.schedule`, :class:`ttexp.data.text.TextData`), so their state *is* the step; it is
+(:mod:`ttexp.train.schedule`, :class:`ttexp.data.text.TextData`), so their state *is* the step; it is
 recorded explicitly anyway so a reader can see it.
 
 A checkpoint is written into a hidden temporary sibling directory and renamed into place, so a
@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 import shutil
 import tempfile
 import zipfile
@@ -33,12 +32,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-import numpy as np
 import torch
 from omegaconf import OmegaConf
 
 from ttexp.errors import TtexpError
-from ttexp.schema import choice
+from ttexp.train.rng import rng_state, set_rng_state
+from ttexp.config.schema import choice
 
 log = logging.getLogger("ttexp")
 
@@ -82,23 +81,6 @@ def write_dir_atomic(final: Path, fill: Callable[[Path], None]) -> Path:
 
 
 # -- random state ---------------------------------------------------------------------------------
-
-
-def rng_state() -> dict[str, Any]:
-    """The Python, NumPy and torch (CPU and every CUDA device) random states."""
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore what :func:`rng_state` captured."""
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 # -- verification ---------------------------------------------------------------------------------
@@ -291,7 +273,7 @@ class CheckpointManager:
         self.index = [c for c in self.index if c.step in keep]
 
     def _write_index(self) -> None:
-        from ttexp.record import write_json_atomic
+        from ttexp.record.run_record import write_json_atomic
 
         best = self.best()
         write_json_atomic(self.dir / INDEX_NAME, {

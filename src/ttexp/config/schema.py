@@ -3,7 +3,7 @@
 The YAML files under ``conf/`` supply values; these dataclasses supply the types, so a bad
 override such as ``training.batch_size=abc`` or an unknown key such as ``training.lr=1e-3`` is
 rejected by Hydra while the config is composed, before anything runs. Cross-field rules (heads
-divide the hidden size, the batch splits over the mesh, ...) live in :mod:`ttexp.validate`.
+divide the hidden size, the batch splits over the mesh, ...) live in :mod:`ttexp.config.validate`.
 
 Choices are ``Enum`` rather than ``Literal`` because OmegaConf 2.3 (Hydra 1.3) rejects ``Literal``
 annotations in structured configs; a bad value fails with "Invalid value 'x', expected one of ...".
@@ -324,7 +324,7 @@ def register_configs() -> None:
     """
     from hydra.core.plugins import Plugins
 
-    from ttexp.experiments_source import (
+    from ttexp.config.experiments_source import (
         ExperimentsConfigSource,
         TtexpExperimentsSearchPath,
     )

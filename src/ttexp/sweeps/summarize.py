@@ -1,0 +1,386 @@
+"""experiments.md: tables of runs and sweeps, rebuilt from the ``result.json`` files on disk.
+
+    python -m ttexp.summarize outputs/sweeps/2026-11-21/09-14-13      # one sweep
+    python -m ttexp.summarize outputs --journal experiments/experiments.md
+
+Each sweep directory gets ``experiments.md`` (one table: a column per swept key, final and best
+validation loss, tokens/s, wall time, status, links; the best run marked with ★) and
+``sweep_curves.png`` (every run's curves overlaid). The journal lists every sweep (newest first)
+and the single runs under one folder. ttexp refreshes these after every job, run and sweep; this
+command does the same by hand (after a crash, or for a SLURM sweep whose controller is gone).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from ttexp.record.run_record import CURVES_NAME, METRICS_NAME, RESULT_NAME, write_text_atomic
+from ttexp.record.job import format_value, parse_overrides, short_key, swept_keys
+from ttexp.sweeps.sweep import is_sweep_dir, job_dirs, job_overrides, read_result, sweep_command
+
+SUMMARY_NAME = "experiments.md"
+SWEEP_PLOT_NAME = "sweep_curves.png"
+# Text above this line in the journal is the team's own and is kept; below it is regenerated.
+GENERATED_MARKER = "<!-- ttexp: everything below this line is regenerated from result.json files -->"
+JOURNAL_HEADER = """# Experiments
+
+The team's journal. Write notes and conclusions above the marker line below; ttexp keeps them.
+The tables under it are rebuilt from each run's `result.json` after every run and sweep, or by hand
+with `python -m ttexp.summarize outputs --journal experiments/experiments.md`.
+"""
+MAX_SINGLE_RUNS = 50
+
+
+@dataclass
+class JobRow:
+    """One run: its directory, its overrides (parsed) and its result.json (None if none yet)."""
+
+    job: str
+    dir: Path
+    params: dict[str, Any]
+    result: Optional[dict[str, Any]]
+
+    @property
+    def status(self) -> str:
+        return str(self.result.get("status", "unknown")) if self.result else "no result"
+
+    @property
+    def best_val_loss(self) -> Optional[float]:
+        return self.result.get("best_val_loss") if self.result else None
+
+
+@dataclass
+class SweepSummary:
+    """A sweep's rows, swept keys and best run (lowest best validation loss among completed runs)."""
+
+    dir: Path
+    swept: list[str]
+    rows: list[JobRow]
+    best: Optional[JobRow] = None
+    plot: Optional[Path] = None
+    failed: list[JobRow] = field(default_factory=list)
+
+
+def collect_sweep(sweep_dir: Path) -> SweepSummary:
+    """Read every job of ``sweep_dir`` from disk (no plotting, nothing written)."""
+    sweep_dir = Path(sweep_dir)
+    rows = []
+    for d in job_dirs(sweep_dir):
+        rows.append(JobRow(job=str(d.relative_to(sweep_dir)), dir=d,
+                           params=parse_overrides(job_overrides(d)), result=read_result(d)))
+    swept = swept_keys(sweep_dir, [r.params for r in rows])
+    done = [r for r in rows if r.status == "completed" and r.best_val_loss is not None]
+    best = min(done, key=lambda r: r.best_val_loss) if done else None
+    failed = [r for r in rows if r.status != "completed"]
+    plot = sweep_dir / SWEEP_PLOT_NAME
+    return SweepSummary(sweep_dir, swept, rows, best, plot if plot.is_file() else None, failed)
+
+
+def _curves(run_dir: Path) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
+    """(train loss, validation loss) points from metrics.jsonl; empty lists when there is none."""
+    train, val = [], []
+    try:
+        lines = (run_dir / METRICS_NAME).read_text().splitlines()
+    except OSError:
+        return train, val
+    for line in lines:
+        try:
+            m = json.loads(line)
+        except ValueError:
+            continue  # a line being written right now
+        if m.get("train/loss") is not None:
+            train.append((m["step"], m["train/loss"]))
+        if m.get("val/loss") is not None:
+            val.append((m["step"], m["val/loss"]))
+    return train, val
+
+
+def _label(row: JobRow, swept: list[str]) -> str:
+    parts = [f"{short_key(k)}={format_value(row.params[k])}" for k in swept if k in row.params]
+    return f"{row.job}: " + " ".join(parts) if parts else f"job {row.job}"
+
+
+def plot_sweep(summary: SweepSummary) -> Optional[Path]:
+    """Write ``sweep_curves.png`` (every run's curves overlaid); None when no run logged a step."""
+    from ttexp.record.plots import plot_sweep_curves
+
+    runs = []
+    for row in summary.rows:
+        train, val = _curves(row.dir)
+        runs.append({"label": _label(row, summary.swept), "train": train, "val": val,
+                     "best": row is summary.best, "ok": row.status == "completed"})
+    if not any(r["train"] or r["val"] for r in runs):
+        return None
+    path = summary.dir / SWEEP_PLOT_NAME
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.png")
+    plot_sweep_curves(tmp, runs, f"sweep {summary.dir}")
+    os.replace(tmp, path)
+    summary.plot = path
+    return path
+
+
+# -- markdown -------------------------------------------------------------------------------------
+
+
+def _cell(text: Any) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _loss(x: Optional[float]) -> str:
+    return f"{x:.4f}" if isinstance(x, (int, float)) and math.isfinite(x) else "–"
+
+
+def _duration(seconds: Optional[float]) -> str:
+    if not isinstance(seconds, (int, float)):
+        return "–"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    m, s = divmod(int(round(seconds)), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h {m:02d}m" if h else f"{m}m {s:02d}s"
+
+
+def _status(row: JobRow) -> str:
+    if row.status == "completed":
+        return "completed"
+    error = (row.result or {}).get("error")
+    return f"**{row.status}**" + (f": {error[:120]}" if error else "")
+
+
+def _link(target: Path, base: Path) -> str:
+    """A relative link from the markdown file's folder ``base`` (forward slashes)."""
+    return Path(os.path.relpath(target, base)).as_posix()
+
+
+def _shown(path: Path) -> str:
+    """A path as a person would type it: relative to the current directory when inside it."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _links(row: JobRow, base: Path) -> str:
+    links = [f"[dir]({_link(row.dir, base)}/)"]
+    if (row.dir / CURVES_NAME).is_file():
+        links.append(f"[curves]({_link(row.dir / CURVES_NAME, base)})")
+    url = ((row.result or {}).get("wandb") or {}).get("url")
+    if url:
+        links.append(f"[W&B]({url})")
+    return " · ".join(links)
+
+
+def _result_cells(row: JobRow, best: bool) -> list[str]:
+    r = row.result or {}
+    best_loss = _loss(r.get("best_val_loss"))
+    if r.get("best_val_step") is not None and best_loss != "–":
+        best_loss += f" (step {r['best_val_step']})"
+    if best:
+        best_loss = f"**{best_loss}**"
+    tps = r.get("tokens_per_s")
+    return [_loss(r.get("final_val_loss")), best_loss,
+            f"{tps:,.0f}" if isinstance(tps, (int, float)) and tps else "–",
+            _duration(r.get("wall_s")) if row.status != "running" else "–", _status(row)]
+
+
+def render_sweep(summary: SweepSummary, base: Path, level: int = 2) -> str:
+    """The markdown section of one sweep; links are relative to ``base`` (the md file's folder)."""
+    s = summary
+    counts: dict[str, int] = {}
+    for row in s.rows:
+        counts[row.status] = counts.get(row.status, 0) + 1
+    started = min((r.result.get("started_at", "") for r in s.rows if r.result), default="")
+    out = [f"{'#' * level} Sweep `{_shown(s.dir)}`", ""]
+    command = sweep_command(s.dir)
+    if command:
+        out.append(f"- Command: `{command}`")
+    out.append(f"- Jobs: {len(s.rows)} (" + ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+               + ")" + (f", started {started}" if started else ""))
+    if s.best is not None:
+        params = ", ".join(f"{k}={format_value(s.best.params[k])}" for k in s.swept if k in s.best.params)
+        out.append(f"- **Best: job {s.best.job}** ({params or 'no swept keys'}): best validation loss "
+                   f"{_loss(s.best.best_val_loss)} at step {s.best.result.get('best_val_step')}")
+    else:
+        out.append("- Best: none (no completed run with a validation loss)")
+    if s.failed:
+        out.append("- Not completed: " + ", ".join(f"{r.job} ({r.status})" for r in s.failed)
+                   + f". Once the sweep has ended, re-run them (completed jobs are skipped): "
+                   f"`{sweep_command(s.dir, resume=True)}`")
+    out.append("")
+    if s.plot is not None:
+        out += [f"![curves of every run]({_link(s.plot, base)})", ""]
+    header = ["", "job", *s.swept, "final val loss", "best val loss", "tokens/s", "wall", "status", "links"]
+    out.append("| " + " | ".join(header) + " |")
+    out.append("|" + "---|" * len(header))
+    for row in s.rows:
+        is_best = row is s.best
+        cells = ["★" if is_best else "", row.job,
+                 *[format_value(row.params[k]) if k in row.params else "–" for k in s.swept],
+                 *_result_cells(row, is_best), _links(row, base)]
+        out.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    out.append("")
+    return "\n".join(out)
+
+
+def render_single_runs(run_dirs: list[Path], base: Path) -> str:
+    """A table of single (non-sweep) runs, newest first, at most MAX_SINGLE_RUNS rows."""
+    rows = [JobRow(d.name, d, parse_overrides(job_overrides(d)), read_result(d)) for d in run_dirs]
+    rows.sort(key=lambda r: (r.result or {}).get("started_at", ""), reverse=True)
+    out = ["## Single runs", "",
+           "| run | name | overrides | final val loss | best val loss | tokens/s | wall | status | links |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    for row in rows[:MAX_SINGLE_RUNS]:
+        overrides = " ".join(f"{k}={format_value(v)}" for k, v in row.params.items()
+                             if "/" not in format_value(v) and not k.startswith("hydra"))
+        cells = [row.job, (row.result or {}).get("name", "–"), overrides or "–",
+                 *_result_cells(row, False), _links(row, base)]
+        out.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    if len(rows) > MAX_SINGLE_RUNS:
+        out.append(f"\n{len(rows) - MAX_SINGLE_RUNS} older runs not shown.")
+    out.append("")
+    return "\n".join(out)
+
+
+# -- writing --------------------------------------------------------------------------------------
+
+
+def write_sweep_summary(sweep_dir: Path, plot: bool = True) -> SweepSummary:
+    """Write ``<sweep_dir>/experiments.md`` (and ``sweep_curves.png`` when ``plot``); return the
+    summary. Safe to call while jobs run and from several processes (files are replaced atomically)."""
+    summary = collect_sweep(Path(sweep_dir))
+    if plot:
+        plot_sweep(summary)
+    text = (f"# Experiments: sweep {summary.dir.name}\n\nGenerated {time.strftime('%Y-%m-%d %H:%M:%S')} "
+            f"from the result.json files below (`python -m ttexp.summarize {summary.dir}`).\n\n"
+            + render_sweep(summary, summary.dir))
+    write_text_atomic(summary.dir / SUMMARY_NAME, text)
+    return summary
+
+
+def find_runs(roots: list[Path]) -> tuple[list[Path], list[Path]]:
+    """(sweep directories, single-run directories) under ``roots``; a root may itself be either."""
+    sweeps: set[Path] = set()
+    singles: set[Path] = set()
+    for root in roots:
+        root = Path(root)
+        if not root.is_dir():
+            raise FileNotFoundError(f"{root} is not a directory: pass run, sweep or outputs folders.")
+        if is_sweep_dir(root):
+            sweeps.add(root)
+        sweeps |= {p.parent for p in root.rglob("multirun.yaml")}
+    for root in roots:
+        for result in Path(root).rglob(RESULT_NAME):
+            run_dir = result.parent
+            if not any(s == run_dir or s in run_dir.parents for s in sweeps):
+                singles.add(run_dir)
+    # A copy inside a run (W&B keeps result.json under <run>/wandb/) is not a run of its own.
+    singles = {d for d in singles if not any(p in singles for p in d.parents)}
+    return sorted(sweeps, key=str, reverse=True), sorted(singles, key=str)
+
+
+def write_journal(journal: Path, roots: list[Path]) -> Path:
+    """Regenerate the journal from every sweep and single run under ``roots``.
+
+    Text above :data:`GENERATED_MARKER` in an existing journal is kept. Each sweep section links its
+    own ``sweep_curves.png`` (written by :func:`write_sweep_summary`; nothing is plotted here).
+    """
+    journal = Path(journal)
+    kept = JOURNAL_HEADER
+    if journal.is_file():
+        old = journal.read_text(encoding="utf-8")
+        if GENERATED_MARKER in old:
+            kept = old.split(GENERATED_MARKER, 1)[0].rstrip() + "\n"
+    sweeps, singles = find_runs(roots)
+    base = journal.parent.resolve()
+    parts = [kept, GENERATED_MARKER, "",
+             f"Regenerated {time.strftime('%Y-%m-%d %H:%M:%S')} from the runs under "
+             f"{', '.join(_shown(r) for r in roots)}: {len(sweeps)} sweep(s), {len(singles)} single "
+             f"run(s).", ""]
+    for sweep in sweeps:
+        summary = collect_sweep(sweep)
+        summary.dir = summary.dir.resolve()
+        for row in summary.rows:
+            row.dir = row.dir.resolve()
+        if summary.plot is not None:
+            summary.plot = summary.plot.resolve()
+        parts.append(render_sweep(summary, base))
+    if singles:
+        parts.append(render_single_runs([d.resolve() for d in singles], base))
+    write_text_atomic(journal, "\n".join(parts))
+    return journal
+
+
+def refresh_journal(journal: Optional[str], outputs_root: str, target: Path) -> Optional[Path]:
+    """Regenerate the journal when ``target`` (a run or sweep directory) lies under ``outputs_root``;
+    None when there is no journal or the target lies elsewhere (tests, scratch directories)."""
+    if not journal:
+        return None
+    root = Path(outputs_root).resolve()
+    target = Path(target).resolve()
+    if target != root and root not in target.parents:
+        return None
+    return write_journal(Path(journal), [root])
+
+
+def refresh_after_job(run_dir: Path, sweep_dir: Optional[Path], journal: Optional[str],
+                      outputs_root: str) -> None:
+    """After one job: refresh its sweep's experiments.md (in a sweep) or the journal (a single run).
+
+    Never raises: a summary problem is logged as a warning and the job's own result stands.
+    """
+    import logging
+
+    try:
+        if sweep_dir is not None:
+            write_sweep_summary(sweep_dir)
+        else:
+            refresh_journal(journal, outputs_root, run_dir)
+    except Exception as exc:  # noqa: BLE001 - the run itself is done and recorded
+        logging.getLogger("ttexp").warning(
+            "Could not refresh experiments.md (%s: %s); run `python -m ttexp.summarize %s`.",
+            type(exc).__name__, exc, sweep_dir or run_dir)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """``python -m ttexp.summarize DIR... [--journal FILE] [--no-plot]``; exit 1 if a run failed."""
+    parser = argparse.ArgumentParser(
+        prog="python -m ttexp.summarize",
+        description="Rebuild experiments.md for sweeps and runs from their result.json files.")
+    parser.add_argument("dirs", nargs="+", type=Path,
+                        help="sweep directories, run directories, or folders holding them (e.g. outputs)")
+    parser.add_argument("--journal", type=Path, default=None,
+                        help="also write a journal of everything under DIRS to this file "
+                             "(e.g. experiments/experiments.md)")
+    parser.add_argument("--no-plot", action="store_true", help="skip the sweep_curves.png overlays")
+    args = parser.parse_args(argv)
+    try:
+        sweeps, singles = find_runs(args.dirs)
+    except FileNotFoundError as exc:
+        parser.error(str(exc))
+    if not sweeps and not singles:
+        parser.error(f"no result.json under {' '.join(map(str, args.dirs))}: pass sweep or run folders.")
+    not_completed = 0
+    for sweep in sweeps:
+        summary = write_sweep_summary(sweep, plot=not args.no_plot)
+        not_completed += len(summary.failed)
+        print(render_sweep(summary, Path.cwd()))
+        print(f"Wrote {sweep / SUMMARY_NAME}" + (f" and {summary.plot}" if summary.plot else ""))
+        print()
+    if singles:
+        print(render_single_runs(singles, Path.cwd()))
+        not_completed += sum((read_result(d) or {}).get("status") != "completed" for d in singles)
+    if args.journal:
+        print(f"Wrote {write_journal(args.journal, args.dirs)}")
+    return 1 if not_completed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""A sweep as it lies on disk: its job directories, their overrides as parsed values, the swept keys,
+and the resume check.
+
+Everything here reads files (``multirun.yaml``, ``<job>/.hydra/overrides.yaml``, ``result.json``)
+rather than in-memory Hydra state, because launchers run jobs in other processes (joblib, SLURM)
+and a sweep may be summarised long after it ran.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from ttexp.record.job import MULTIRUN_NAME, _bookkeeping, override_key, read_multirun
+from ttexp.record.run_record import RESULT_NAME
+from ttexp.config.schema import choice
+
+log = logging.getLogger("ttexp")
+
+OVERRIDES_PATH = Path(".hydra") / "overrides.yaml"
+
+
+def _natural(path: Path) -> list:
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(path))]
+
+
+def is_sweep_dir(path: Path) -> bool:
+    """A Hydra multirun directory: the sweeper wrote ``multirun.yaml`` into it."""
+    return (path / MULTIRUN_NAME).is_file()
+
+
+def job_dirs(sweep_dir: Path) -> list[Path]:
+    """The job directories of a sweep, in job order: every folder below ``sweep_dir`` holding
+    ``.hydra/overrides.yaml`` (a job that started) or ``result.json``."""
+    found = {p.parent.parent for p in sweep_dir.rglob("overrides.yaml") if p.parent.name == ".hydra"}
+    found |= {p.parent for p in sweep_dir.rglob(RESULT_NAME)}
+    found.discard(sweep_dir)
+    nested = {d for d in found if any(d != o and o in d.parents for o in found)}
+    return sorted(found - nested, key=_natural)
+
+
+def job_overrides(job_dir: Path) -> list[str]:
+    """The job's overrides: ``.hydra/overrides.yaml``, else the ``overrides`` in result.json."""
+    path = job_dir / OVERRIDES_PATH
+    if path.is_file():
+        return [str(x) for x in (yaml.safe_load(path.read_text()) or [])]
+    result = read_result(job_dir)
+    return list(result.get("overrides", [])) if result else []
+
+
+def read_result(run_dir: Path) -> Optional[dict[str, Any]]:
+    """``run_dir/result.json`` as a dict; None when missing or unreadable (a job still starting)."""
+    try:
+        return json.loads((run_dir / RESULT_NAME).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def sweep_command(sweep_dir: Path, resume: bool = False) -> Optional[str]:
+    """The command line that launched the sweep (from ``multirun.yaml``); with ``resume``, the one
+    that re-runs it into the same directory, skipping completed jobs. None without multirun.yaml."""
+    import shlex
+
+    hydra_node = read_multirun(sweep_dir).get("hydra") or {}
+    overrides = hydra_node.get("overrides") or {}
+    if not overrides:
+        return None
+    task = [str(x) for x in overrides.get("task") or []]
+    extra = [str(x) for x in overrides.get("hydra") or []
+             if not str(x).startswith(("hydra.mode=", "hydra.sweep.dir="))]
+    args = extra + task
+    if resume:
+        args = extra + [t for t in task if override_key(t) != "sweep.resume"]
+        args += [f"hydra.sweep.dir={sweep_dir}", "sweep.resume=true"]
+    return "python -m ttexp -m " + " ".join(shlex.quote(a) for a in args)
+
+
+def _identity(overrides: list[str]) -> list[str]:
+    return sorted(o for o in overrides if not _bookkeeping(override_key(o)))
+
+
+def completed_result(run_dir: Path, overrides: list[str]) -> Optional[dict[str, Any]]:
+    """The result of a completed earlier run of this same job in ``run_dir``, or None.
+
+    Used by ``sweep.resume=true``: a job whose directory holds a ``completed`` result.json made by
+    the same overrides (``sweep.*`` keys aside) is skipped. A different job in that directory (the
+    grid changed) is reported and then replaced.
+    """
+    result = read_result(run_dir)
+    if not result or result.get("status") != "completed":
+        return None
+    if _identity(list(result.get("overrides", []))) != _identity(overrides):
+        log.warning("sweep.resume: %s held a different job (%s); it is run again and replaced.",
+                    run_dir, " ".join(result.get("overrides", [])))
+        return None
+    return result
+
+
+def pin_job_device(cfg: Any, job_num: int) -> Optional[str]:
+    """Apply ``sweep.pin_devices`` to sweep job ``job_num`` (mutates ``cfg``); returns what was
+    pinned, for the log, or None when pinning is off or the user already chose a device.
+
+    torch: ``device=cuda:K`` with K = job_num mod pin_devices. ttml: ``hardware.device_ids=[K]``.
+
+    A mesh of more than one device is left alone here; :func:`ttexp.config.validate.validate_config`
+    rejects that combination with a message when the job runs.
+    """
+    from omegaconf import open_dict
+
+    n = cfg.sweep.get("pin_devices")
+    mesh = [int(x) for x in cfg.hardware.mesh_shape]
+    if not n or n < 1 or mesh[0] * mesh[1] != 1:
+        return None
+    from ttexp.train.plan import choose_backend
+
+    k = job_num % int(n)
+    backend = choice(cfg.backend)
+    if backend == "auto":  # what auto will pick on this machine
+        backend, _ = choose_backend("auto", mesh)
+
+    with open_dict(cfg):
+        if backend == "ttml":
+            if cfg.hardware.get("device_ids") is not None:
+                return None
+            cfg.hardware.device_ids = [k]
+            return f"hardware.device_ids=[{k}]"
+        if cfg.device:
+            return None
+        cfg.device = f"cuda:{k}"
+        return f"device=cuda:{k}"

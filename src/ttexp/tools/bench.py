@@ -1,0 +1,266 @@
+"""``python -m ttexp.bench [--steps N] [--warmup W] [--json FILE] [overrides ...]``
+
+Times a fixed, short training workload three ways in one process, on the same machine state:
+
+1. **ttexp**: the framework's own training step (:meth:`ttexp.train.loop.TrainingLoop.train_step`:
+   data sampling, micro-steps with accumulation, clipping, AdamW, the NaN guard, the metrics line);
+2. **minimal**: a hand-written PyTorch loop over the same ``transformers`` Llama at the same shape,
+   precision and batch (forward, cross-entropy, backward, clip, AdamW step): the framework's
+   overhead is the ratio of the two step times;
+3. **nanoGPT fp32**: a nanoGPT-style GPT (learned positions, LayerNorm, GELU MLP 4x, tied head,
+   SDPA causal attention) at the same width, depth, heads, batch and context, in fp32 eager mode,
+   the way nanoGPT runs on a CPU by default (reference/perf_anchors.md §5).
+
+Each figure is the median step time over ``--steps`` timed steps after ``--warmup`` untimed ones.
+Defaults: ``model=nano``, batch 16 x 512, accumulation 1. Any run override applies, e.g.
+``python -m ttexp.bench model=midi training.batch_size=32 training.compile=true``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import statistics
+import sys
+import time
+from typing import Any, Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+DEFAULT_OVERRIDES = ["model=nano", "training.batch_size=16", "training.gradient_accumulation_steps=1",
+                     "training.warmup_steps=0", "training.max_steps=1000000", "model.dropout=0.0"]
+
+
+def compose(overrides: list[str]) -> Any:
+    """The run config for ``overrides`` (on top of the bench defaults), validated."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+    from omegaconf import open_dict
+
+    from ttexp.config.schema import register_configs
+    from ttexp.config.validate import validate_config
+
+    register_configs()
+    with initialize_config_module(config_module="ttexp.conf", version_base="1.3"):
+        cfg = hydra_compose(config_name="config", overrides=DEFAULT_OVERRIDES + overrides)
+    with open_dict(cfg):
+        cfg.name, cfg.output_dir = "bench", "bench"
+    validate_config(cfg)
+    return cfg
+
+
+def _time_steps(step: Callable[[int], None], warmup: int, steps: int) -> list[float]:
+    for i in range(warmup):
+        step(i)
+    times = []
+    for i in range(warmup, warmup + steps):
+        tick = time.perf_counter()
+        step(i)
+        times.append(time.perf_counter() - tick)
+    return times
+
+
+def bench_ttexp(cfg: Any, warmup: int, steps: int) -> dict[str, Any]:
+    """The framework's step on random windows of a synthetic corpus (no file I/O)."""
+    import numpy as np
+
+    from ttexp.backends.factory import create_backend
+    from ttexp.data.text import TextData
+    from ttexp.train.loop import TrainingLoop
+    from ttexp.train.plan import make_plan
+    from ttexp.record.run_record import NullRecord
+
+    plan = make_plan(cfg)
+    torch.manual_seed(0)
+    tokens = np.random.default_rng(0).integers(0, plan.spec.vocab_size, size=2_000_000)
+    data = TextData(tokens, plan.seq_len, 0.0, seed=0)
+    backend = create_backend(cfg, plan)
+    backend.build_model(plan.spec)
+    loop = TrainingLoop(cfg, plan, backend, data, None, NullRecord("."))
+    times = _time_steps(lambda i: loop.train_step(i), warmup, steps)
+    out = {"device": backend.device_name, "precision": backend.precision_name,
+           "autocast": backend.autocast_dtype, "step_times": times, "plan": plan}
+    backend.close()
+    return out
+
+
+def bench_minimal(cfg: Any, plan: Any, device: torch.device, autocast: Any, warmup: int,
+                  steps: int, compile_model: bool) -> list[float]:
+    """A hand-written loop over the same transformers Llama, same precision and batch."""
+    from transformers import LlamaForCausalLM
+
+    from ttexp.backends.torch_backend import hf_llama_config
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(hf_llama_config(plan.spec)).to(device).train()
+    fwd = torch.compile(model) if compile_model else model
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-4, betas=(0.9, 0.95), weight_decay=0.1,
+                            fused=device.type == "cuda")
+    b, t, v = plan.global_batch_size, plan.seq_len, plan.spec.vocab_size
+    data = torch.randint(0, v, (8, b, t + 1), device=device)
+
+    def step(i: int) -> None:
+        w = data[i % 8]
+        with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
+            logits = fwd(input_ids=w[:, :-1]).logits
+        loss = F.cross_entropy(logits.float().view(-1, v), w[:, 1:].reshape(-1))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        loss.item()  # one host sync per step, as in ttexp
+
+    return _time_steps(step, warmup, steps)
+
+
+class _Block(nn.Module):
+    def __init__(self, d: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.ln1, self.ln2 = nn.LayerNorm(d, bias=False), nn.LayerNorm(d, bias=False)
+        self.qkv, self.proj = nn.Linear(d, 3 * d, bias=False), nn.Linear(d, d, bias=False)
+        self.fc, self.out = nn.Linear(d, 4 * d, bias=False), nn.Linear(4 * d, d, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, d = x.shape
+        q, k, v = self.qkv(self.ln1(x)).split(d, dim=2)
+        q, k, v = (z.view(b, t, self.heads, d // self.heads).transpose(1, 2) for z in (q, k, v))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        x = x + self.proj(y.transpose(1, 2).reshape(b, t, d))
+        return x + self.out(F.gelu(self.fc(self.ln2(x))))
+
+
+class NanoGPTStyle(nn.Module):
+    """GPT-2 shaped model as nanoGPT builds it (bias-free), for the baseline only."""
+
+    def __init__(self, vocab: int, d: int, layers: int, heads: int, context: int):
+        super().__init__()
+        self.wte, self.wpe = nn.Embedding(vocab, d), nn.Embedding(context, d)
+        self.blocks = nn.ModuleList(_Block(d, heads) for _ in range(layers))
+        self.ln = nn.LayerNorm(d, bias=False)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        x = self.wte(idx) + self.wpe(torch.arange(idx.shape[1], device=idx.device))
+        for block in self.blocks:
+            x = block(x)
+        return self.ln(x) @ self.wte.weight.T  # tied head
+
+
+def bench_nanogpt_fp32(plan: Any, device: torch.device, warmup: int, steps: int) -> list[float]:
+    """nanoGPT's default CPU path at the run's width, depth, heads, batch and context: fp32 eager."""
+    s = plan.spec
+    torch.manual_seed(0)
+    model = NanoGPTStyle(s.vocab_size, s.hidden_dim, s.num_layers, s.num_heads, s.max_seq_len).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-4, betas=(0.9, 0.95), weight_decay=0.1)
+    b, t = plan.global_batch_size, plan.seq_len
+    data = torch.randint(0, s.vocab_size, (8, b, t + 1), device=device)
+
+    def step(i: int) -> None:
+        w = data[i % 8]
+        loss = F.cross_entropy(model(w[:, :-1]).view(-1, s.vocab_size), w[:, 1:].reshape(-1))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        loss.item()
+
+    return _time_steps(step, warmup, steps)
+
+
+def _row(name: str, times: list[float], plan: Any, peak: float | None, precision: str) -> dict[str, Any]:
+    from ttexp.train.speed import speed_figures
+
+    median = statistics.median(times)
+    tps = plan.global_batch_size * plan.gradient_accumulation_steps * plan.seq_len / median
+    speed = speed_figures(tps, plan.flops_per_token, peak)
+    return {"loop": name, "precision": precision, "step_s": median, "tokens_per_s": tps,
+            "achieved_tflops": speed["achieved_flops_per_s"] / 1e12, "mfu": speed["mfu"]}
+
+
+def run_bench(overrides: list[str], warmup: int, steps: int, baselines: bool = True) -> dict[str, Any]:
+    """Run the three loops and return the report (see module docstring)."""
+    from ttexp.train.speed import peak_flops_for, peak_memory_bytes
+
+    cfg = compose(overrides)
+    ours = bench_ttexp(cfg, warmup, steps)
+    plan, device_name = ours["plan"], ours["device"]
+    device = torch.device(device_name.split(" ")[0])
+    peak, source = peak_flops_for(plan.backend, plan.hardware, device_name, ours["precision"])
+    rows = [_row("ttexp", ours["step_times"], plan, peak, ours["precision"])]
+    if baselines and plan.backend == "torch":
+        gc.collect()
+        rows.append(_row("minimal", bench_minimal(cfg, plan, device, ours["autocast"], warmup, steps,
+                                                  bool(cfg.training.compile)),
+                         plan, peak, ours["precision"]))
+        gc.collect()
+        fp32_peak, _ = peak_flops_for("torch", plan.hardware, device_name, "fp32")
+        rows.append(_row("nanoGPT fp32", bench_nanogpt_fp32(plan, device, warmup, steps),
+                         plan, fp32_peak, "fp32"))
+    by = {r["loop"]: r for r in rows}
+    report = {
+        "model": plan.spec.name, "backend": plan.backend, "hardware": plan.hardware,
+        "device": device_name, "batch": plan.global_batch_size, "seq_len": plan.seq_len,
+        "accumulation": plan.gradient_accumulation_steps, "flops_per_token": plan.flops_per_token,
+        "peak_flops": peak, "peak_flops_source": source, "steps": steps, "warmup": warmup,
+        "peak_memory_bytes": peak_memory_bytes(device_name), "rows": rows,
+    }
+    if "minimal" in by:
+        report["overhead_ratio"] = by["ttexp"]["step_s"] / by["minimal"]["step_s"]
+        report["speedup_vs_nanogpt_fp32"] = by["ttexp"]["tokens_per_s"] / by["nanoGPT fp32"]["tokens_per_s"]
+    return report
+
+
+def print_report(report: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=(f"{report['model']} on {report['device']}, batch {report['batch']} x "
+                         f"{report['seq_len']} (x{report['accumulation']}), median of "
+                         f"{report['steps']} steps"))
+    for col in ("loop", "precision", "step (s)", "tokens/s", "TFLOP/s", "MFU"):
+        table.add_column(col, justify="left" if col in ("loop", "precision") else "right")
+    for r in report["rows"]:
+        table.add_row(r["loop"], r["precision"], f"{r['step_s']:.3f}", f"{r['tokens_per_s']:,.0f}",
+                      f"{r['achieved_tflops']:.3f}", "-" if r["mfu"] is None else f"{r['mfu']:.1%}")
+    console = Console()
+    console.print(table)
+    console.print(f"FLOPs/token {report['flops_per_token']:,}; peak "
+                  f"{(report['peak_flops'] or 0) / 1e12:.2f} TFLOP/s ({report['peak_flops_source']}); "
+                  f"peak memory {report['peak_memory_bytes'] / 2**20:,.0f} MiB")
+    if "overhead_ratio" in report:
+        console.print(f"ttexp step time / minimal loop: {report['overhead_ratio']:.3f}x; "
+                      f"ttexp tokens/s / nanoGPT fp32: {report['speedup_vs_nanogpt_fp32']:.2f}x")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ttexp.bench", description=__doc__.split("\n\n")[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=8, help="timed steps (default 8)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (default 2)")
+    parser.add_argument("--json", metavar="FILE", help="also write the report as JSON ('-' = stdout)")
+    parser.add_argument("--no-baselines", action="store_true", help="time ttexp only")
+    parser.add_argument("overrides", nargs="*", help="run overrides, e.g. model=midi")
+    args = parser.parse_args(argv)
+    from ttexp.errors import TtexpError
+
+    try:
+        report = run_bench(args.overrides, args.warmup, args.steps, not args.no_baselines)
+    except TtexpError as exc:
+        print(f"ERROR: {exc}", file=sys.stderr)
+        return 2
+    print_report(report)
+    if args.json:
+        text = json.dumps(report, indent=2, default=str)
+        if args.json == "-":
+            print(text)
+        else:
+            with open(args.json, "w") as f:
+                f.write(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

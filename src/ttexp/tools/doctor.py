@@ -1,0 +1,239 @@
+"""Read-only preflight: can the configured run start on this machine?
+
+    python -m ttexp.doctor                                  # the default config (nano, n150)
+    python -m ttexp.doctor hardware=n300 backend=ttml       # any Hydra override works
+    python -m ttexp.doctor experiment=nano_trickster data.path=~/data/tinyshakespeare.txt
+
+It reports Python, torch and CUDA; whether ttml imports and which API generation it is;
+TT_METAL_HOME / TT_METAL_RUNTIME_ROOT; a stray PyPI ``ttml`` or ``ttnn``; visible Tenstorrent
+devices against the configured mesh; TT_MESH_GRAPH_DESC_PATH for multi-chip meshes; the W&B login
+state (without importing wandb); and whether the configured data and weights exist. It changes
+nothing and opens no device. Exit status: 0 when nothing blocks the configured run, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import platform
+import sys
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from ttexp.config.schema import choice
+
+TT_DEVICE_DIR = Path("/dev/tenstorrent")
+"""Where the Tenstorrent kernel driver exposes one node per device."""
+
+OK, WARN, FAIL, INFO = "ok", "warn", "FAIL", "info"
+
+
+@dataclass
+class Check:
+    """One line of the report: ``status`` is ok, warn, FAIL or info."""
+
+    status: str
+    name: str
+    detail: str
+
+
+def compose(overrides: list[str]) -> Any:
+    """The run config for ``overrides`` (Hydra compose; no run directory is created)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+
+    from ttexp.config.schema import register_configs
+
+    register_configs()
+    with initialize_config_module(config_module="ttexp.conf", version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=overrides)
+
+
+def _dist_version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def check_python_torch() -> list[Check]:
+    out = [Check(OK if sys.version_info >= (3, 10) else FAIL, "Python",
+                 f"{platform.python_version()} ({sys.executable})")]
+    try:
+        import torch
+    except ImportError as exc:
+        return out + [Check(FAIL, "torch", f"not importable ({exc}); install torch first (README)")]
+    cuda = (f"CUDA {torch.version.cuda}, {torch.cuda.device_count()} device(s)"
+            if torch.cuda.is_available() else "no CUDA device")
+    return out + [Check(OK, "torch", f"{torch.__version__}, {cuda}")]
+
+
+def check_ttml(wants_ttml: bool) -> tuple[list[Check], bool]:
+    """ttml import, API generation, stray PyPI packages. Returns the checks and whether ttml is usable."""
+    from ttexp.backends.detect import ttml_status
+
+    ok, why = ttml_status()
+    bad = FAIL if wants_ttml else INFO
+    checks = []
+    if ok:
+        from ttexp.backends.ttml.api import detect_api
+
+        try:
+            api = detect_api(importlib.import_module("ttml"))
+            checks.append(Check(OK, "ttml", f"imports; {api.describe()}"))
+        except Exception as exc:
+            ok = False
+            checks.append(Check(bad, "ttml", f"imports, but {exc}"))
+    else:
+        checks.append(Check(bad, "ttml", why + ("" if wants_ttml else " (torch will be used)")))
+    pypi_ttml = _dist_version("ttml")
+    if pypi_ttml and not ok and "not Tenstorrent's" in why:
+        checks.append(Check(bad, "stray ttml", f"the PyPI package 'ttml' {pypi_ttml} is installed and is "
+                            "unrelated to tt-train; pip uninstall ttml, then build tt-train"))
+    spec = importlib.util.find_spec("ttnn")
+    ttnn_dist = _dist_version("ttnn")
+    home = os.environ.get("TT_METAL_HOME")
+    if spec and ttnn_dist and home and spec.origin and not str(spec.origin).startswith(str(Path(home).resolve())):
+        checks.append(Check(WARN if not wants_ttml else FAIL, "stray ttnn",
+                            f"a pip-installed ttnn {ttnn_dist} at {spec.origin} shadows the one built in "
+                            f"TT_METAL_HOME={home}; pip uninstall ttnn"))
+    return checks, ok
+
+
+def check_tt_env(wants_ttml: bool) -> list[Check]:
+    checks = []
+    found = False
+    for var in ("TT_METAL_HOME", "TT_METAL_RUNTIME_ROOT"):
+        val = os.environ.get(var)
+        if val and Path(val).is_dir():
+            found = True
+            checks.append(Check(OK, var, val))
+        elif val:
+            checks.append(Check(FAIL if wants_ttml else WARN, var, f"{val} is not a directory"))
+        else:
+            checks.append(Check(INFO, var, "not set"))
+    if wants_ttml and not found:
+        checks.append(Check(FAIL, "tt-metal", "neither TT_METAL_HOME nor TT_METAL_RUNTIME_ROOT is set; "
+                            "ttml needs them to find its kernels (export TT_METAL_RUNTIME_ROOT=<tt-metal>)"))
+    return checks
+
+
+def check_devices(mesh_shape: list[int], hardware: str, wants_ttml: bool) -> list[Check]:
+    need = int(mesh_shape[0]) * int(mesh_shape[1])
+    visible = sorted(p.name for p in TT_DEVICE_DIR.iterdir()) if TT_DEVICE_DIR.is_dir() else []
+    bad = FAIL if wants_ttml else INFO
+    checks = []
+    if len(visible) >= need:
+        checks.append(Check(OK, "devices", f"{len(visible)} Tenstorrent device(s) visible; hardware={hardware} "
+                            f"needs {need} (mesh {list(mesh_shape)})"))
+    else:
+        checks.append(Check(bad, "devices", f"{len(visible)} Tenstorrent device(s) visible in {TT_DEVICE_DIR}, "
+                            f"but hardware={hardware} needs {need} (mesh {list(mesh_shape)}); pick a "
+                            "smaller hardware= preset"))
+    if need > 1:
+        mgd = os.environ.get("TT_MESH_GRAPH_DESC_PATH")
+        if mgd and Path(mgd).is_file():
+            checks.append(Check(OK, "TT_MESH_GRAPH_DESC_PATH", mgd))
+        elif mgd:
+            checks.append(Check(bad, "TT_MESH_GRAPH_DESC_PATH", f"{mgd} does not exist"))
+        else:
+            checks.append(Check(WARN if wants_ttml else INFO, "TT_MESH_GRAPH_DESC_PATH",
+                                f"not set; a {need}-chip mesh may not open without the mesh graph "
+                                "descriptor for this system (tt-train/configs/mgd/*.textproto)"))
+    return checks
+
+
+def check_wandb(logger_name: str) -> list[Check]:
+    """Login state from the environment and ~/.netrc only: wandb is never imported here."""
+    installed = importlib.util.find_spec("wandb") is not None
+    mode = os.environ.get("WANDB_MODE", "")
+    netrc = Path(os.path.expanduser("~")) / ".netrc"
+    if os.environ.get("WANDB_API_KEY"):
+        state = "logged in (WANDB_API_KEY)"
+    elif netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore"):
+        state = "logged in (~/.netrc)"
+    else:
+        state = None
+    wanted = logger_name == "wandb"
+    if not installed:
+        return [Check(FAIL if wanted else INFO, "W&B", "wandb is not installed (pip install -e '.[wandb]')")]
+    if state:
+        return [Check(OK, "W&B", state)]
+    if mode in ("offline", "disabled"):
+        return [Check(OK, "W&B", f"not logged in; WANDB_MODE={mode} needs no login")]
+    return [Check(WARN if wanted else INFO, "W&B", "installed, not logged in (wandb login, or WANDB_MODE=offline)")]
+
+
+def check_files(cfg: Any) -> list[Check]:
+    checks = []
+    from ttexp.data.corpus import cache_dir
+
+    d = cfg.data
+    if d.path:
+        p = Path(str(d.path)).expanduser()
+        checks.append(Check(OK if p.is_file() else FAIL, "data", f"{p}" + ("" if p.is_file() else
+                            " does not exist; fix data.path")))
+    else:
+        places = ([Path(os.environ["TTEXP_DATA_DIR"]).expanduser() / d.filename]
+                  if os.environ.get("TTEXP_DATA_DIR") else []) + [cache_dir() / d.filename]
+        hit = next((p for p in places if p.is_file()), None)
+        if hit:
+            checks.append(Check(OK, "data", str(hit)))
+        elif d.url:
+            checks.append(Check(WARN, "data", f"{d.filename} not in {', '.join(map(str, places))}; it will be "
+                                "downloaded (needs network), or set data.path / TTEXP_DATA_DIR"))
+        else:
+            checks.append(Check(FAIL, "data", f"{d.filename} not found; set data.path=FILE"))
+    for key, value in (("init_from", cfg.init_from), ("model.pretrained_path", cfg.model.pretrained_path)):
+        if not value:
+            continue
+        p = Path(str(value)).expanduser()
+        if p.is_dir():
+            has = any(p.glob("*.safetensors"))
+            checks.append(Check(OK if has else FAIL, key, f"{p}" + ("" if has else " holds no *.safetensors")))
+        elif str(value).startswith((".", "/", "~")) or p.exists():
+            checks.append(Check(FAIL, key, f"{p} does not exist"))
+        else:
+            checks.append(Check(WARN, key, f"'{value}' is not a local directory; it is fetched from the "
+                                "hub (needs network and the hub's cache)"))
+    return checks
+
+
+def run_checks(cfg: Any) -> list[Check]:
+    """Every check for the composed ``cfg``, in report order."""
+    backend = choice(cfg.backend)
+    checks = check_python_torch()
+    ttml_checks, ttml_ok = check_ttml(wants_ttml=backend == "ttml")
+    wants_ttml = backend == "ttml" or (backend == "auto" and ttml_ok)
+    checks += ttml_checks + check_tt_env(wants_ttml)
+    checks += check_devices(list(cfg.hardware.mesh_shape), cfg.hardware.name, wants_ttml)
+    checks += check_wandb(str(cfg.logger.name)) + check_files(cfg)
+    return checks
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the report for the config composed from ``argv`` (Hydra overrides); return 0 or 1."""
+    argv = sys.argv[1:] if argv is None else argv
+    if any(a in ("-h", "--help") for a in argv):
+        print(__doc__)
+        return 0
+    try:
+        cfg = compose(argv)
+    except Exception as exc:  # Hydra's errors (unknown key, bad value) name the override
+        print(f"[FAIL] config: {exc}")
+        return 1
+    checks = run_checks(cfg)
+    width = max(len(c.name) for c in checks)
+    for c in checks:
+        print(f"[{c.status:>4}] {c.name:<{width}}  {c.detail}")
+    failed = [c for c in checks if c.status == FAIL]
+    backend = choice(cfg.backend)
+    print(f"\n{len(failed)} problem(s) block backend={backend} hardware={cfg.hardware.name} model={cfg.model.name}."
+          if failed else f"\nNothing blocks backend={backend} hardware={cfg.hardware.name} model={cfg.model.name}.")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
