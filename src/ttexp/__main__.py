@@ -21,11 +21,9 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 from ttexp.config.schema import register_configs
+from ttexp.errors import exit_code
 
 register_configs()
-
-EXIT_CODES = {"completed": 0, "failed": 1, "diverged": 3, "interrupted": 130}
-
 
 @hydra.main(version_base="1.3", config_path="pkg://ttexp.conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
@@ -57,12 +55,12 @@ def main(cfg: DictConfig) -> float | None:
         result = run(cfg, overrides=overrides)
     refresh_after_job(Path(cfg.output_dir), Path(hc.sweep.dir) if multirun else None,
                       cfg.sweep.journal, cfg.sweep.outputs_root)
-    if not multirun and result["status"] != "completed":
-        sys.exit(EXIT_CODES.get(result["status"], 1))
-    if result["status"] == "interrupted":
+    if not multirun and result.status != "completed":
+        sys.exit(exit_code(result.status))
+    if result.status == "interrupted":
         raise KeyboardInterrupt  # Ctrl-C stops the whole sweep, not only this job
-    best = result.get("best_val_loss")
-    if result["status"] != "completed" or best is None:
+    best = result.best_val_loss
+    if result.status != "completed" or best is None:
         return float("inf")  # a failed or diverged trial is the worst, never a good score
     return float(best)  # Optuna 2 rejects NaN; inf = worst
 

@@ -1,6 +1,11 @@
-"""The Hydra callback that closes a sweep: experiments.md, the journal, and the exit code.
+"""ttexp's Hydra callbacks (registered in ``conf/config.yaml`` under ``hydra.callbacks``).
 
-Registered in ``conf/config.yaml`` under ``hydra.callbacks.experiments``. It runs in the controller
+:class:`OutputDirCheck` checks the output directory before Hydra writes into it: Hydra creates the
+run directory and its ``.hydra/`` before ttexp's code runs, so an unwritable location or an
+earlier run's directory would otherwise end in a traceback or a clobbered record. A
+``SystemExit`` raised in ``on_run_start`` passes through Hydra (reference/hydra_notes.md §1.5).
+
+:class:`ExperimentsCallback` closes a sweep: experiments.md, the journal, and the exit code. It runs in the controller
 process after every job of a multirun has returned, and reads the jobs' ``result.json`` files from
 disk (with joblib or SLURM the jobs ran in other processes, so there is nothing in memory to read).
 
@@ -13,11 +18,55 @@ any job did not complete. Single runs refresh the journal in the task function i
 from __future__ import annotations
 
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+
+from ttexp.errors import exit_code
+
+
+def check_writable(directory: str, key: str) -> None:
+    """Create ``directory`` if needed and write a probe file in it.
+
+    Raises:
+        SystemExit(2): with one line naming the directory, the reason, and the key to change.
+    """
+    try:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as exc:
+        print(f"ERROR: cannot write the output directory {directory} "
+              f"({exc.strerror or type(exc).__name__}). Choose another with {key}=DIR.",
+              file=sys.stderr)
+        raise SystemExit(exit_code("usage")) from None
+
+
+class OutputDirCheck(Callback):
+    """Refuse an unwritable run or sweep directory, and a fresh run into a directory that holds an
+    earlier run's checkpoints, before Hydra writes anything there."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # hydra.run.dir interpolates ``name``, which reads ${hydra:runtime.choices...}: the
+        # resolver needs HydraConfig, which Hydra itself sets only when the job starts (after
+        # this callback). Setting it now, from the same config, resolves the same directory.
+        HydraConfig.instance().set_config(config)
+        run_dir = str(config.hydra.run.dir)
+        if not OmegaConf.select(config, "resume", default=None):
+            from ttexp.train.checkpoint import earlier_run_message  # torch: only when a run starts
+
+            message = earlier_run_message(run_dir)
+            if message:  # before Hydra rewrites .hydra/ of that run
+                print(f"ERROR: {message}", file=sys.stderr)
+                raise SystemExit(exit_code("usage"))
+        check_writable(run_dir, "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        check_writable(str(OmegaConf.select(config, "hydra.sweep.dir")), "hydra.sweep.dir")
 
 
 class ExperimentsCallback(Callback):
@@ -43,7 +92,7 @@ class ExperimentsCallback(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         try:
             summary = write_sweep_summary(sweep_dir)
-            failed = [(r.job, r.status, (r.result or {}).get("error")) for r in summary.failed]
+            failed = [(r.job, r.status, r.result.error if r.result else None) for r in summary.failed]
             print(f"Sweep summary: {sweep_dir / SUMMARY_NAME}"
                   + (f" (best: job {summary.best.job}, best validation loss "
                      f"{summary.best.best_val_loss:.4f})" if summary.best else ""))
@@ -55,11 +104,11 @@ class ExperimentsCallback(Callback):
                   f"`python -m ttexp.summarize {sweep_dir}`.", file=sys.stderr)
             failed = []
             for d in job_dirs(sweep_dir):
-                r = read_result(d) or {}
-                if r.get("status") != "completed":
-                    failed.append((d.name, r.get("status", "no result"), r.get("error")))
+                r = read_result(d)
+                if r is None or r.status != "completed":
+                    failed.append((d.name, r.status if r else "no result", r.error if r else None))
         if failed:
             for job, status, error in failed:
                 print(f"Job {job}: {status}" + (f": {error}" if error else ""), file=sys.stderr)
             print(f"{len(failed)} job(s) of the sweep did not complete.", file=sys.stderr)
-            sys.exit(1)
+            sys.exit(exit_code("failed"))

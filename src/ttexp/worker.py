@@ -10,23 +10,25 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Any
-
 from omegaconf import OmegaConf
 
-from ttexp.record.run_record import RESOLVED_NAME
+from ttexp.backends.torch_backend import resolve_device
+from ttexp.config.convert import to_run_config
+from ttexp.config.schema import RunConfig
+from ttexp.errors import exit_code
+from ttexp.record.console import console_handler
+from ttexp.record.run_record import RESOLVED_NAME, NullRecord, RunRecord
+from ttexp.runner import run_rank
+from ttexp.train.ranks import Ranks
 
 
-def load_resolved_config(run_dir: Path) -> Any:
-    """``resolved.yaml`` merged onto the typed schema (so enums and types are checked again)."""
-    from ttexp.config.schema import RunConfig
-
-    return OmegaConf.merge(OmegaConf.structured(RunConfig), OmegaConf.load(run_dir / RESOLVED_NAME))
+def load_resolved_config(run_dir: Path) -> RunConfig:
+    """``resolved.yaml`` merged onto the typed schema (types and choices are checked again) and
+    converted to the schema's dataclasses."""
+    return to_run_config(OmegaConf.load(run_dir / RESOLVED_NAME))
 
 
 def _setup_logging(run_dir: Path, rank: int) -> None:
-    from ttexp.record.console import console_handler
-
     log = logging.getLogger("ttexp")
     log.handlers.clear()
     log.propagate = False
@@ -44,36 +46,30 @@ def _setup_logging(run_dir: Path, rank: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run this rank; returns the process exit code (0 only when the run completed)."""
-    from ttexp.__main__ import EXIT_CODES
-    from ttexp.backends.torch_backend import resolve_device
-    from ttexp.train.ranks import barrier, init_worker, shutdown
-    from ttexp.record.run_record import NullRecord, RunRecord
-    from ttexp.runner import run_worker
-
     argv = sys.argv[1:] if argv is None else argv
     run_dir = Path(argv[0])
     cfg = load_resolved_config(run_dir)
-    ctx = init_worker(resolve_device(cfg.device).type)
-    _setup_logging(run_dir, ctx.rank)
+    ranks = Ranks.join(resolve_device(cfg.device).type)
+    _setup_logging(run_dir, ranks.rank)
     try:
-        if ctx.is_main:
-            overrides = OmegaConf.load(run_dir / ".hydra" / "overrides.yaml") \
-                if (run_dir / ".hydra" / "overrides.yaml").exists() else []
-            record: Any = RunRecord(run_dir, cfg, list(overrides), fresh=not cfg.resume)
+        if ranks.is_main:
+            overrides_file = run_dir / ".hydra" / "overrides.yaml"
+            overrides = list(OmegaConf.load(overrides_file)) if overrides_file.exists() else []
+            record: RunRecord | NullRecord = RunRecord(run_dir, cfg, overrides, fresh=not cfg.resume)
         else:
             record = NullRecord(run_dir)
-        result = run_worker(cfg, record)
+        result = run_rank(cfg, ranks, record)
         try:
-            barrier()  # rank 0 has written the record before any rank exits
+            ranks.barrier()  # rank 0 has written the record before any rank exits
         except Exception:
             pass  # a rank died: the launcher reports which
     finally:
-        shutdown()
-    if ctx.is_main:
-        return EXIT_CODES.get(result["status"], 1)
+        ranks.close()
+    if ranks.is_main:
+        return exit_code(result.status)
     # An orderly stop (all ranks diverged or were interrupted together) is rank 0's to report; a
     # non-zero exit here would make the launcher kill rank 0 while it writes.
-    return 0 if result["status"] in ("completed", "interrupted", "diverged") else 1
+    return 0 if result.status in ("completed", "interrupted", "diverged") else 1
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ LAYERS = [
     {"train"},
     {"tasks"},
     {"sweeps"},
-    {"runner", "callbacks", "preflight", "worker", "__main__", "tools",
+    {"runner", "callbacks", "worker", "__main__", "tools",
      "bench", "doctor", "import_config", "summarize", "validate_data"},
 ]
 """Bottom to top: a module may import its own layer and the ones below, never one above."""

@@ -8,8 +8,8 @@ import pytest
 
 from conftest import compose_cfg
 from ttexp.errors import TtexpError
-from ttexp.models.pretrained import (ORIGIN_NAME, base_of, checkpoint_source, finetune_source,
-                                     load_tokenizer, sync_model_config)
+from ttexp.record.lineage import base_of, checkpoint_source
+from ttexp.models.pretrained import ORIGIN_NAME, finetune_source, load_tokenizer, sync_model_config
 
 
 def test_the_model_config_follows_the_directorys_config_json(tiny_llama_dir):

@@ -10,9 +10,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Protocol
+from typing import Any, Iterable, Protocol, runtime_checkable
 
 from ttexp.data.batch import Batch
+
+
+WEIGHTS_NAME = "model.safetensors"
+"""Weights under Hugging Face names: the file transformers' ``save_pretrained`` writes."""
+OPTIMIZER_NAME = "optimizer.pt"
+"""The optimizer state a backend writes into a checkpoint directory."""
 
 
 @dataclass
@@ -49,13 +55,41 @@ class SamplingParams:
                    eos_token_id=getattr(tokenizer, "eos_token_id", None))
 
 
+class Collectives(Protocol):
+    """What a backend needs from the run's ranks (:class:`ttexp.train.ranks.Ranks`): a sum over
+    every rank, in place, of a tensor on ``device``. In one process ``world_size`` is 1 and the sum
+    is the identity."""
+
+    world_size: int
+    device: str
+
+    def sum_(self, values: Any) -> Any: ...
+
+
+class OneProcess:
+    """The :class:`Collectives` of a run in one process: ``sum_`` returns its argument."""
+
+    world_size = 1
+    device = "cpu"
+
+    def sum_(self, values: Any) -> Any:
+        return values
+
+
+@runtime_checkable
 class Backend(Protocol):
-    """A training backend. One instance trains one model in one process."""
+    """A training backend. One instance trains one model in one process.
+
+    ``tests/unit/test_backend_protocol.py`` checks every backend against this Protocol, member by
+    member and signature by signature.
+    """
 
     name: str
     """'torch' or 'ttml'."""
     device_name: str
     """What runs the model, for the record (e.g. 'cpu', 'cuda:0 (NVIDIA H100)', 'N300 mesh [1, 2]')."""
+    precision_name: str
+    """How it computes, for the record: 'fp32', 'bf16 autocast', 'bf16' (ttml)."""
 
     def build_model(self, spec: Any, init_from: Path | None = None) -> int:
         """Create the model from a :class:`~ttexp.models.spec.ModelSpec`, randomly initialised
@@ -74,8 +108,10 @@ class Backend(Protocol):
 
     def micro_step(self, batch: Batch, loss_scale: float) -> None:
         """Forward, loss and backward for one micro-batch; gradients accumulate. The loss that is
-        back-propagated is ``mean token loss * loss_scale`` (``1 / accumulation_steps``). Must not
-        synchronise with the host."""
+        back-propagated is ``mean token loss of batch * loss_scale``; the loop sets ``loss_scale``
+        so that a step's gradient is the mean over every scored token of all its micro-steps and
+        ranks (``world_size * batch.num_scored / step's scored tokens``). The step's reported loss
+        is the sum of those scaled losses, averaged over ranks. Must not synchronise with the host."""
 
     def optimizer_step(self, lr: float, max_grad_norm: float | None) -> StepStats:
         """Clip gradients to ``max_grad_norm`` (None = no clipping), set the learning rate, apply

@@ -2,35 +2,39 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from ttexp.errors import BackendUnavailable
-from ttexp.config.schema import choice
+from ttexp.backends.base import Backend, Collectives
+from ttexp.config.schema import RunConfig
 
 
-def create_backend(cfg: Any, plan: Any) -> Any:
-    """Instantiate ``plan.backend`` for ``cfg``.
+def create_backend(cfg: RunConfig, backend: str, ranks: Collectives) -> Backend:
+    """Instantiate ``backend`` ('torch' or 'ttml', as the run plan chose) for ``cfg``.
+
+    Args:
+        cfg: the validated run config (device, precision, optimizer, hardware).
+        backend: the plan's backend name.
+        ranks: the run's ranks; a torch rank on CUDA takes its own device (``ranks.device``).
 
     Raises:
         BackendUnavailable: the backend cannot run here.
     """
-    if plan.backend == "torch":
+    if backend == "torch":
         import torch
 
         from ttexp.backends.torch_backend import TorchBackend, resolve_device
-        from ttexp.train.ranks import current
 
         device = resolve_device(cfg.device)
-        if device.type == "cuda" and current().enabled:
-            device = torch.device("cuda", current().local_rank)
+        if device.type == "cuda" and ranks.world_size > 1:
+            device = torch.device(ranks.device)
         return TorchBackend(
             device=device,
-            precision=choice(cfg.training.precision),
+            precision=cfg.training.precision.value,
             optimizer_cfg=cfg.optimizer,
             weight_decay=cfg.training.weight_decay,
             compile=cfg.training.compile,
+            ranks=ranks,
         )
-    if plan.backend == "ttml":
+    if backend == "ttml":
         from ttexp.backends.ttml.backend import TtmlBackend
 
         return TtmlBackend(
@@ -41,6 +45,6 @@ def create_backend(cfg: Any, plan: Any) -> Any:
             seed=cfg.training.seed,
             clip_grad_norm=bool(cfg.training.use_clip_grad_norm),
             device_ids=(list(cfg.hardware.device_ids)
-                        if cfg.hardware.get("device_ids") is not None else None),
+                        if cfg.hardware.device_ids is not None else None),
         )
-    raise BackendUnavailable(f"backend={plan.backend} is not available in this version of ttexp.")
+    raise BackendUnavailable(f"backend={backend} is not available in this version of ttexp.")

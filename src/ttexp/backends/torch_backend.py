@@ -16,14 +16,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ttexp.backends.base import SamplingParams, StepStats
+from ttexp.backends.base import (
+    OPTIMIZER_NAME,
+    WEIGHTS_NAME,
+    Collectives,
+    OneProcess,
+    SamplingParams,
+    StepStats,
+)
 from ttexp.data.batch import IGNORE_INDEX, Batch
 from ttexp.errors import BackendUnavailable, TtexpError
 from ttexp.models.spec import ModelSpec
 
 log = logging.getLogger("ttexp")
 
-from ttexp.train.checkpoint import OPTIMIZER_NAME, WEIGHTS_NAME  # noqa: E402  (file names shared by all backends)
 
 
 def cpu_has_native_bf16() -> bool:
@@ -126,6 +132,8 @@ class TorchBackend:
         optimizer_cfg: the ``optimizer`` config section (betas, eps, fused).
         weight_decay: AdamW decoupled weight decay for matrices (norm weights get none).
         compile: wrap the model in ``torch.compile`` for training and evaluation.
+        ranks: the run's ranks (gradients and validation sums are summed over them); one
+            process when omitted.
     """
 
     name = "torch"
@@ -137,15 +145,14 @@ class TorchBackend:
         optimizer_cfg: Any,
         weight_decay: float,
         compile: bool = False,
+        ranks: Collectives | None = None,
     ):
         self.device = device
         self.autocast_dtype = autocast_dtype_for(device, precision)
         self.optimizer_cfg = optimizer_cfg
         self.weight_decay = weight_decay
         self.compile = compile
-        from ttexp.train.ranks import current
-
-        self.world_size = current().world_size
+        self.ranks = ranks or OneProcess()
         self.model: Any = None
         self.optimizer: torch.optim.Optimizer | None = None
         self._forward: Any = None
@@ -207,7 +214,7 @@ class TorchBackend:
     def _make_optimizer(self) -> torch.optim.Optimizer:
         decay = [p for p in self.model.parameters() if p.requires_grad and p.dim() >= 2]
         no_decay = [p for p in self.model.parameters() if p.requires_grad and p.dim() < 2]
-        fused = self.optimizer_cfg.get("fused")
+        fused = self.optimizer_cfg.fused
         if fused is None:
             fused = self.device.type == "cuda"
         return torch.optim.AdamW(
@@ -216,8 +223,8 @@ class TorchBackend:
                 {"params": no_decay, "weight_decay": 0.0},
             ],
             lr=0.0,  # set every step by optimizer_step
-            betas=(self.optimizer_cfg["beta1"], self.optimizer_cfg["beta2"]),
-            eps=self.optimizer_cfg["eps"],
+            betas=(self.optimizer_cfg.beta1, self.optimizer_cfg.beta2),
+            eps=self.optimizer_cfg.eps,
             fused=bool(fused),
         )
 
@@ -250,18 +257,16 @@ class TorchBackend:
         torch analogue of ttml's synchronize_gradients), before clipping."""
         from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
-        from ttexp.train.ranks import all_reduce_sum
-
         grads = [p.grad for p in params]
         flat = _flatten_dense_tensors(grads + [self._loss_sum.view(1).to(grads[0].dtype)])
-        all_reduce_sum(flat).div_(self.world_size)
+        self.ranks.sum_(flat).div_(self.ranks.world_size)
         for g, avg in zip(grads, _unflatten_dense_tensors(flat[:-1], grads)):
             g.copy_(avg)
         self._loss_sum.copy_(flat[-1])
 
     def optimizer_step(self, lr: float, max_grad_norm: float | None) -> StepStats:
         params = [p for p in self.model.parameters() if p.grad is not None]
-        if self.world_size > 1:
+        if self.ranks.world_size > 1:
             self._average_across_ranks(params)
         limit = float("inf") if max_grad_norm is None else max_grad_norm
         grad_norm = torch.nn.utils.clip_grad_norm_(params, limit)
@@ -275,8 +280,6 @@ class TorchBackend:
 
     @torch.no_grad()
     def evaluate(self, batches: Iterable[Batch]) -> float:
-        from ttexp.train.ranks import all_reduce_sum
-
         self.model.eval()
         sums = torch.zeros(2, device=self.device, dtype=torch.float64)  # [loss * tokens, tokens]
         try:
@@ -287,7 +290,7 @@ class TorchBackend:
                     sums[1] += n
         finally:
             self.model.train()
-        total, count = all_reduce_sum(sums).tolist()
+        total, count = self.ranks.sum_(sums).tolist()
         if count == 0:
             raise TtexpError("Validation produced no tokens to score; check the validation data.")
         return total / count

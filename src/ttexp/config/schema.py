@@ -13,7 +13,7 @@ Units: steps are optimizer steps; batch sizes are sequences; lengths are tokens.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from enum import Enum
 from typing import Any, List, Optional
 
@@ -21,10 +21,28 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 
-def choice(value: Any) -> Any:
-    """The plain value of a config choice: an Enum member's ``.value``, anything else unchanged
-    (configs read back from YAML hold plain strings where the schema holds Enums)."""
-    return value.value if isinstance(value, Enum) else value
+class Section:
+    """Base of every config section: settable while Hydra composes and ttexp resolves the config,
+    read-only once :func:`freeze` has run (after validation, before ``resolved.yaml`` is written)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if self.__dict__.get("_frozen"):
+            raise AttributeError(
+                f"The run config is frozen after validation: {type(self).__name__}.{name} cannot "
+                "change. Resolve settings before ttexp.config.validate.validate_config.")
+        object.__setattr__(self, name, value)
+
+
+def freeze(section: Any) -> Any:
+    """Make ``section`` and every section inside it read-only (lists too become tuples); returns it."""
+    if isinstance(section, Section):
+        for f in fields(section):  # type: ignore[arg-type]
+            value = getattr(section, f.name)
+            if isinstance(value, list):
+                object.__setattr__(section, f.name, tuple(value))
+            freeze(value)
+        object.__setattr__(section, "_frozen", True)
+    return section
 
 
 class Backend(Enum):
@@ -59,7 +77,7 @@ class DataFormat(Enum):
 
 
 @dataclass
-class ModelConfig:
+class ModelConfig(Section):
     """One Llama-family architecture (RMSNorm, RoPE, SwiGLU, optional GQA and tied embeddings)."""
 
     name: str = MISSING
@@ -88,7 +106,7 @@ class ModelConfig:
 
 
 @dataclass
-class HardwareConfig:
+class HardwareConfig(Section):
     """A device mesh. ttml supports only [1, N] meshes (reference/ttml_api.md)."""
 
     name: str = MISSING
@@ -104,14 +122,22 @@ class HardwareConfig:
     Set it to exercise a mesh on a laptop, e.g. hardware=n300 hardware.processes=2 (2 CPU ranks)."""
     description: str = ""
 
+    @property
+    def num_devices(self) -> int:
+        """Devices in the mesh: the product of ``mesh_shape`` (1 for n150, 2 for n300, 32 for galaxy)."""
+        n = 1
+        for size in self.mesh_shape:
+            n *= int(size)
+        return n
+
 
 @dataclass
-class TaskConfig:
+class TaskConfig(Section):
     name: TaskName = TaskName.scratch
 
 
 @dataclass
-class DataConfig:
+class DataConfig(Section):
     name: str = MISSING
     format: DataFormat = DataFormat.text
     path: Optional[str] = None
@@ -132,7 +158,7 @@ class DataConfig:
 
 
 @dataclass
-class OptimizerConfig:
+class OptimizerConfig(Section):
     name: str = "adamw"
     beta1: float = 0.9
     beta2: float = 0.999
@@ -146,7 +172,7 @@ class OptimizerConfig:
 
 
 @dataclass
-class SchedulerConfig:
+class SchedulerConfig(Section):
     name: SchedulerName = SchedulerName.warmup_cosine
     min_lr_ratio: float = 0.1
     """Final learning rate as a fraction of training.learning_rate (decaying schedules)."""
@@ -159,7 +185,7 @@ class WandbMode(Enum):
 
 
 @dataclass
-class WandbConfig:
+class WandbConfig(Section):
     """Weights & Biases, used when ``enabled`` (``logger=wandb``). The local record is kept too."""
 
     enabled: bool = False
@@ -181,14 +207,14 @@ class WandbConfig:
 
 
 @dataclass
-class LoggerConfig:
+class LoggerConfig(Section):
     name: str = "local"
     """'local' writes training.log, metrics.jsonl and plots in the run directory (always on)."""
     wandb: WandbConfig = field(default_factory=WandbConfig)
 
 
 @dataclass
-class SweepConfig:
+class SweepConfig(Section):
     """Sweeps and the experiments.md summaries (README, "Sweeps and experiments.md")."""
 
     resume: bool = False
@@ -206,7 +232,7 @@ class SweepConfig:
 
 
 @dataclass
-class TrainingConfig:
+class TrainingConfig(Section):
     max_steps: int = 1000
     """Optimizer steps to train for (absolute: a resumed run stops at the same step)."""
     batch_size: int = 16
@@ -241,7 +267,7 @@ class TrainingConfig:
 
 
 @dataclass
-class GenerationConfig:
+class GenerationConfig(Section):
     """Sampling for validation samples and evaluation (the lessons' eval_config)."""
 
     prompts: List[str] = field(default_factory=lambda: ["ROMEO:"])
@@ -269,7 +295,7 @@ def _lesson_test_questions() -> List[str]:
 
 
 @dataclass
-class EvalConfig:
+class EvalConfig(Section):
     """task=eval: which model to evaluate, what to compare it with, what to ask."""
 
     checkpoint: Optional[str] = None
@@ -287,7 +313,7 @@ class EvalConfig:
 
 
 @dataclass
-class RunConfig:
+class RunConfig(Section):
     """The whole run: one section per config group plus run-level keys."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -332,3 +358,13 @@ def register_configs() -> None:
     ConfigStore.instance().store(name="ttexp_schema", node=RunConfig)
     for plugin in (ExperimentsConfigSource, TtexpExperimentsSearchPath):
         Plugins.instance().register(plugin)
+
+
+def evolve(section: Any, **changes: Any) -> Any:
+    """A copy of an unfrozen or frozen ``section`` with ``changes`` applied (the original is kept):
+    how a task resolves its config before validation without mutating what it was given."""
+    copy = replace(section, **changes)
+    object.__setattr__(copy, "_frozen", False)
+    return copy
+
+

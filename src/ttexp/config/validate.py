@@ -8,8 +8,15 @@ and a fix.
 
 from __future__ import annotations
 
-from typing import Any, List
+from typing import List
 
+from ttexp.config.schema import (
+    GenerationConfig,
+    HardwareConfig,
+    ModelConfig,
+    RunConfig,
+    TrainingConfig,
+)
 from ttexp.errors import ConfigError
 
 GET_WEIGHTS_HINT = (
@@ -19,22 +26,18 @@ GET_WEIGHTS_HINT = (
     "TTEXP_TINYLLAMA_PATH). To start from a model trained with ttexp, set init_from=RUN/final_model."
 )
 """How to get pretrained weights; every message about missing weights ends with it."""
-from ttexp.config.schema import choice
 
 
-def data_parallel_size(hardware: Any) -> int:
+def data_parallel_size(hardware: HardwareConfig) -> int:
     """Devices the global batch is split over: the mesh size when DDP is on, else 1."""
-    devices = 1
-    for n in hardware.mesh_shape:
-        devices *= int(n)
-    return devices if hardware.enable_ddp else 1
+    return hardware.num_devices if hardware.enable_ddp else 1
 
 
-def _model_rules(m: Any) -> List[str]:
+def _model_rules(m: ModelConfig) -> List[str]:
     errs = []
     for key in ("vocab_size", "hidden_dim", "num_layers", "num_heads", "mlp_dim", "max_seq_len"):
-        if m[key] <= 0:
-            errs.append(f"model.{key}={m[key]} must be positive.")
+        if getattr(m, key) <= 0:
+            errs.append(f"model.{key}={getattr(m, key)} must be positive.")
     if errs:
         return errs
     if m.hidden_dim % m.num_heads:
@@ -65,11 +68,11 @@ def _model_rules(m: Any) -> List[str]:
     return errs
 
 
-def _hardware_rules(hw: Any) -> List[str]:
+def _hardware_rules(hw: HardwareConfig) -> List[str]:
     shape = list(hw.mesh_shape)
     if len(shape) != 2 or any(int(n) < 1 for n in shape):
         return [f"hardware.mesh_shape={shape} must be two positive integers, e.g. [1, 2]."]
-    devices = shape[0] * shape[1]
+    devices = hw.num_devices
     errs = []
     if shape[0] != 1:
         errs.append(
@@ -80,7 +83,7 @@ def _hardware_rules(hw: Any) -> List[str]:
             f"hardware.enable_ddp=true needs more than one device, but hardware.mesh_shape={shape} "
             "has one. Set hardware.enable_ddp=false or use a larger mesh (e.g. hardware=n300)."
         )
-    procs = hw.get("processes")
+    procs = hw.processes
     if procs is not None:
         dp = devices if hw.enable_ddp else 1
         if procs < 1 or dp % procs:
@@ -97,11 +100,11 @@ def _hardware_rules(hw: Any) -> List[str]:
     return errs
 
 
-def _training_rules(t: Any, dp: int, hw_name: str) -> List[str]:
+def _training_rules(t: TrainingConfig, dp: int, hw_name: str) -> List[str]:
     errs = []
     for key in ("max_steps", "batch_size", "gradient_accumulation_steps", "log_frequency"):
-        if t[key] < 1:
-            errs.append(f"training.{key}={t[key]} must be at least 1.")
+        if getattr(t, key) < 1:
+            errs.append(f"training.{key}={getattr(t, key)} must be at least 1.")
     if t.learning_rate <= 0:
         errs.append(f"training.learning_rate={t.learning_rate} must be positive.")
     if t.weight_decay < 0:
@@ -111,13 +114,11 @@ def _training_rules(t: Any, dp: int, hw_name: str) -> List[str]:
             f"training.batch_size={t.batch_size} cannot be split over the {dp} data-parallel "
             f"devices of hardware={hw_name}; use a multiple of {dp} (batch_size is the global batch)."
         )
-    if not 0 <= t.warmup_steps < max(1, t.max_steps):
-        errs.append(
-            f"training.warmup_steps={t.warmup_steps} must be in [0, training.max_steps={t.max_steps})."
-        )
+    if t.warmup_steps < 0:
+        errs.append(f"training.warmup_steps={t.warmup_steps} must be >= 0 (0 = no warmup).")
     for key in ("validation_frequency", "checkpoint_frequency"):
-        if t[key] < 0:
-            errs.append(f"training.{key}={t[key]} must be >= 0 (0 = only at the end).")
+        if getattr(t, key) < 0:
+            errs.append(f"training.{key}={getattr(t, key)} must be >= 0 (0 = only at the end).")
     if t.validation_batches is not None and t.validation_batches < 1:
         errs.append(
             f"training.validation_batches={t.validation_batches} must be at least 1, or null for "
@@ -137,7 +138,7 @@ def _training_rules(t: Any, dp: int, hw_name: str) -> List[str]:
     return errs
 
 
-def _generation_rules(g: Any) -> List[str]:
+def _generation_rules(g: GenerationConfig) -> List[str]:
     errs = []
     if g.max_new_tokens < 1:
         errs.append(f"generation.max_new_tokens={g.max_new_tokens} must be at least 1.")
@@ -152,13 +153,13 @@ def _generation_rules(g: Any) -> List[str]:
     return errs
 
 
-def _task_rules(cfg: Any, task: str, data_format: str, dp: int) -> List[str]:
+def _task_rules(cfg: RunConfig, task: str, data_format: str, dp: int) -> List[str]:
     """finetune needs weights and prompt/response data; eval needs a model; JSONL needs a template."""
     errs = []
     if task == "finetune" and data_format != "jsonl":
         errs.append(f"task=finetune trains on prompt/response pairs but data={cfg.data.name} is "
                     f"{data_format}; use data=trickster or another JSONL dataset.")
-    if task == "finetune" and not cfg.model.get("pretrained_path") and not cfg.init_from:
+    if task == "finetune" and not cfg.model.pretrained_path and not cfg.init_from:
         errs.append(f"task=finetune needs pretrained weights, but model={cfg.model.name} has no "
                     f"model.pretrained_path and init_from is not set (ttexp never fine-tunes a "
                     f"random initialisation). {GET_WEIGHTS_HINT}")
@@ -166,7 +167,7 @@ def _task_rules(cfg: Any, task: str, data_format: str, dp: int) -> List[str]:
         errs.append("task=eval needs eval.checkpoint=DIR: a final_model/, a checkpoints/step_N/ "
                     "or a run directory.")
     needs_val = task in ("scratch", "finetune")
-    if needs_val and cfg.data.val_fraction <= 0 and not cfg.data.get("val_path"):
+    if needs_val and cfg.data.val_fraction <= 0 and not cfg.data.val_path:
         errs.append(f"data.val_fraction={cfg.data.val_fraction} leaves no validation data, but every "
                     "training run validates (at least at its last step); use e.g. data.val_fraction=0.1"
                     + (" or data.val_path=FILE." if data_format == "jsonl" else "."))
@@ -179,18 +180,23 @@ def _task_rules(cfg: Any, task: str, data_format: str, dp: int) -> List[str]:
     return errs
 
 
-def config_warnings(cfg: Any) -> List[str]:
+def config_warnings(cfg: RunConfig) -> List[str]:
     """Settings that are legal but probably not what the user meant (logged, never fatal)."""
     t, out = cfg.training, []
+    if t.max_steps >= 1 and t.warmup_steps >= t.max_steps:
+        out.append(f"training.warmup_steps={t.warmup_steps} >= training.max_steps={t.max_steps}: the "
+                   f"learning rate never reaches its peak {t.learning_rate:g} (it ends at "
+                   f"{t.learning_rate * t.max_steps / t.warmup_steps:.3g}). Lower "
+                   "training.warmup_steps if you meant it to.")
     for key, what in (("validation_frequency", "validation runs"),
                       ("checkpoint_frequency", "checkpoints are written")):
-        if t[key] > t.max_steps:
-            out.append(f"training.{key}={t[key]} exceeds training.max_steps={t.max_steps}: "
+        if getattr(t, key) > t.max_steps:
+            out.append(f"training.{key}={getattr(t, key)} exceeds training.max_steps={t.max_steps}: "
                        f"{what} only at the end" + (" (final model only)." if key.startswith("check") else "."))
     return out
 
 
-def validate_config(cfg: Any) -> None:
+def validate_config(cfg: RunConfig) -> None:
     """Check every cross-field rule and raise once with all the problems.
 
     Raises:
@@ -202,18 +208,17 @@ def validate_config(cfg: Any) -> None:
     errs += _generation_rules(cfg.generation)
     if not 0 <= cfg.data.val_fraction < 1:
         errs.append(f"data.val_fraction={cfg.data.val_fraction} must be in [0, 1).")
-    pin = cfg.get("sweep", {}).get("pin_devices") if cfg.get("sweep") is not None else None
+    pin = cfg.sweep.pin_devices
     if pin is not None and pin < 1:
         errs.append(f"sweep.pin_devices={pin} must be at least 1 (the number of local devices), or null.")
     elif pin is not None and not _hardware_rules(cfg.hardware) and \
-            cfg.hardware.mesh_shape[0] * cfg.hardware.mesh_shape[1] != 1:
+            cfg.hardware.num_devices != 1:
         errs.append(f"sweep.pin_devices={pin} gives each sweep job one device, but hardware="
                     f"{cfg.hardware.name} is a mesh of several; use hardware=n150 (or p150) for "
                     "the jobs, or unset sweep.pin_devices.")
     if not 0 <= cfg.scheduler.min_lr_ratio <= 1:
         errs.append(f"scheduler.min_lr_ratio={cfg.scheduler.min_lr_ratio} must be in [0, 1].")
-    task = cfg.task.name.value if hasattr(cfg.task.name, "value") else str(cfg.task.name)
-    data_format = choice(cfg.data.format)
+    task, data_format = cfg.task.name.value, cfg.data.format.value
     if task == "scratch" and data_format != "text":
         errs.append(
             f"task=scratch trains on a text corpus but data={cfg.data.name} is {data_format}; "

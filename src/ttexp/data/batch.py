@@ -30,9 +30,16 @@ class Batch:
         """Input tokens in the batch (padding included): ``B * T``."""
         return int(self.inputs.size)
 
-    def shard(self, rank: int, world_size: int) -> "Batch":
-        """This rank's contiguous block of rows (``numpy.array_split`` order). Training batches
-        divide evenly (validated); a last validation batch may leave a rank with fewer, or none."""
+    @property
+    def num_scored(self) -> int:
+        """Positions that carry a loss (labels other than ``IGNORE_INDEX``): what the loss of a
+        step is normalised by."""
+        return int((self.labels != IGNORE_INDEX).sum())
+
+    def rows(self, rank: int, world_size: int) -> "Batch":
+        """Block ``rank`` of ``world_size`` contiguous blocks of rows (``numpy.array_split``
+        order). Training batches divide evenly (validated); a last validation batch may leave a
+        block with fewer rows, or none."""
         if world_size == 1:
             return self
         bounds = np.linspace(0, self.inputs.shape[0], world_size + 1).round().astype(int)

@@ -46,7 +46,7 @@ def resolve_corpus(data_cfg: Mapping[str, Any]) -> Path:
             and cannot be downloaded (the message says where it looked and how to fix it); or a
             download's SHA-256 does not match ``data.sha256``.
     """
-    explicit: Optional[str] = data_cfg.get("path")
+    explicit: Optional[str] = data_cfg.path
     if explicit:
         path = Path(explicit).expanduser()
         if not path.is_file():
@@ -58,7 +58,7 @@ def resolve_corpus(data_cfg: Mapping[str, Any]) -> Path:
             raise DataError(f"data.path={explicit} is not readable; check its permissions.")
         return path
 
-    filename = data_cfg["filename"]
+    filename = data_cfg.filename
     candidates = []
     if os.environ.get("TTEXP_DATA_DIR"):
         candidates.append(Path(os.environ["TTEXP_DATA_DIR"]).expanduser() / filename)
@@ -67,13 +67,13 @@ def resolve_corpus(data_cfg: Mapping[str, Any]) -> Path:
         if path.is_file():
             return path
 
-    url = data_cfg.get("url")
+    url = data_cfg.url
     looked = ", ".join(str(p) for p in candidates)
     if not url:
         raise DataError(
             f"Could not find {filename} (looked in: {looked}). Set data.path=FILE or TTEXP_DATA_DIR."
         )
-    return _download(url, cache_dir() / filename, data_cfg.get("sha256"), looked)
+    return _download(url, cache_dir() / filename, data_cfg.sha256, looked)
 
 
 def _download(url: str, dest: Path, sha256: Optional[str], looked: str) -> Path:

@@ -166,8 +166,8 @@ def resolve_pairs_file(data_cfg: Any) -> Path:
     """
     from ttexp.data.corpus import resolve_corpus
 
-    if not data_cfg.get("path"):
-        shipped = packaged_dataset(data_cfg["filename"])
+    if not data_cfg.path:
+        shipped = packaged_dataset(data_cfg.filename)
         if shipped is not None:
             return shipped
     return resolve_corpus(data_cfg)
@@ -224,18 +224,18 @@ def load_pair_data(data_cfg: Any, tokenizer: Any, max_seq_len: int, seed: int,
     """
     from ttexp.data.corpus import sha256_of
 
-    template = data_cfg["prompt_template"]
+    template = data_cfg.prompt_template
     path = resolve_pairs_file(data_cfg)
     pairs = _checked_pairs(path, tokenizer, template, max_seq_len)
     encode = lambda ps: [encode_example(p, r, tokenizer, template, max_seq_len) for p, r in ps]  # noqa: E731
-    val_path = data_cfg.get("val_path")
+    val_path = data_cfg.val_path
     if val_path:
         vpath = Path(val_path).expanduser()
         if not vpath.is_file():
             raise DataError(f"data.val_path={val_path} does not exist; fix the path or set it to null.")
         train, val = encode(pairs), encode(_checked_pairs(vpath, tokenizer, template, max_seq_len))
     else:
-        train_idx, val_idx = split_indices(len(pairs), data_cfg["val_fraction"], seed)
+        train_idx, val_idx = split_indices(len(pairs), data_cfg.val_fraction, seed)
         train, val = encode([pairs[i] for i in train_idx]), encode([pairs[i] for i in val_idx])
     data = PairData(train, val, tokenizer.pad_token_id, seed, gradient_accumulation_steps, template)
     every = train + val

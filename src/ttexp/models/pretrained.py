@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from omegaconf import OmegaConf, open_dict
 
+from ttexp.config.schema import ModelConfig, RunConfig, evolve
 from ttexp.config.validate import GET_WEIGHTS_HINT
 from ttexp.errors import TtexpError
 
@@ -34,7 +34,6 @@ ORIGIN_NAME = "ttexp_origin.json"
 """Written into a fine-tuned final_model/: the base model, prompt template and EOS id."""
 FALLBACK_EOS_TEXT = "\x04"
 """ASCII End of Transmission: the EOS of tokenizers that have none (the 256-byte tokenizer)."""
-
 
 
 class PromptTokenizer:
@@ -147,9 +146,14 @@ def read_hf_config(model_dir: Path) -> dict[str, Any]:
         raise TtexpError(f"Could not read {path}: {exc}. Is {model_dir} a model directory?") from None
 
 
-def sync_model_config(cfg: Any, model_dir: Path) -> None:
-    """Set ``cfg.model``'s architecture keys from ``model_dir/config.json`` (the weights decide
-    the shape), logging each value that changes.
+ARCHITECTURE_KEYS = ("vocab_size", "hidden_dim", "num_layers", "num_heads", "num_kv_heads", "mlp_dim",
+                     "max_seq_len", "rope_theta", "rms_norm_eps", "tie_word_embeddings")
+"""The ``model.*`` keys that decide the shape of the weights."""
+
+
+def model_keys_from_dir(model_dir: Path) -> dict[str, Any]:
+    """The ``model.*`` keys that ``model_dir/config.json`` decides (the weights decide the shape):
+    the architecture keys and ``dropout``; ``num_kv_heads`` is null when it equals ``num_heads``.
 
     Raises:
         TtexpError: config.json is unreadable or is not a Llama-family model.
@@ -159,7 +163,7 @@ def sync_model_config(cfg: Any, model_dir: Path) -> None:
         raise TtexpError(
             f"{model_dir} holds a {hf.get('model_type')} model; ttexp trains Llama-family models."
         )
-    fields = {
+    keys = {
         "vocab_size": hf.get("vocab_size"), "hidden_dim": hf.get("hidden_size"),
         "num_layers": hf.get("num_hidden_layers"), "num_heads": hf.get("num_attention_heads"),
         "num_kv_heads": hf.get("num_key_value_heads"), "mlp_dim": hf.get("intermediate_size"),
@@ -168,16 +172,30 @@ def sync_model_config(cfg: Any, model_dir: Path) -> None:
         "rms_norm_eps": hf.get("rms_norm_eps"), "tie_word_embeddings": hf.get("tie_word_embeddings"),
         "dropout": hf.get("attention_dropout"),
     }
-    with open_dict(cfg):
-        for key, value in fields.items():
-            if value is None:
-                continue
-            if key == "num_kv_heads" and value == fields["num_heads"]:
-                value = None
-            if cfg.model[key] != value:
-                log.info("model.%s=%s replaced by %s from %s", key, cfg.model[key], value,
-                         Path(model_dir) / HF_CONFIG_NAME)
-                cfg.model[key] = value
+    if keys["num_kv_heads"] == keys["num_heads"]:
+        keys["num_kv_heads"] = None
+    return {k: v for k, v in keys.items() if v is not None or k == "num_kv_heads"}
+
+
+def model_config_for(model: ModelConfig, source: "ModelSource") -> ModelConfig:
+    """``model`` with the architecture of ``source``: the keys of its ``config.json`` when it is a
+    model directory, else those of its run's ``model`` section; each change is logged. The
+    original section is not changed (the config is resolved before it is validated and frozen).
+
+    Raises:
+        TtexpError: the model directory's config.json is unreadable or not a Llama model.
+    """
+    if source.model_dir is not None and is_model_dir(source.model_dir):
+        keys, origin = model_keys_from_dir(source.model_dir), Path(source.model_dir) / HF_CONFIG_NAME
+    elif source.model_cfg is not None:
+        keys = {k: source.model_cfg[k] for k in ARCHITECTURE_KEYS + ("name",)}
+        origin = "the run that wrote the weights"
+    else:
+        return model
+    changed = {k: v for k, v in keys.items() if getattr(model, k) != v}
+    for key, value in changed.items():
+        log.info("model.%s=%s replaced by %s from %s", key, getattr(model, key), value, origin)
+    return evolve(model, **changed) if changed else model
 
 
 @dataclass
@@ -215,13 +233,13 @@ def _looks_like_hub_id(value: str) -> bool:
         (".", "/", "~"))
 
 
-def finetune_source(cfg: Any) -> ModelSource:
+def finetune_source(cfg: RunConfig) -> ModelSource:
     """Resolve the starting point of a fine-tune (see the module docstring).
 
     Raises:
         TtexpError: no weights are configured, or a configured directory does not exist.
     """
-    pretrained = cfg.model.get("pretrained_path")
+    pretrained = cfg.model.pretrained_path
     base_dir: Optional[Path] = None
     if pretrained:
         base_dir = Path(pretrained) if _looks_like_hub_id(pretrained) else _existing_dir(
@@ -242,63 +260,12 @@ def finetune_source(cfg: Any) -> ModelSource:
     )
 
 
-def checkpoint_source(path: Path) -> ModelSource:
-    """The source of a model to evaluate: a model directory, a ``checkpoints/step_N/`` directory
-    (architecture and tokenizer from the run that wrote it) or a run directory (its final_model/).
-
-    Raises:
-        TtexpError: the path holds no model, or its run's record cannot be read.
-    """
-    path = Path(path).expanduser()
-    if not path.is_dir():
-        raise TtexpError(f"eval.checkpoint={path} is not a directory: give a final_model/, a "
-                         "checkpoints/step_N/ or a run directory.")
-    if is_model_dir(path):
-        return ModelSource(model_dir=path)
-    if is_model_dir(path / "final_model"):
-        return ModelSource(model_dir=path / "final_model")
-    if not (path / "model.safetensors").is_file():
-        raise TtexpError(f"{path} holds no model (no config.json, no model.safetensors).")
-    run_dir = path.parent.parent
-    resolved = run_dir / "resolved.yaml"
-    if not resolved.is_file():
-        raise TtexpError(f"{path} is a bare weights file without its run's resolved.yaml in "
-                         f"{run_dir}; evaluate the run's final_model/ instead.")
-    run_cfg = OmegaConf.load(resolved)
-    origin = read_origin(run_dir / "final_model") or _result(run_dir).get("model_source") or {}
-    model_dir = origin.get("model_dir")
-    return ModelSource(model_dir=Path(model_dir) if model_dir else None, weights_dir=path,
-                       model_cfg=run_cfg.model)
-
-
-def _result(run_dir: Path) -> dict[str, Any]:
-    try:
-        return json.loads((run_dir / "result.json").read_text())
-    except (OSError, ValueError):
-        return {}
-
-
 def read_origin(model_dir: Path) -> Optional[dict[str, Any]]:
     """The ``ttexp_origin.json`` a fine-tune wrote into its final_model/, or None."""
     try:
         return json.loads((Path(model_dir) / ORIGIN_NAME).read_text())
     except (OSError, ValueError):
         return None
-
-
-def base_of(path: Path) -> Optional[str]:
-    """The model a fine-tuned model (final_model/, checkpoint or run dir) was fine-tuned from, as
-    its run recorded it; None when there is none (trained from scratch, or not by ttexp)."""
-    path = Path(path).expanduser()
-    for model_dir, run_dir in ((path, path.parent), (path / "final_model", path),
-                               (path.parent.parent / "final_model", path.parent.parent)):
-        origin = read_origin(model_dir)
-        if origin and origin.get("base_model"):
-            return origin["base_model"]
-        result = _result(run_dir)
-        if result.get("task") == "finetune" and result.get("base_model"):
-            return result["base_model"]
-    return None
 
 
 def load_model(backend: Any, source: ModelSource, spec: Any) -> int:

@@ -9,7 +9,7 @@ checks that it equals the built model's ``numel`` exactly.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -31,23 +31,18 @@ class ModelSpec:
     init_std: float = 0.02
 
     @classmethod
-    def from_config(cls, model_cfg: Mapping[str, Any]) -> "ModelSpec":
-        """Build from the ``model`` config section (``num_kv_heads: null`` means ``num_heads``)."""
-        kv = model_cfg.get("num_kv_heads")
+    def from_config(cls, model: Any) -> "ModelSpec":
+        """Build from the ``model`` config section (:class:`ttexp.config.schema.ModelConfig`, or
+        the same keys as attributes); ``num_kv_heads: null`` means ``num_heads``."""
+        kv = model.num_kv_heads
         return cls(
-            name=str(model_cfg["name"]),
-            vocab_size=int(model_cfg["vocab_size"]),
-            hidden_dim=int(model_cfg["hidden_dim"]),
-            num_layers=int(model_cfg["num_layers"]),
-            num_heads=int(model_cfg["num_heads"]),
-            num_kv_heads=int(kv) if kv is not None else int(model_cfg["num_heads"]),
-            mlp_dim=int(model_cfg["mlp_dim"]),
-            max_seq_len=int(model_cfg["max_seq_len"]),
-            rope_theta=float(model_cfg["rope_theta"]),
-            rms_norm_eps=float(model_cfg["rms_norm_eps"]),
-            tie_word_embeddings=bool(model_cfg["tie_word_embeddings"]),
-            dropout=float(model_cfg["dropout"]),
-            init_std=float(model_cfg["init_std"]),
+            name=str(model.name), vocab_size=int(model.vocab_size), hidden_dim=int(model.hidden_dim),
+            num_layers=int(model.num_layers), num_heads=int(model.num_heads),
+            num_kv_heads=int(kv) if kv is not None else int(model.num_heads),
+            mlp_dim=int(model.mlp_dim), max_seq_len=int(model.max_seq_len),
+            rope_theta=float(model.rope_theta), rms_norm_eps=float(model.rms_norm_eps),
+            tie_word_embeddings=bool(model.tie_word_embeddings), dropout=float(model.dropout),
+            init_std=float(model.init_std),
         )
 
     @property

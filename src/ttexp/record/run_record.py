@@ -12,54 +12,22 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Optional
 
-from omegaconf import OmegaConf
+from ttexp.config.convert import config_yaml
+from ttexp.config.schema import RunConfig
+from ttexp.files import write_text_atomic
+from ttexp.record.result import RESULT_NAME, RunResult
 
-RESULT_NAME = "result.json"
 METRICS_NAME = "metrics.jsonl"
 VALIDATION_NAME = "validation.txt"
 CURVES_NAME = "training_curves.png"
 RESOLVED_NAME = "resolved.yaml"
 
 log = logging.getLogger("ttexp")
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary sibling and a rename, so readers never see half
-    a file; creates the parent directory."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write ``obj`` as JSON atomically (serialised first: a NaN raises before any file exists)."""
-    write_text_atomic(path, json.dumps(obj, indent=2, default=_json_default, allow_nan=False) + "\n")
-
-
-def _json_default(obj: Any) -> Any:
-    if hasattr(obj, "value"):  # Enum
-        return obj.value
-    return str(obj)
-
-
-def _finite(x: Optional[float]) -> Optional[float]:
-    """JSON has no NaN/Inf: record them as null (the status says why)."""
-    return None if x is None or not math.isfinite(x) else float(x)
 
 
 def git_info(start: Path) -> dict[str, Any]:
@@ -93,34 +61,34 @@ class RunRecord:
 
     Args:
         output_dir: the run directory (created if missing).
-        cfg: the composed config (DictConfig); saved resolved as ``resolved.yaml``.
+        cfg: the run config; its name, task, model and hardware label the record. The config
+            itself is written by :meth:`write_config`, once it is resolved and validated.
         overrides: the command-line overrides that made this run (Hydra's task overrides).
         fresh: truncate metrics.jsonl and validation.txt (a new run) instead of appending.
     """
 
-    def __init__(self, output_dir: Path, cfg: Any, overrides: list[str], fresh: bool = True):
+    def __init__(self, output_dir: Path, cfg: RunConfig, overrides: list[str], fresh: bool = True):
         self.dir = Path(output_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.started = time.time()
-        self.result: dict[str, Any] = {
-            "status": "running",
-            "name": cfg.name,
-            "task": _json_default(cfg.task.name),
-            "model": cfg.model.name,
-            "hardware": cfg.hardware.name,
-            "overrides": list(overrides),
-            "output_dir": str(self.dir.resolve()),
-            "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.started)),
-            "git": project_git_info(),
-            "error": None,
-        }
-        OmegaConf.save(cfg, self.dir / RESOLVED_NAME, resolve=True)
+        self.result = RunResult(
+            name=cfg.name, task=cfg.task.name.value, model=cfg.model.name,
+            hardware=cfg.hardware.name, overrides=list(overrides),
+            output_dir=str(self.dir.resolve()),
+            started_at=time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.started)),
+            git=project_git_info(),
+        )
         mode = "w" if fresh else "a"
         self._metrics = open(self.dir / METRICS_NAME, mode, buffering=1)
         self._validation = open(self.dir / VALIDATION_NAME, mode, buffering=1)
         self.history: dict[str, list[tuple[int, float]]] = {"train/loss": [], "val/loss": [], "train/lr": []}
-        self.trackers: list[Any] = []  # ttexp.record.trackers.Tracker objects (W&B, ...) fed the same events
+        self.trackers: list[Any] = []  # ttexp.record.trackers.Tracker objects fed the same events
         self.write_result()
+
+    def write_config(self, cfg: RunConfig) -> None:
+        """Write ``resolved.yaml``: the config as the run really runs it (resolved, validated,
+        frozen). Written once per run; worker ranks and resumed runs read it."""
+        write_text_atomic(self.dir / RESOLVED_NAME, config_yaml(cfg))
 
     def add_tracker(self, tracker: Any) -> None:
         """Send this run's events to ``tracker`` too (a :class:`ttexp.record.trackers.Tracker`)."""
@@ -140,7 +108,7 @@ class RunRecord:
 
     def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
         """Append one line to metrics.jsonl and keep the curves for the plot."""
-        line = {"step": step, **{k: _finite(v) for k, v in metrics.items()}}
+        line = {"step": step, **{k: v if math.isfinite(v) else None for k, v in metrics.items()}}
         self._metrics.write(json.dumps(line) + "\n")
         for key in self.history:
             if key in metrics:
@@ -179,14 +147,18 @@ class RunRecord:
             self._validation.write(f"=== Resumed from step {step} ===\n")
 
     def update(self, **facts: Any) -> None:
-        """Merge facts into result.json and rewrite it."""
-        self.result.update(facts)
+        """Set fields of result.json (:class:`~ttexp.record.result.RunResult`) and rewrite it.
+
+        Raises:
+            AttributeError: a key that result.json does not have.
+        """
+        self.result.update(**facts)
         self.write_result()
 
     def write_result(self) -> None:
-        self.result["wall_s"] = round(time.time() - self.started, 3)
-        clean = {k: (_finite(v) if isinstance(v, float) else v) for k, v in self.result.items()}
-        write_json_atomic(self.dir / RESULT_NAME, clean)
+        """Rewrite result.json (atomically) with the wall time so far."""
+        self.result.wall_s = round(time.time() - self.started, 3)
+        write_text_atomic(self.dir / RESULT_NAME, self.result.to_json())
 
     def plot(self, title: str) -> Optional[Path]:
         """Write training_curves.png from the curves logged so far; None when there is nothing."""
@@ -201,21 +173,18 @@ class RunRecord:
     def adopt(self) -> None:
         """Take over result.json as rank 0 of a multi-process run wrote it (the controller's
         record keeps its own start time and overrides)."""
-        try:
-            written = json.loads((self.dir / RESULT_NAME).read_text())
-        except (OSError, ValueError):
+        written = RunResult.read(self.dir)
+        if written is None:
             return
-        keep = {k: self.result[k] for k in ("started_at", "overrides") if k in self.result}
-        self.result.update(written)
-        self.result.update(keep)
+        written.started_at, written.overrides = self.result.started_at, self.result.overrides
+        self.result = written
 
     def close(self, status: str, error: Optional[str] = None) -> None:
         """Final status (completed | failed | interrupted | diverged) and close the files."""
-        self.result["ended_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        self.update(status=status, error=error)
+        self.update(status=status, error=error, ended_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
         self._metrics.close()
         self._validation.close()
-        self._notify("finish", dict(self.result))
+        self._notify("finish", self.result)
         self.trackers.clear()
 
 
@@ -224,7 +193,7 @@ class NullRecord:
 
     def __init__(self, output_dir: Path):
         self.dir = Path(output_dir)
-        self.result: dict[str, Any] = {}
+        self.result = RunResult()
         self.history: dict[str, list[tuple[int, float]]] = {}
 
     def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
@@ -236,8 +205,11 @@ class NullRecord:
     def rewind(self, step: int) -> None:
         pass
 
+    def write_config(self, cfg: RunConfig) -> None:
+        pass
+
     def update(self, **facts: Any) -> None:
-        self.result.update(facts)
+        self.result.update(**facts)
 
     def plot(self, title: str) -> Optional[Path]:
         return None

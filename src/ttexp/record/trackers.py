@@ -9,8 +9,10 @@ that cannot start, or fails later, is dropped with a warning; the run and its lo
 from __future__ import annotations
 
 import logging
-from typing import Any, Protocol
+from typing import Protocol
 
+from ttexp.config.schema import RunConfig
+from ttexp.record.result import RunResult
 from ttexp.record.run_record import RunRecord
 
 log = logging.getLogger("ttexp")
@@ -28,17 +30,16 @@ class Tracker(Protocol):
     def log_validation(self, step: int, loss: float, samples: list[tuple[str, str]]) -> None:
         """The validation samples at ``step``: (prompt, completion) pairs."""
 
-    def finish(self, result: dict[str, Any]) -> None:
+    def finish(self, result: RunResult) -> None:
         """The run ended (result.json contents, ``status`` included); release everything. Called
         once, before the next job of a sweep starts."""
 
 
-def attach_trackers(cfg: Any, record: RunRecord) -> None:
+def attach_trackers(cfg: RunConfig, record: RunRecord) -> None:
     """Start the trackers ``cfg.logger`` asks for and add them to ``record``. Never raises."""
-    wandb_cfg = cfg.logger.get("wandb")
-    if wandb_cfg is None or not wandb_cfg.enabled:
+    if not cfg.logger.wandb.enabled:
         return
-    from ttexp.record.wandb_tracker import WandbTracker
+    from ttexp.record.wandb_tracker import WandbTracker  # imports wandb: only when asked for
 
     try:
         tracker = WandbTracker.start(cfg, record)

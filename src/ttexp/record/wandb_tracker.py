@@ -13,12 +13,12 @@ wandb is imported only here, when a run asks for it (the import alone costs over
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
-from omegaconf import OmegaConf
-
-from ttexp.record.run_record import RESOLVED_NAME, RESULT_NAME, RunRecord
-from ttexp.config.schema import choice
+from ttexp.config.convert import config_dict
+from ttexp.config.schema import RunConfig
+from ttexp.record.result import RESULT_NAME, RunResult
+from ttexp.record.run_record import RunRecord
 from ttexp.record.job import hydra_job_context, run_display_name, sweep_id, swept_keys
 
 SUMMARY_KEYS = ("status", "final_train_loss", "final_val_loss", "best_val_loss", "best_val_step",
@@ -35,7 +35,7 @@ class WandbTracker:
         self._samples: list[list[Any]] = []
 
     @classmethod
-    def start(cls, cfg: Any, record: RunRecord) -> "WandbTracker":
+    def start(cls, cfg: RunConfig, record: RunRecord) -> "WandbTracker":
         """Start the W&B run for ``record`` (its files go to ``<run dir>/wandb/``).
 
         Raises:
@@ -50,16 +50,16 @@ class WandbTracker:
         w = cfg.logger.wandb
         ctx = hydra_job_context(record.dir)
         in_sweep = ctx is not None and ctx.multirun and ctx.sweep_dir is not None
-        overrides = list(record.result.get("overrides", []))
+        overrides = list(record.result.overrides)
         name = w.name or run_display_name(
             str(cfg.name), overrides, swept_keys(ctx.sweep_dir, []) if in_sweep else None)
         if in_sweep and not w.name and ctx.num is not None:
             name = f"{name} #{ctx.num}"
-        task = str(record.result.get("task"))
+        task = str(record.result.task)
         tags = list(dict.fromkeys([str(cfg.model.name), str(cfg.hardware.name), task, *w.tags]))
-        config = OmegaConf.to_container(OmegaConf.load(record.dir / RESOLVED_NAME), resolve=True)
+        config = config_dict(cfg)
         run = wandb.init(
-            project=w.project, entity=w.entity, mode=choice(w.mode),
+            project=w.project, entity=w.entity, mode=w.mode.value,
             dir=str(record.dir), config=config, name=name, job_type=task, tags=tags,
             group=w.group or (sweep_id(ctx.sweep_dir) if in_sweep else None), notes=w.notes,
             reinit="finish_previous",  # never hand back the previous job's run (wandb#1314)
@@ -88,21 +88,21 @@ class WandbTracker:
         table = self._wandb.Table(columns=["step", "prompt", "completion"], data=list(self._samples))
         self.run.log({"val/samples": table}, step=step)
 
-    def finish(self, result: dict[str, Any]) -> None:
+    def finish(self, result: RunResult) -> None:
         """Summary values, files and (when asked) the final model, then ``run.finish`` always."""
-        status = result.get("status")
+        status = result.status
         try:
             for key in SUMMARY_KEYS:
-                if result.get(key) is not None:
-                    self.run.summary[key] = result[key]
+                if getattr(result, key) is not None:
+                    self.run.summary[key] = getattr(result, key)
             for name in ("training.log", RESULT_NAME):
                 if (self._dir / name).is_file():
                     self.run.save(str(self._dir / name), base_path=str(self._dir), policy="now")
-            final_model: Optional[str] = result.get("final_model")
+            final_model = result.final_model
             if self._log_model and status == "completed" and final_model:
                 artifact = self._wandb.Artifact(
                     name=f"model-{self.run.id}", type="model",
-                    metadata={k: result.get(k) for k in ("best_val_loss", "steps_done", "num_parameters")})
+                    metadata={k: getattr(result, k) for k in ("best_val_loss", "steps_done", "num_parameters")})
                 artifact.add_dir(final_model)
                 self.run.log_artifact(artifact)
         finally:

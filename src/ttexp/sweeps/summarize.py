@@ -22,7 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from ttexp.record.run_record import CURVES_NAME, METRICS_NAME, RESULT_NAME, write_text_atomic
+from ttexp.files import write_text_atomic
+from ttexp.record.result import RESULT_NAME, RunResult
+from ttexp.record.run_record import CURVES_NAME, METRICS_NAME
 from ttexp.record.job import format_value, parse_overrides, short_key, swept_keys
 from ttexp.sweeps.sweep import is_sweep_dir, job_dirs, job_overrides, read_result, sweep_command
 
@@ -46,15 +48,15 @@ class JobRow:
     job: str
     dir: Path
     params: dict[str, Any]
-    result: Optional[dict[str, Any]]
+    result: Optional[RunResult]
 
     @property
     def status(self) -> str:
-        return str(self.result.get("status", "unknown")) if self.result else "no result"
+        return str(self.result.status) if self.result else "no result"
 
     @property
     def best_val_loss(self) -> Optional[float]:
-        return self.result.get("best_val_loss") if self.result else None
+        return self.result.best_val_loss if self.result else None
 
 
 @dataclass
@@ -151,7 +153,7 @@ def _duration(seconds: Optional[float]) -> str:
 def _status(row: JobRow) -> str:
     if row.status == "completed":
         return "completed"
-    error = (row.result or {}).get("error")
+    error = row.result.error if row.result else None
     return f"**{row.status}**" + (f": {error[:120]}" if error else "")
 
 
@@ -172,23 +174,23 @@ def _links(row: JobRow, base: Path) -> str:
     links = [f"[dir]({_link(row.dir, base)}/)"]
     if (row.dir / CURVES_NAME).is_file():
         links.append(f"[curves]({_link(row.dir / CURVES_NAME, base)})")
-    url = ((row.result or {}).get("wandb") or {}).get("url")
+    url = ((row.result.wandb if row.result else None) or {}).get("url")
     if url:
         links.append(f"[W&B]({url})")
     return " · ".join(links)
 
 
 def _result_cells(row: JobRow, best: bool) -> list[str]:
-    r = row.result or {}
-    best_loss = _loss(r.get("best_val_loss"))
-    if r.get("best_val_step") is not None and best_loss != "–":
-        best_loss += f" (step {r['best_val_step']})"
+    r = row.result or RunResult(status=row.status)
+    best_loss = _loss(r.best_val_loss)
+    if r.best_val_step is not None and best_loss != "–":
+        best_loss += f" (step {r.best_val_step})"
     if best:
         best_loss = f"**{best_loss}**"
-    tps = r.get("tokens_per_s")
-    return [_loss(r.get("final_val_loss")), best_loss,
+    tps = r.tokens_per_s
+    return [_loss(r.final_val_loss), best_loss,
             f"{tps:,.0f}" if isinstance(tps, (int, float)) and tps else "–",
-            _duration(r.get("wall_s")) if row.status != "running" else "–", _status(row)]
+            _duration(r.wall_s) if row.status != "running" else "–", _status(row)]
 
 
 def render_sweep(summary: SweepSummary, base: Path, level: int = 2) -> str:
@@ -197,7 +199,7 @@ def render_sweep(summary: SweepSummary, base: Path, level: int = 2) -> str:
     counts: dict[str, int] = {}
     for row in s.rows:
         counts[row.status] = counts.get(row.status, 0) + 1
-    started = min((r.result.get("started_at", "") for r in s.rows if r.result), default="")
+    started = min((r.result.started_at or "" for r in s.rows if r.result), default="")
     out = [f"{'#' * level} Sweep `{_shown(s.dir)}`", ""]
     command = sweep_command(s.dir)
     if command:
@@ -207,7 +209,7 @@ def render_sweep(summary: SweepSummary, base: Path, level: int = 2) -> str:
     if s.best is not None:
         params = ", ".join(f"{k}={format_value(s.best.params[k])}" for k in s.swept if k in s.best.params)
         out.append(f"- **Best: job {s.best.job}** ({params or 'no swept keys'}): best validation loss "
-                   f"{_loss(s.best.best_val_loss)} at step {s.best.result.get('best_val_step')}")
+                   f"{_loss(s.best.best_val_loss)} at step {s.best.result.best_val_step}")
     else:
         out.append("- Best: none (no completed run with a validation loss)")
     if s.failed:
@@ -233,14 +235,14 @@ def render_sweep(summary: SweepSummary, base: Path, level: int = 2) -> str:
 def render_single_runs(run_dirs: list[Path], base: Path) -> str:
     """A table of single (non-sweep) runs, newest first, at most MAX_SINGLE_RUNS rows."""
     rows = [JobRow(d.name, d, parse_overrides(job_overrides(d)), read_result(d)) for d in run_dirs]
-    rows.sort(key=lambda r: (r.result or {}).get("started_at", ""), reverse=True)
+    rows.sort(key=lambda r: (r.result.started_at or "") if r.result else "", reverse=True)
     out = ["## Single runs", "",
            "| run | name | overrides | final val loss | best val loss | tokens/s | wall | status | links |",
            "|---|---|---|---|---|---|---|---|---|"]
     for row in rows[:MAX_SINGLE_RUNS]:
         overrides = " ".join(f"{k}={format_value(v)}" for k, v in row.params.items()
                              if "/" not in format_value(v) and not k.startswith("hydra"))
-        cells = [row.job, (row.result or {}).get("name", "–"), overrides or "–",
+        cells = [row.job, (row.result.name or "–") if row.result else "–", overrides or "–",
                  *_result_cells(row, False), _links(row, base)]
         out.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     if len(rows) > MAX_SINGLE_RUNS:
@@ -376,7 +378,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         print()
     if singles:
         print(render_single_runs(singles, Path.cwd()))
-        not_completed += sum((read_result(d) or {}).get("status") != "completed" for d in singles)
+        not_completed += sum(getattr(read_result(d), "status", None) != "completed" for d in singles)
     if args.journal:
         print(f"Wrote {write_journal(args.journal, args.dirs)}")
     return 1 if not_completed else 0

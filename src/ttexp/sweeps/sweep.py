@@ -8,7 +8,6 @@ and a sweep may be summarised long after it ran.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from pathlib import Path
@@ -17,8 +16,7 @@ from typing import Any, Optional
 import yaml
 
 from ttexp.record.job import MULTIRUN_NAME, _bookkeeping, override_key, read_multirun
-from ttexp.record.run_record import RESULT_NAME
-from ttexp.config.schema import choice
+from ttexp.record.result import RESULT_NAME, RunResult
 
 log = logging.getLogger("ttexp")
 
@@ -50,15 +48,12 @@ def job_overrides(job_dir: Path) -> list[str]:
     if path.is_file():
         return [str(x) for x in (yaml.safe_load(path.read_text()) or [])]
     result = read_result(job_dir)
-    return list(result.get("overrides", [])) if result else []
+    return list(result.overrides) if result else []
 
 
-def read_result(run_dir: Path) -> Optional[dict[str, Any]]:
-    """``run_dir/result.json`` as a dict; None when missing or unreadable (a job still starting)."""
-    try:
-        return json.loads((run_dir / RESULT_NAME).read_text())
-    except (OSError, ValueError):
-        return None
+def read_result(run_dir: Path) -> Optional[RunResult]:
+    """``run_dir/result.json``; None when missing or unreadable (a job still starting)."""
+    return RunResult.read(run_dir)
 
 
 def sweep_command(sweep_dir: Path, resume: bool = False) -> Optional[str]:
@@ -84,7 +79,7 @@ def _identity(overrides: list[str]) -> list[str]:
     return sorted(o for o in overrides if not _bookkeeping(override_key(o)))
 
 
-def completed_result(run_dir: Path, overrides: list[str]) -> Optional[dict[str, Any]]:
+def completed_result(run_dir: Path, overrides: list[str]) -> Optional[RunResult]:
     """The result of a completed earlier run of this same job in ``run_dir``, or None.
 
     Used by ``sweep.resume=true``: a job whose directory holds a ``completed`` result.json made by
@@ -92,11 +87,11 @@ def completed_result(run_dir: Path, overrides: list[str]) -> Optional[dict[str, 
     grid changed) is reported and then replaced.
     """
     result = read_result(run_dir)
-    if not result or result.get("status") != "completed":
+    if not result or result.status != "completed":
         return None
-    if _identity(list(result.get("overrides", []))) != _identity(overrides):
+    if _identity(list(result.overrides)) != _identity(overrides):
         log.warning("sweep.resume: %s held a different job (%s); it is run again and replaced.",
-                    run_dir, " ".join(result.get("overrides", [])))
+                    run_dir, " ".join(result.overrides))
         return None
     return result
 
@@ -119,7 +114,7 @@ def pin_job_device(cfg: Any, job_num: int) -> Optional[str]:
     from ttexp.train.plan import choose_backend
 
     k = job_num % int(n)
-    backend = choice(cfg.backend)
+    backend = cfg.backend.value
     if backend == "auto":  # what auto will pick on this machine
         backend, _ = choose_backend("auto", mesh)
 

@@ -14,18 +14,29 @@ model was trained from scratch) is refused unless ``eval.allow_random_base=true`
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from omegaconf import open_dict
+from transformers.utils import logging as hf_logging
 
-from ttexp.errors import TtexpError
-from ttexp.models.pretrained import ModelSource
+from ttexp.backends.base import SamplingParams
+from ttexp.backends.factory import create_backend
+from ttexp.config.schema import RunConfig, evolve
+from ttexp.data.corpus import resolve_corpus
+from ttexp.data.pairs import PairData, load_pair_data, resolve_pairs_file
+from ttexp.data.text import TextData, tokenize_corpus
+from ttexp.errors import DataError, TtexpError
+from ttexp.record.lineage import base_of, checkpoint_source
+from ttexp.models.pretrained import ModelSource, load_model, load_tokenizer, model_config_for, read_origin
+from ttexp.models.spec import ModelSpec
 from ttexp.record.run_record import RunRecord
-from ttexp.config.schema import choice
+from ttexp.train.plan import RunPlan
+from ttexp.train.ranks import Ranks
+from ttexp.train.rng import seed_everything
 
 log = logging.getLogger("ttexp")
 
@@ -38,7 +49,7 @@ class Candidate:
     name: str
     source: ModelSource
     tokenizer: Any = None
-    spec: Any = None
+    spec: Optional[ModelSpec] = None
     val_loss: Optional[float] = None
     answers: list[str] = field(default_factory=list)
 
@@ -47,25 +58,48 @@ class Candidate:
         return None if self.val_loss is None else math.exp(min(self.val_loss, 50.0))
 
 
-def run_eval(cfg: Any, record: RunRecord) -> None:
-    """task=eval: score and question ``eval.checkpoint`` (and its comparison model)."""
-    from transformers.utils import logging as hf_logging
+def resolve(cfg: RunConfig) -> RunConfig:
+    """The config as this evaluation really runs: ``model.*`` from the evaluated model, and, for a
+    fine-tune's own data file, the seed and fraction of its held-out split (so the record
+    reproduces the evaluation).
 
-    from ttexp.models.pretrained import base_of, checkpoint_source
+    Raises:
+        TtexpError: ``eval.checkpoint`` holds no model.
+    """
+    if not cfg.eval.checkpoint:
+        return cfg  # validation names the missing key
+    source = checkpoint_source(Path(cfg.eval.checkpoint))
+    cfg = evolve(cfg, model=model_config_for(cfg.model, source))
+    split = _finetune_split(cfg, source)
+    if split is None:
+        return cfg
+    seed, fraction = split
+    if (seed, fraction) != (cfg.training.seed, cfg.data.val_fraction):
+        log.info("Evaluating on the fine-tune's held-out split (seed %s, val_fraction %s).",
+                 seed, fraction)
+    return evolve(cfg, training=evolve(cfg.training, seed=seed),
+                  data=evolve(cfg.data, val_fraction=fraction))
 
+
+def run(cfg: RunConfig, plan: RunPlan, ranks: Ranks, record: RunRecord) -> None:
+    """task=eval: score and question ``eval.checkpoint`` (and its comparison model).
+
+    Raises:
+        TtexpError: a model cannot be loaded, or ``eval.compare_to`` cannot be honoured.
+        DataError: the evaluation data are missing or have no validation part.
+    """
     hf_logging.disable_progress_bar()
     checkpoint = Path(cfg.eval.checkpoint)
     label = "Fine-tuned" if base_of(checkpoint) else "Model"
     model = Candidate(label, str(cfg.eval.checkpoint), checkpoint_source(checkpoint))
     _prepare(cfg, model)
-    _same_split_as_finetune(cfg, model)
     candidates = [model]
     base = _comparison(cfg, model)
     if base is not None:
         candidates.append(base)
     record.update(eval={"checkpoint": model.name, "compare_to": base.name if base else None})
     for cand in candidates:
-        _evaluate(cfg, cand, record)
+        _evaluate(cfg, plan, ranks, cand, record)
     path = record.dir / cfg.eval.results_file
     _write_results(path, cfg, candidates)
     log.info("Results saved to: %s", path)
@@ -81,32 +115,19 @@ def run_eval(cfg: Any, record: RunRecord) -> None:
     )
 
 
-def _prepare(cfg: Any, cand: Candidate) -> None:
-    """Fix ``cfg.model`` to the candidate's architecture; load its tokenizer and spec."""
-    from ttexp.models.pretrained import is_model_dir, load_tokenizer, sync_model_config
-    from ttexp.models.spec import ModelSpec
-
-    src = cand.source
-    if src.model_dir is not None and is_model_dir(src.model_dir):
-        sync_model_config(cfg, src.model_dir)
-    elif src.model_cfg is not None:
-        with open_dict(cfg):
-            for key in ("vocab_size", "hidden_dim", "num_layers", "num_heads", "num_kv_heads", "mlp_dim",
-                        "max_seq_len", "rope_theta", "rms_norm_eps", "tie_word_embeddings", "name"):
-                cfg.model[key] = src.model_cfg[key]
-    cand.tokenizer = load_tokenizer(src.model_dir)
-    cand.spec = ModelSpec.from_config(cfg.model)
+def _prepare(cfg: RunConfig, cand: Candidate) -> None:
+    """The candidate's tokenizer and architecture (its own: a base may differ from the model)."""
+    cand.tokenizer = load_tokenizer(cand.source.model_dir)
+    cand.spec = ModelSpec.from_config(model_config_for(cfg.model, cand.source))
 
 
-def _comparison(cfg: Any, model: Candidate) -> Optional[Candidate]:
+def _comparison(cfg: RunConfig, model: Candidate) -> Optional[Candidate]:
     """The comparison model named by ``eval.compare_to``, or None.
 
     Raises:
         TtexpError: ``base`` is asked for and the model has no pretrained base (it was trained
             from scratch) and ``eval.allow_random_base`` is false; or the path holds no model.
     """
-    from ttexp.models.pretrained import base_of, checkpoint_source
-
     want = cfg.eval.compare_to
     if not want:
         return None
@@ -134,48 +155,32 @@ def _comparison(cfg: Any, model: Candidate) -> Optional[Candidate]:
     return base
 
 
-def _same_split_as_finetune(cfg: Any, model: Candidate) -> None:
-    """Score the fine-tune's own held-out examples: when the model's ttexp_origin.json records
-    its split and this run evaluates the same data file, take the split's seed and fraction."""
-    from omegaconf import open_dict
-
-    from ttexp.models.pretrained import read_origin
-
-    if model.source.model_dir is None or cfg.data.get("val_path"):
-        return
-    split = (read_origin(model.source.model_dir) or {}).get("split")
+def _finetune_split(cfg: RunConfig, source: ModelSource) -> Optional[tuple[int, float]]:
+    """(seed, val_fraction) of the fine-tune's held-out split when the model's ttexp_origin.json
+    records one and this run evaluates the same data file; None otherwise."""
+    if source.model_dir is None or cfg.data.val_path or cfg.data.format.value != "jsonl":
+        return None
+    split = (read_origin(source.model_dir) or {}).get("split")
     if not split or split.get("val_path"):
-        return
-    from ttexp.data.pairs import resolve_pairs_file
-
-    if choice(cfg.data.format) != "jsonl":
-        return
+        return None
     try:
         here = str(resolve_pairs_file(cfg.data).resolve())
-    except Exception:
-        return  # _eval_data reports a missing file
+    except TtexpError:
+        return None  # _eval_data reports a missing file
     if here != split.get("data_path"):
-        return
-    if (split["seed"], split["val_fraction"]) != (cfg.training.seed, cfg.data.val_fraction):
-        log.info("Evaluating on the fine-tune's held-out split (seed %s, val_fraction %s).",
-                 split["seed"], split["val_fraction"])
-    with open_dict(cfg):
-        cfg.training.seed, cfg.data.val_fraction = split["seed"], split["val_fraction"]
+        return None
+    return int(split["seed"]), float(split["val_fraction"])
 
 
-def _evaluate(cfg: Any, cand: Candidate, record: RunRecord) -> None:
+def _evaluate(cfg: RunConfig, plan: RunPlan, ranks: Ranks, cand: Candidate,
+              record: RunRecord) -> None:
     """Load ``cand`` on a fresh backend, score the validation data, answer the questions."""
-    from ttexp.backends.factory import create_backend
-    from ttexp.models.pretrained import load_model
-    from ttexp.train.plan import make_plan
-    from ttexp.train.rng import seed_everything
-
-    if cand.source.model_dir is not None or cand.source.model_cfg is not None:
-        _prepare(cfg, cand)  # cfg.model follows the model being loaded (base and model may differ)
-    plan = make_plan(cfg)
+    if cand.spec is None:  # a comparison model named by path: prepared when it is evaluated
+        _prepare(cfg, cand)
+    plan = dataclasses.replace(plan, spec=cand.spec, seq_len=cand.spec.max_seq_len)
     data = _eval_data(cfg, cand.tokenizer, plan.seq_len)
     seed_everything(cfg.training.seed)  # a random-init base is reproducible
-    backend = create_backend(cfg, plan)
+    backend = create_backend(cfg, plan.backend, ranks)
     try:
         what = "random initialisation" if cand.source.weights is None else str(cand.source.weights)
         log.info("%s model: %s", cand.label, what)
@@ -184,7 +189,7 @@ def _evaluate(cfg: Any, cand: Candidate, record: RunRecord) -> None:
         cand.val_loss = backend.evaluate(
             data.val_batches(t.validation_batch_size or t.batch_size, t.validation_batches))
         log.info("%s: validation loss %.4f | perplexity %.2f", cand.label, cand.val_loss, cand.val_ppl)
-        params = _sampling(cfg, cand.tokenizer)
+        params = SamplingParams.from_config(cfg.generation, cand.tokenizer)
         for i, question in enumerate(cfg.eval.questions, start=1):
             ids = backend.generate(cand.tokenizer.encode(data.format_prompt(question)), params)
             cand.answers.append(cand.tokenizer.decode(ids).strip())
@@ -194,25 +199,13 @@ def _evaluate(cfg: Any, cand: Candidate, record: RunRecord) -> None:
         backend.close()
 
 
-def _sampling(cfg: Any, tokenizer: Any) -> Any:
-    from ttexp.backends.base import SamplingParams
-
-    return SamplingParams.from_config(cfg.generation, tokenizer)
-
-
-def _eval_data(cfg: Any, tokenizer: Any, seq_len: int) -> Any:
+def _eval_data(cfg: RunConfig, tokenizer: Any, seq_len: int) -> PairData | TextData:
     """The validation data of ``cfg.data`` tokenised with ``tokenizer`` (JSONL or text corpus).
 
     Raises:
         DataError: the data are missing or invalid, or there is nothing to validate on.
     """
-    from ttexp.data.corpus import resolve_corpus
-    from ttexp.data.pairs import load_pair_data
-    from ttexp.data.text import TextData, tokenize_corpus
-    from ttexp.errors import DataError
-
-    fmt = choice(cfg.data.format)
-    if fmt == "jsonl":
+    if cfg.data.format.value == "jsonl":
         data, info = load_pair_data(cfg.data, tokenizer, seq_len, cfg.training.seed, 1)
         log.info("%s", info.line())
         if not data.val:
@@ -230,7 +223,7 @@ def indent_answer(answer: str) -> str:
     return "\n    ".join(line for line in answer.splitlines() if line.strip()) or "(no answer)"
 
 
-def _write_results(path: Path, cfg: Any, candidates: list[Candidate]) -> None:
+def _write_results(path: Path, cfg: RunConfig, candidates: list[Candidate]) -> None:
     """The results file: one block per question, each model's answer in turn (lesson's format)."""
     g = cfg.generation
     lines = [f"Evaluation: {candidates[0].name}"]

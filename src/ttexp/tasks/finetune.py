@@ -17,36 +17,48 @@ import logging
 from pathlib import Path
 from typing import Any, Callable
 
-from ttexp.record.run_record import RESOLVED_NAME, RunRecord
+from transformers.utils import logging as hf_logging
+
+from ttexp.backends.factory import create_backend
+from ttexp.config.schema import RunConfig, evolve
+from ttexp.data.pairs import load_pair_data
+from ttexp.models.pretrained import (
+    ORIGIN_NAME,
+    finetune_source,
+    load_model,
+    load_tokenizer,
+    model_config_for,
+)
+from ttexp.record.run_record import RunRecord
+from ttexp.train.plan import RunPlan
+from ttexp.train.ranks import Ranks
+from ttexp.train.rng import seed_everything
+from ttexp.train.trainer import TrainingInputs, save_final_model, train_and_record
 
 log = logging.getLogger("ttexp")
 
 
-def run_finetune(cfg: Any, record: RunRecord) -> None:
-    """task=finetune: load the starting model, validate and split the data, train, save."""
-    from omegaconf import OmegaConf
-    from transformers.utils import logging as hf_logging
+def resolve(cfg: RunConfig) -> RunConfig:
+    """The config with ``model.*`` set to the starting model's architecture (its config.json
+    decides the shape), so ``resolved.yaml`` records the shape really trained.
 
-    from ttexp.backends.factory import create_backend
-    from ttexp.data.pairs import load_pair_data
-    from ttexp.models.pretrained import (
-        finetune_source,
-        is_model_dir,
-        load_model,
-        load_tokenizer,
-        sync_model_config,
-    )
-    from ttexp.train.plan import make_plan
-    from ttexp.train.rng import seed_everything
-    from ttexp.train.trainer import save_final_model, train_and_record
+    Raises:
+        TtexpError: no weights are configured, or a configured directory does not exist or holds
+            no Llama model.
+    """
+    return evolve(cfg, model=model_config_for(cfg.model, finetune_source(cfg)))
 
+
+def run(cfg: RunConfig, plan: RunPlan, ranks: Ranks, record: RunRecord) -> None:
+    """task=finetune: load the starting model, validate and split the data, train, save.
+
+    Raises:
+        DataError: the JSONL data are missing or invalid, or leave no training example.
+        TtexpError: the weights or tokenizer cannot be loaded.
+    """
     hf_logging.disable_progress_bar()
     source = finetune_source(cfg)
-    if source.model_dir is not None and is_model_dir(source.model_dir):
-        sync_model_config(cfg, source.model_dir)
-        OmegaConf.save(cfg, record.dir / RESOLVED_NAME, resolve=True)  # the shape really trained
     tokenizer = load_tokenizer(source.model_dir)
-    plan = make_plan(cfg)
     t = cfg.training
     data, info = load_pair_data(cfg.data, tokenizer, plan.seq_len, t.seed, t.gradient_accumulation_steps)
     base = _str(source.weights)
@@ -58,7 +70,7 @@ def run_finetune(cfg: Any, record: RunRecord) -> None:
                         "prompt_template": cfg.data.prompt_template})
 
     seed_everything(t.seed)
-    backend = create_backend(cfg, plan)
+    backend = create_backend(cfg, plan.backend, ranks)
     try:
         log.info("Loading weights from %s", base)
         num_params = load_model(backend, source, plan.spec)
@@ -67,15 +79,15 @@ def run_finetune(cfg: Any, record: RunRecord) -> None:
                   # the held-out split, so task=eval scores the same examples
                   "split": {"data_path": str(Path(info.path).resolve()), "val_path": info.val_path,
                             "val_fraction": cfg.data.val_fraction, "seed": t.seed}}
-        train_and_record(
-            cfg, record, plan, backend, data, tokenizer, num_params, [info.line()],
+        train_and_record(cfg, plan, ranks, record, TrainingInputs(
+            backend, data, tokenizer, num_params, [info.line()],
             model_lines=[f"Model {plan.spec.name}: {num_params:,} parameters (from {base})"],
             save_final=lambda d: save_final_model(d, backend, tokenizer,
                                                   _finetune_files(tokenizer, origin)),
             title=f"{cfg.name}: fine-tuning {plan.spec.name} on {plan.hardware}",
             closing_lines=[f"Compare it with its base: python -m ttexp task=eval "
                            f"eval.checkpoint={record.dir / 'final_model'} eval.compare_to=base"],
-        )
+        ))
     finally:
         backend.close()
 
@@ -93,8 +105,6 @@ def _finetune_files(tokenizer: Any, origin: dict[str, Any]) -> Callable[[Path], 
     """What a fine-tune adds to final_model/: its EOS id in config.json and
     generation_config.json (so transformers' generate stops where training taught it to), and
     ttexp_origin.json."""
-    from ttexp.models.pretrained import ORIGIN_NAME
-
     def add(tmp: Path) -> None:
         for name in ("config.json", "generation_config.json"):
             path = tmp / name

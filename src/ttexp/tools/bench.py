@@ -41,6 +41,7 @@ def compose(overrides: list[str]) -> Any:
     from omegaconf import open_dict
 
     from ttexp.config.schema import register_configs
+    from ttexp.config.convert import to_run_config
     from ttexp.config.validate import validate_config
 
     register_configs()
@@ -48,6 +49,7 @@ def compose(overrides: list[str]) -> Any:
         cfg = hydra_compose(config_name="config", overrides=DEFAULT_OVERRIDES + overrides)
     with open_dict(cfg):
         cfg.name, cfg.output_dir = "bench", "bench"
+    cfg = to_run_config(cfg)
     validate_config(cfg)
     return cfg
 
@@ -71,15 +73,16 @@ def bench_ttexp(cfg: Any, warmup: int, steps: int) -> dict[str, Any]:
     from ttexp.data.text import TextData
     from ttexp.train.loop import TrainingLoop
     from ttexp.train.plan import make_plan
+    from ttexp.train.ranks import Ranks
     from ttexp.record.run_record import NullRecord
 
     plan = make_plan(cfg)
     torch.manual_seed(0)
     tokens = np.random.default_rng(0).integers(0, plan.spec.vocab_size, size=2_000_000)
     data = TextData(tokens, plan.seq_len, 0.0, seed=0)
-    backend = create_backend(cfg, plan)
+    backend = create_backend(cfg, plan.backend, Ranks.single())
     backend.build_model(plan.spec)
-    loop = TrainingLoop(cfg, plan, backend, data, None, NullRecord("."))
+    loop = TrainingLoop(cfg, plan, backend, data, None, NullRecord("."), Ranks.single())
     times = _time_steps(lambda i: loop.train_step(i), warmup, steps)
     out = {"device": backend.device_name, "precision": backend.precision_name,
            "autocast": backend.autocast_dtype, "step_times": times, "plan": plan}

@@ -22,7 +22,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from ttexp.config.schema import choice
 
 TT_DEVICE_DIR = Path("/dev/tenstorrent")
 """Where the Tenstorrent kernel driver exposes one node per device."""
@@ -203,7 +202,7 @@ def check_files(cfg: Any) -> list[Check]:
 
 def run_checks(cfg: Any) -> list[Check]:
     """Every check for the composed ``cfg``, in report order."""
-    backend = choice(cfg.backend)
+    backend = cfg.backend.value
     checks = check_python_torch()
     ttml_checks, ttml_ok = check_ttml(wants_ttml=backend == "ttml")
     wants_ttml = backend == "ttml" or (backend == "auto" and ttml_ok)
@@ -229,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     for c in checks:
         print(f"[{c.status:>4}] {c.name:<{width}}  {c.detail}")
     failed = [c for c in checks if c.status == FAIL]
-    backend = choice(cfg.backend)
+    backend = cfg.backend.value
     print(f"\n{len(failed)} problem(s) block backend={backend} hardware={cfg.hardware.name} model={cfg.model.name}."
           if failed else f"\nNothing blocks backend={backend} hardware={cfg.hardware.name} model={cfg.model.name}.")
     return 1 if failed else 0

@@ -26,61 +26,29 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import torch
 from omegaconf import OmegaConf
 
-from ttexp.errors import TtexpError
+from ttexp.backends.base import OPTIMIZER_NAME, WEIGHTS_NAME, Backend
+from ttexp.config.convert import config_dict, config_yaml
+from ttexp.config.schema import RunConfig
+from ttexp.errors import CheckpointError
+from ttexp.files import write_dir_atomic, write_json_atomic
 from ttexp.train.rng import rng_state, set_rng_state
-from ttexp.config.schema import choice
 
 log = logging.getLogger("ttexp")
 
-WEIGHTS_NAME = "model.safetensors"
-OPTIMIZER_NAME = "optimizer.pt"
 RNG_NAME = "rng.pt"
 TRAINER_STATE_NAME = "trainer_state.json"
 CONFIG_NAME = "config.yaml"
 INDEX_NAME = "index.json"
 BEST_LINK = "best"
 REQUIRED_FILES = (WEIGHTS_NAME, OPTIMIZER_NAME, RNG_NAME, TRAINER_STATE_NAME, CONFIG_NAME)
-
-
-class CheckpointError(TtexpError):
-    """A checkpoint is missing, incomplete, corrupt, from another model, or cannot be written."""
-
-
-def write_dir_atomic(final: Path, fill: Callable[[Path], None]) -> Path:
-    """Create ``final`` by calling ``fill(tmp)`` on a temporary sibling, then renaming it.
-
-    An existing ``final`` is replaced. If ``fill`` raises, the temporary directory is removed and
-    the error propagates; ``final`` is untouched.
-    """
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".tmp-{final.name}-"))
-    os.chmod(tmp, 0o755)
-    try:
-        fill(tmp)
-        if final.exists():
-            old = final.with_name(f".old-{final.name}")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return final
-
-
-# -- random state ---------------------------------------------------------------------------------
 
 
 # -- verification ---------------------------------------------------------------------------------
@@ -137,6 +105,16 @@ def list_checkpoints(directory: Path) -> list[tuple[int, Path]]:
     return sorted(out)
 
 
+def earlier_run_message(directory: str) -> Optional[str]:
+    """Why starting a fresh run in ``directory`` would clobber an earlier one (None if it would not):
+    its checkpoints would be mixed with the new run's, and its record overwritten."""
+    steps = [s for s, _ in list_checkpoints(Path(directory) / "checkpoints")]
+    if not steps:
+        return None
+    return (f"{directory} already holds a run with checkpoints (newest: step_{steps[-1]}). Continue "
+            "it with resume=auto, or start a new run in another directory (hydra.run.dir=DIR).")
+
+
 def newest_valid_checkpoint(directory: Path) -> Optional[tuple[Path, dict[str, Any]]]:
     """The newest checkpoint under ``directory`` that verifies, falling back past damaged ones
     with a warning for each; None when there is none."""
@@ -148,10 +126,10 @@ def newest_valid_checkpoint(directory: Path) -> Optional[tuple[Path, dict[str, A
     return None
 
 
-def model_mismatches(saved_cfg: Any, cfg: Any) -> list[str]:
+def model_mismatches(saved_cfg: Any, cfg: RunConfig) -> list[str]:
     """Model keys whose value in the checkpoint's config differs from this run's config."""
-    saved = OmegaConf.to_container(saved_cfg.model, resolve=True)
-    now = OmegaConf.to_container(cfg.model, resolve=True)
+    saved = config_dict(saved_cfg.model)
+    now = config_dict(cfg.model)
     ignore = {"name", "dropout", "pretrained_path"}
     return [
         f"model.{k}: checkpoint {saved.get(k)!r}, this run {now.get(k)!r}"
@@ -169,13 +147,12 @@ CONTINUATION_KEYS = (
 """Keys that decide the data order, schedule or update rule: a change breaks exact continuation."""
 
 
-def continuation_differences(saved_cfg: Any, cfg: Any) -> list[str]:
+def continuation_differences(saved_cfg: Any, cfg: RunConfig) -> list[str]:
     """``CONTINUATION_KEYS`` whose value differs between the checkpoint's run and this one."""
-    out = []
+    out, now = [], OmegaConf.create(config_dict(cfg))
     for key in CONTINUATION_KEYS:
         old = OmegaConf.select(saved_cfg, key, default=None)
-        new = OmegaConf.select(cfg, key, default=None)
-        old, new = choice(old), choice(new)
+        new = OmegaConf.select(now, key, default=None)
         if str(old) != str(new):
             out.append(f"{key}: checkpoint {old!r}, this run {new!r}")
     return out
@@ -201,7 +178,7 @@ class CheckpointManager:
         keep_best_n: also keep this many with the lowest validation loss; None = 0.
     """
 
-    def __init__(self, run_dir: Path, cfg: Any, keep_last_n: Optional[int], keep_best_n: Optional[int]):
+    def __init__(self, run_dir: Path, cfg: RunConfig, keep_last_n: Optional[int], keep_best_n: Optional[int]):
         self.dir = Path(run_dir) / "checkpoints"
         self.cfg = cfg
         self.keep_last_n = keep_last_n
@@ -218,7 +195,7 @@ class CheckpointManager:
         return [CheckpointInfo(step, str(path), known.get(step, {}).get("val_loss"))
                 for step, path in list_checkpoints(self.dir)]
 
-    def save(self, step: int, backend: Any, trainer_state: dict[str, Any],
+    def save(self, step: int, backend: Backend, trainer_state: dict[str, Any],
              val_loss: Optional[float]) -> Path:
         """Write ``step_N`` atomically, update index.json and ``best``, then prune.
 
@@ -232,7 +209,7 @@ class CheckpointManager:
             backend.save_weights(tmp)
             backend.save_optimizer(tmp)
             torch.save(rng_state(), tmp / RNG_NAME)
-            OmegaConf.save(self.cfg, tmp / CONFIG_NAME, resolve=True)
+            (tmp / CONFIG_NAME).write_text(config_yaml(self.cfg))
             with open(tmp / TRAINER_STATE_NAME, "w") as f:
                 json.dump(trainer_state, f, indent=2, default=str)
 
@@ -273,8 +250,6 @@ class CheckpointManager:
         self.index = [c for c in self.index if c.step in keep]
 
     def _write_index(self) -> None:
-        from ttexp.record.run_record import write_json_atomic
-
         best = self.best()
         write_json_atomic(self.dir / INDEX_NAME, {
             "checkpoints": [c.__dict__ for c in self.index],
@@ -289,7 +264,7 @@ class CheckpointManager:
             os.replace(tmp, link)
 
 
-def load_checkpoint(path: Path, backend: Any) -> dict[str, Any]:
+def load_checkpoint(path: Path, backend: Backend) -> dict[str, Any]:
     """Verify ``path`` and restore weights, optimizer state and random states into ``backend``.
 
     Call after the model is built (building consumes random numbers); the random states are

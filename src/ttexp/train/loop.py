@@ -22,13 +22,14 @@ from typing import Any, Iterable, Optional, Protocol
 
 from ttexp.backends.base import Backend, SamplingParams
 from ttexp.train.checkpoint import CheckpointManager
-from ttexp.data.batch import IGNORE_INDEX, Batch
-from ttexp.errors import TtexpError
+from ttexp.config.schema import RunConfig
+from ttexp.data.batch import Batch
+from ttexp.errors import Diverged, Interrupted
 from ttexp.train.plan import RunPlan
 from ttexp.train.progress import TrainingProgress
+from ttexp.train.ranks import Ranks
 from ttexp.record.run_record import RunRecord
 from ttexp.train.schedule import learning_rate_at
-from ttexp.config.schema import choice
 
 log = logging.getLogger("ttexp")
 
@@ -43,14 +44,6 @@ class TrainData(Protocol):
     def format_prompt(self, text: str) -> str:
         """The text the model is given for a generation prompt (a prompt template, or ``text``)."""
         ...
-
-
-class Diverged(TtexpError):
-    """The loss or the gradient norm became NaN or infinite."""
-
-
-class Interrupted(TtexpError):
-    """SIGINT or SIGTERM arrived; a checkpoint was saved at the step that was running."""
 
 
 @dataclass
@@ -87,12 +80,17 @@ class TrainingLoop:
         backend: a built backend (model and optimizer exist).
         data: training and validation batches.
         tokenizer: encodes validation prompts and decodes samples.
-        record: the run record that receives metrics, samples and results.
+        record: the run record that receives metrics, samples and results (a
+            :class:`~ttexp.record.run_record.NullRecord` on ranks other than 0).
+        ranks: this process among the run's ranks (:meth:`Ranks.single` in one process).
+        peak_flops: the device's peak FLOP/s that MFU divides by; None = no MFU.
     """
 
-    def __init__(self, cfg: Any, plan: RunPlan, backend: Backend, data: TrainData,
-                 tokenizer: Any, record: RunRecord, peak_flops: Optional[float] = None):
+    def __init__(self, cfg: RunConfig, plan: RunPlan, backend: Backend, data: TrainData,
+                 tokenizer: Any, record: RunRecord, ranks: Ranks,
+                 peak_flops: Optional[float] = None):
         self.cfg, self.plan, self.backend, self.data = cfg, plan, backend, data
+        self.ranks = ranks
         self.peak_flops = peak_flops
         self.tokenizer, self.record = tokenizer, record
         self.t = cfg.training
@@ -111,9 +109,8 @@ class TrainingLoop:
 
     def lr(self, step: int) -> float:
         s = self.cfg.scheduler
-        name = choice(s.name)
         return learning_rate_at(step, self.t.learning_rate, self.t.warmup_steps, self.t.max_steps,
-                                name, s.min_lr_ratio)
+                                s.name.value, s.min_lr_ratio)
 
     def run(self, start_step: int = 0) -> LoopResult:
         """Train to ``training.max_steps``; returns the figures for result.json.
@@ -135,7 +132,7 @@ class TrainingLoop:
                     self.validate(done)
                 if t.checkpoint_frequency > 0 and done % t.checkpoint_frequency == 0:
                     self.checkpoint(done)
-                if self._stop_requested():
+                if self.ranks.any(self._signal is not None):  # every rank stops at the same step
                     self._stop(done)
         return self.result
 
@@ -148,12 +145,18 @@ class TrainingLoop:
         plan, r = self.plan, self.result
         lr = self.lr(step)
         tick = time.perf_counter()
-        tokens = 0  # what the global batches really hold: prompt/response batches vary in length
-        for micro in range(plan.gradient_accumulation_steps):
-            batch = self.data.train_batch(step, micro, plan.global_batch_size)
-            tokens += batch.num_tokens
-            shard = batch.shard(plan.rank, plan.processes)
-            self.backend.micro_step(shard, self._loss_scale(batch, shard))
+        # Every rank draws the same global batches, so the step's scored tokens (all micro-steps,
+        # all ranks) are known here without communication; each shard's mean loss is weighted by
+        # its share of them (torchtune/torchtitan's normalisation), so batch 8 x accumulation 4
+        # and batch 32 x accumulation 1 give the same gradient on padded prompt/response data.
+        batches = [self.data.train_batch(step, micro, plan.global_batch_size)
+                   for micro in range(plan.gradient_accumulation_steps)]
+        scored = max(1, sum(b.num_scored for b in batches))
+        tokens = sum(b.num_tokens for b in batches)  # padding included: what the device computed
+        for batch in batches:
+            shard = self.ranks.shard(batch)
+            if shard.num_scored:  # a shard of only prompt/padding adds nothing (its mean is 0/0)
+                self.backend.micro_step(shard, self.ranks.world_size * shard.num_scored / scored)
         stats = self.backend.optimizer_step(lr, self._max_norm)  # the one host sync of the step
         elapsed = time.perf_counter() - tick
         done = step + 1
@@ -170,17 +173,6 @@ class TrainingLoop:
         self.record.log_metrics(done, metrics)
         r.log_s += time.perf_counter() - tick
         return stats, lr, tps
-
-    def _loss_scale(self, batch: Batch, shard: Batch) -> float:
-        """1/accumulation, times this rank's share of the micro-batch's scored tokens x ranks:
-        the ranks' average of (scale x mean shard loss) is then the token mean over the whole
-        micro-batch, as in one process (shards of padded prompt/response batches differ)."""
-        scale = 1.0 / self.plan.gradient_accumulation_steps
-        if self.plan.processes == 1:
-            return scale
-        scored = int((batch.labels != IGNORE_INDEX).sum())
-        mine = int((shard.labels != IGNORE_INDEX).sum())
-        return scale * self.plan.processes * mine / max(1, scored)
 
     @property
     def _max_norm(self) -> Optional[float]:
@@ -210,22 +202,6 @@ class TrainingLoop:
                     signal.signal(sig, handler)
 
         return _Handlers()
-
-    def _stop_requested(self) -> bool:
-        """Whether any rank caught SIGINT/SIGTERM: ranks must stop at the same step."""
-        if self.plan.processes == 1:
-            return self._signal is not None
-        import torch
-
-        from ttexp.train.ranks import all_reduce_sum
-
-        # On the backend's device: NCCL reduces CUDA tensors only.
-        flag = torch.tensor([0.0 if self._signal is None else 1.0],
-                            device=getattr(self.backend, "device", "cpu"))
-        stop = float(all_reduce_sum(flag).item()) > 0
-        if stop and self._signal is None:
-            self._signal = signal.SIGTERM  # another rank caught a signal; stop at this step too
-        return stop
 
     def _stop(self, step: int) -> None:
         name = signal.Signals(self._signal).name
@@ -263,16 +239,15 @@ class TrainingLoop:
     def validate(self, step: int) -> float:
         """Validation loss and perplexity, plus one sample per prompt, recorded at ``step``."""
         tick = time.perf_counter()
-        plan = self.plan
-        batches = self.data.val_batches(self.t.validation_batch_size or plan.global_batch_size,
+        batches = self.data.val_batches(self.t.validation_batch_size or self.plan.global_batch_size,
                                         self.t.validation_batches)
-        loss = self.backend.evaluate(b.shard(plan.rank, plan.processes) for b in batches)
+        loss = self.backend.evaluate(self.ranks.shard(b) for b in batches)
         if not math.isfinite(loss):
             raise Diverged(f"Validation loss at step {step} is {loss}. The last good checkpoint is "
                            f"{self.result.last_checkpoint or 'none'}. Lower training.learning_rate "
                            "or raise training.warmup_steps.")
         samples = []
-        for prompt in self.cfg.generation.prompts if plan.rank == 0 else []:
+        for prompt in self.cfg.generation.prompts if self.ranks.is_main else []:
             text = self.data.format_prompt(prompt)
             ids = self.backend.generate(self.tokenizer.encode(text), self.sampling)
             samples.append((text, self.tokenizer.decode(ids)))
@@ -297,12 +272,11 @@ class TrainingLoop:
         state = {
             "step": step,
             "data_position": {"step": step, "micro_step": 0, "seed": self.t.seed},
-            "scheduler": {"name": choice(self.cfg.scheduler.name),
-                          "step": step},
+            "scheduler": {"name": self.cfg.scheduler.name.value, "step": step},
             "val_loss": val,
             "loop": {k: v for k, v in asdict(r).items() if k != "last_checkpoint"},
         }
-        if self.plan.rank == 0:  # weights and optimizer state are identical on every rank
+        if self.ranks.is_main:  # weights and optimizer state are identical on every rank
             path = self.checkpoints.save(step, self.backend, state, val)
         else:
             path = self.checkpoints.dir / f"step_{step}"

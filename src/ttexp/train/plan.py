@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 from ttexp.backends.detect import ttml_device_status, ttml_status
 from ttexp.errors import BackendUnavailable
 from ttexp.models.spec import ModelSpec, ParamBreakdown, flops_per_token, param_breakdown
-from ttexp.config.schema import choice
+from ttexp.config.schema import RunConfig
 from ttexp.config.validate import data_parallel_size
+from ttexp.train.ranks import Ranks
 
 log = logging.getLogger("ttexp")
 
@@ -43,7 +44,6 @@ class RunPlan:
     params: ParamBreakdown
     processes: int = 1
     """torch ranks sharing the data-parallel devices (1 = one process runs every shard)."""
-    rank: int = 0
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -54,7 +54,7 @@ class RunPlan:
     def to_dict(self) -> dict[str, Any]:
         """The plan for result.json (model spec and parameter counts summarised)."""
         d = asdict(self)
-        d.pop("spec"), d.pop("params"), d.pop("rank")
+        d.pop("spec"), d.pop("params")
         d["num_parameters"] = self.params.total
         return d
 
@@ -84,10 +84,10 @@ def choose_backend(requested: str, mesh_shape: list[int] | None = None) -> tuple
     return "torch", f"backend=auto: {why}, so torch"
 
 
-def torch_processes(cfg: Any, dp: int) -> int:
+def torch_processes(cfg: RunConfig, dp: int) -> int:
     """Ranks for the torch backend: ``hardware.processes`` if set, else one per CUDA device when
     the machine has at least ``dp`` of them (and no single device was requested), else 1."""
-    if cfg.hardware.get("processes") is not None:
+    if cfg.hardware.processes is not None:
         return int(cfg.hardware.processes)
     if dp > 1 and not cfg.device:
         import torch
@@ -97,25 +97,39 @@ def torch_processes(cfg: Any, dp: int) -> int:
     return 1
 
 
-def make_plan(cfg: Any) -> RunPlan:
-    """Compute the plan from a validated config (see :func:`ttexp.config.validate.validate_config`).
+def make_plan(cfg: RunConfig, ranks: Optional[Ranks] = None) -> RunPlan:
+    """Compute the plan from a validated config, once per process (the runner and each worker
+    rank), and hand it down; tasks and the loop only read it.
 
-    In a worker process the rank comes from :func:`ttexp.train.ranks.current`."""
-    from ttexp.train.ranks import current
+    Args:
+        cfg: the validated run config.
+        ranks: this process among the run's ranks; a rank started by the launcher always runs
+            torch, and the launcher decides how many ranks there are (torchrun may start more
+            than the config says).
 
-    backend, reason = choose_backend(choice(cfg.backend),
-                                     [int(n) for n in cfg.hardware.mesh_shape])
+    Raises:
+        BackendUnavailable: ``backend=ttml`` was asked for and cannot run here.
+    """
+    ranks = ranks or Ranks.single()
+    mesh = [int(n) for n in cfg.hardware.mesh_shape]
+    if ranks.enabled:
+        backend, reason = "torch", f"rank {ranks.rank} of {ranks.world_size} torch ranks"
+    else:
+        backend, reason = choose_backend(cfg.backend.value, mesh)
     spec = ModelSpec.from_config(cfg.model)
     t = cfg.training
-    mesh = [int(n) for n in cfg.hardware.mesh_shape]
     dp = data_parallel_size(cfg.hardware)
     effective = t.batch_size * t.gradient_accumulation_steps
+    if ranks.enabled:
+        processes = ranks.world_size
+    else:
+        processes = torch_processes(cfg, dp) if backend == "torch" else 1
     return RunPlan(
         backend=backend,
         backend_reason=reason,
         hardware=cfg.hardware.name,
         mesh_shape=mesh,
-        num_devices=mesh[0] * mesh[1],
+        num_devices=cfg.hardware.num_devices,
         data_parallel_size=dp,
         global_batch_size=t.batch_size,
         micro_batch_size=t.batch_size // dp,
@@ -127,10 +141,7 @@ def make_plan(cfg: Any) -> RunPlan:
         flops_per_token=flops_per_token(spec, spec.max_seq_len),
         spec=spec,
         params=param_breakdown(spec),
-        # In a worker the launcher decides (torchrun may start more ranks than the config says).
-        processes=(current().world_size if current().enabled
-                   else torch_processes(cfg, dp) if backend == "torch" else 1),
-        rank=current().rank,
+        processes=processes,
     )
 
 

@@ -1,154 +1,114 @@
-"""Multi-process data parallelism for the torch backend, on ``torch.distributed``.
+"""The ranks of one run, behind one object: who this process is, its share of each batch, and the
+few collectives a run needs. In one process every method is a no-op.
 
-The controller (the one process that ran Hydra) writes ``resolved.yaml`` into the run directory
-and starts N ranks with torchrun's elastic launcher (``torch.distributed.launcher``, the engine of
-``torchrun --standalone``). Each rank runs ``python -m ttexp.worker RUN_DIR``: it reads that file
-(never Hydra), joins the process group (gloo on CPU, NCCL on CUDA), takes its rows of every global
-batch, and averages gradients and loss figures with the others. Only rank 0 writes the record.
-If one rank dies, the launcher stops the others and the controller reports the failure.
+    ranks = Ranks.single()                  # one process (the default everywhere)
+    ranks = Ranks.join("cpu")               # a rank started by the launcher (ttexp.train.launch)
 
-Multi-machine runs: start ``python -m ttexp.worker RUN_DIR`` under ``torchrun --nnodes ...`` on each
-machine yourself (README, "Several processes and machines"); that path is not tested here.
+The loop asks ``ranks.shard(batch)``, ``ranks.any(flag)`` and ``ranks.is_main``; the torch backend
+asks ``ranks.sum_(tensor)`` to average gradients and sum validation figures. Nothing else in ttexp
+reads a rank from global state or imports ``torch.distributed``.
 """
 
 from __future__ import annotations
 
 import datetime
-import logging
 import os
-import sys
-import uuid
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
-log = logging.getLogger("ttexp")
+from ttexp.data.batch import Batch
 
 COLLECTIVE_TIMEOUT = datetime.timedelta(minutes=10)
 """Upper bound on a collective; a rank that stops answering fails the run instead of hanging it."""
 
 
 @dataclass(frozen=True)
-class DistContext:
+class Ranks:
     """Where this process sits among the ranks of one run.
 
     Attributes:
         rank: 0 .. world_size - 1; rank 0 writes the record.
         world_size: processes taking part (1 = no torch.distributed at all).
         local_rank: index on this machine (picks the CUDA device).
+        device: where collective tensors live ('cpu' for gloo, 'cuda:K' for NCCL, which reduces
+            CUDA tensors only).
     """
 
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    device: str = "cpu"
+
+    @classmethod
+    def single(cls) -> "Ranks":
+        """One process: no process group, every collective is the identity."""
+        return cls()
+
+    @classmethod
+    def join(cls, device_type: str) -> "Ranks":
+        """Join the process group described by the launcher's environment (RANK, WORLD_SIZE,
+        LOCAL_RANK): gloo for 'cpu', NCCL for 'cuda' (and select this rank's GPU).
+
+        Raises:
+            RuntimeError: the environment has no rank information (not started by a launcher).
+        """
+        import torch
+        import torch.distributed as dist
+
+        if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+            raise RuntimeError("ttexp.worker must be started by a launcher (RANK/WORLD_SIZE unset).")
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        device = f"cuda:{local}" if device_type == "cuda" else "cpu"
+        if device_type == "cuda":
+            torch.cuda.set_device(local)
+        dist.init_process_group("nccl" if device_type == "cuda" else "gloo", timeout=COLLECTIVE_TIMEOUT)
+        return cls(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), local, device)
 
     @property
     def is_main(self) -> bool:
+        """Rank 0: the one that writes the record, samples and checkpoints."""
         return self.rank == 0
 
     @property
     def enabled(self) -> bool:
+        """More than one process takes part."""
         return self.world_size > 1
 
+    def shard(self, batch: Batch) -> Batch:
+        """This rank's contiguous block of rows of a global ``batch`` (the whole batch in one
+        process); see :meth:`ttexp.data.batch.Batch.rows`."""
+        return batch.rows(self.rank, self.world_size) if self.enabled else batch
 
-_CURRENT = DistContext()
+    def sum_(self, values: Any) -> Any:
+        """Sum a tensor over all ranks, in place, and return it (identity in one process).
+        The tensor must live on :attr:`device`."""
+        if self.enabled:
+            import torch.distributed as dist
 
+            dist.all_reduce(values, op=dist.ReduceOp.SUM)
+        return values
 
-def current() -> DistContext:
-    """The context of this process (single-process unless :func:`init_worker` ran)."""
-    return _CURRENT
+    def any(self, flag: bool) -> bool:
+        """True when ``flag`` is true on at least one rank (a stop request: all ranks must stop at
+        the same step). One small all-reduce; no communication in one process."""
+        if not self.enabled:
+            return flag
+        import torch
 
+        return float(self.sum_(torch.tensor([1.0 if flag else 0.0], device=self.device)).item()) > 0
 
-def init_worker(device_type: str) -> DistContext:
-    """Join the process group described by torchrun's environment (RANK, WORLD_SIZE, ...).
+    def barrier(self) -> None:
+        """Wait for every rank (a no-op in one process); a dead rank makes it fail, not hang long."""
+        if self.enabled:
+            import torch.distributed as dist
 
-    Args:
-        device_type: 'cpu' (gloo) or 'cuda' (NCCL).
+            if dist.is_initialized():
+                dist.barrier()
 
-    Raises:
-        RuntimeError: the environment has no rank information (not started by the launcher).
-    """
-    import torch
-    import torch.distributed as dist
+    def close(self) -> None:
+        """Leave the process group (a no-op in one process)."""
+        if self.enabled:
+            import torch.distributed as dist
 
-    global _CURRENT
-    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
-        raise RuntimeError("ttexp.worker must be started by the launcher (RANK/WORLD_SIZE unset).")
-    ctx = DistContext(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]),
-                      int(os.environ.get("LOCAL_RANK", "0")))
-    backend = "nccl" if device_type == "cuda" else "gloo"
-    if device_type == "cuda":
-        torch.cuda.set_device(ctx.local_rank)
-    dist.init_process_group(backend, timeout=COLLECTIVE_TIMEOUT)
-    _CURRENT = ctx
-    return ctx
-
-
-def shutdown() -> None:
-    """Leave the process group (a no-op in a single process)."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
-
-
-def signal_name(signum: Any) -> str:
-    import signal
-
-    try:
-        return signal.Signals(int(signum)).name
-    except (ValueError, TypeError):
-        return str(signum)
-
-
-def barrier() -> None:
-    """Wait for every rank (a no-op in one process); a dead rank makes it fail, not hang long."""
-    import torch.distributed as dist
-
-    if current().enabled and dist.is_initialized():
-        dist.barrier()
-
-
-def all_reduce_sum(values: Any) -> Any:
-    """Sum a tensor over all ranks in place (identity in a single process)."""
-    import torch.distributed as dist
-
-    if current().enabled:
-        dist.all_reduce(values, op=dist.ReduceOp.SUM)
-    return values
-
-
-class LaunchInterrupted(Exception):
-    """The controller got SIGINT/SIGTERM; the launcher passed it on to the ranks, which saved a
-    checkpoint and stopped (within the launcher's grace period)."""
-
-
-def launch(run_dir: Path, nprocs: int) -> Optional[str]:
-    """Start ``nprocs`` ranks of ``python -m ttexp.worker run_dir`` on this machine and wait.
-
-    Returns None when every rank exited 0, else a one-line description of the first failure
-    (which rank, its exit code or signal). The launcher stops the surviving ranks when one fails.
-
-    Raises:
-        LaunchInterrupted: this process was sent SIGINT or SIGTERM (names the signal).
-    """
-    from torch.distributed.elastic.multiprocessing.api import SignalException
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
-
-    logging.getLogger("torch.distributed.elastic").setLevel(logging.ERROR)
-    config = LaunchConfig(
-        min_nodes=1, max_nodes=1, nproc_per_node=nprocs, run_id=f"ttexp-{uuid.uuid4().hex[:8]}",
-        rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.1,
-        start_method="spawn",
-    )
-    try:
-        elastic_launch(config, sys.executable)("-u", "-m", "ttexp.worker", str(run_dir))
-    except SignalException as exc:
-        raise LaunchInterrupted(signal_name(exc.sigval)) from None
-    except ChildFailedError as exc:
-        rank, failure = exc.get_first_failure()
-        how = (f"was killed by signal {failure.signal_name()}" if failure.exitcode < 0
-               else f"exited with code {failure.exitcode}")
-        return f"rank {rank} (pid {failure.pid}) {how}; the other ranks were stopped"
-    return None
+            if dist.is_available() and dist.is_initialized():
+                dist.destroy_process_group()

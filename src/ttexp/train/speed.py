@@ -84,7 +84,7 @@ def cpu_peak_flops(dtype_name: str, cache_dir: Optional[Path] = None) -> float:
         return float(cached[key])
     peak = measure_cpu_matmul_peak(dtype_name)
     cached[key] = peak
-    from ttexp.record.run_record import write_text_atomic
+    from ttexp.files import write_text_atomic
 
     try:
         write_text_atomic(path, json.dumps(cached, indent=2))

@@ -1,59 +1,88 @@
-"""Pieces shared by the training tasks: the schedule summary, loop figures, the final model."""
+"""What every training task shares once its inputs are built: the start-up block, resume, the
+loop, the final model and the closing block (:func:`train_and_record`)."""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
+from omegaconf import OmegaConf
+
+from ttexp.backends.base import Backend
+from ttexp.config.schema import RunConfig
+from ttexp.errors import CheckpointError
 from ttexp.record.run_record import RunRecord
-from ttexp.config.schema import choice
+from ttexp.files import write_dir_atomic
+from ttexp.train.checkpoint import CONFIG_NAME, TRAINER_STATE_NAME, continuation_differences, load_checkpoint, model_mismatches, newest_valid_checkpoint, verify_checkpoint
+from ttexp.train.loop import LoopResult, TrainData, TrainingLoop
+from ttexp.train.plan import RunPlan, plan_lines
+from ttexp.train.ranks import Ranks
+from ttexp.train.speed import peak_flops_for, peak_memory_bytes, reset_peak_memory, speed_figures
 
 log = logging.getLogger("ttexp")
 
 
-def train_and_record(cfg: Any, record: RunRecord, plan: Any, backend: Any, data: Any,
-                     tokenizer: Any, num_params: int, data_lines: list[str],
-                     model_lines: Optional[list[str]] = None,
-                     save_final: Optional[Callable[[Path], Path]] = None,
-                     title: Optional[str] = None, closing_lines: Sequence[str] = ()) -> None:
+@dataclass
+class TrainingInputs:
+    """What a training task built for :func:`train_and_record`.
+
+    Attributes:
+        backend: the backend with its model and optimizer built.
+        data: training and validation batches.
+        tokenizer: encodes validation prompts and decodes samples; saved with the final model.
+        num_params: parameters of the built model (scalars).
+        data_lines: what to print about the data at start-up.
+        model_lines: what to print about the model (default: the plan's parameter breakdown).
+        save_final: writes ``final_model/`` given its path (default: :func:`save_final_model`).
+        title: the curves' title (default: run name, model, hardware).
+        closing_lines: printed after the lessons' closing lines.
+    """
+
+    backend: Backend
+    data: TrainData
+    tokenizer: Any
+    num_params: int
+    data_lines: list[str]
+    model_lines: Optional[list[str]] = None
+    save_final: Optional[Callable[[Path], Path]] = None
+    title: Optional[str] = None
+    closing_lines: Sequence[str] = ()
+
+
+def train_and_record(cfg: RunConfig, plan: RunPlan, ranks: Ranks, record: RunRecord,
+                     inputs: TrainingInputs) -> None:
     """The part every training task shares, after its model and data are built: print the plan,
     resume if asked, run the loop, save ``final_model/`` and the curves, print the lessons' lines.
-
-    Args:
-        model_lines: what to print about the model (default: the parameter breakdown).
-        save_final: writes ``final_model/`` given its path (default: :func:`save_final_model`).
-        title: the curves' title. closing_lines: printed after the lessons' closing lines.
 
     Raises:
         CheckpointError: ``resume`` names a damaged or mismatched checkpoint.
         Diverged, Interrupted: from the loop (the record is updated first).
     """
-    from ttexp.train.loop import TrainingLoop
-
+    backend = inputs.backend
+    model_lines = inputs.model_lines
     if model_lines is None:
         model_lines = [f"Model {plan.spec.name}:"] + [
             f"  {line}" for line in plan.params.lines(plan.spec.tie_word_embeddings)]
-    _log_start(cfg, record, plan, backend, num_params, model_lines + data_lines)
-    loop = TrainingLoop(cfg, plan, backend, data, tokenizer, record,
-                        peak_flops=_speed_setup(record, plan, backend))
+    _log_start(cfg, record, plan, backend, inputs.num_params, model_lines + inputs.data_lines)
+    loop = TrainingLoop(cfg, plan, backend, inputs.data, inputs.tokenizer, record, ranks,
+                        peak_flops=_speed_setup(record, plan, backend, ranks))
     start_step = resume_if_requested(cfg, loop, backend, record)
     try:
         loop.run(start_step)
     finally:
         record_loop(record, loop.result)
-        curves = record.plot(title or f"{cfg.name}: {plan.spec.name} on {plan.hardware}")
-    final_dir = (save_final or (lambda d: save_final_model(d, backend, tokenizer)))(
-        record.dir / "final_model")
-    _log_end(record, loop.result, final_dir, curves, closing_lines)
+        curves = record.plot(inputs.title or f"{cfg.name}: {plan.spec.name} on {plan.hardware}")
+    save = inputs.save_final or (lambda d: save_final_model(d, backend, inputs.tokenizer))
+    final_dir = save(record.dir / "final_model")
+    _log_end(record, loop.result, final_dir, curves, inputs.closing_lines)
     record.update(final_model=str(final_dir), curves=str(curves) if curves else None)
 
 
-def _log_start(cfg: Any, record: RunRecord, plan: Any, backend: Any, num_params: int,
+def _log_start(cfg: RunConfig, record: RunRecord, plan: RunPlan, backend: Backend, num_params: int,
                lines: list[str]) -> None:
     """The start-up block: device plan, model, data, schedule; the plan goes into result.json."""
-    from ttexp.train.plan import plan_lines
-
     for line in plan_lines(plan, backend.device_name, backend.precision_name) + lines:
         log.info("%s", line)
     log_schedule(cfg, plan)
@@ -61,12 +90,10 @@ def _log_start(cfg: Any, record: RunRecord, plan: Any, backend: Any, num_params:
                   precision=backend.precision_name, plan=plan.to_dict(), num_parameters=num_params)
 
 
-def _speed_setup(record: RunRecord, plan: Any, backend: Any) -> Optional[float]:
+def _speed_setup(record: RunRecord, plan: RunPlan, backend: Backend, ranks: Ranks) -> Optional[float]:
     """Reset the peak-memory counter and find the peak FLOP/s that MFU is measured against."""
-    from ttexp.train.speed import peak_flops_for, reset_peak_memory
-
     reset_peak_memory(backend.device_name)  # a sweep's jobs share a process: count this run only
-    if plan.rank == 0:
+    if ranks.is_main:
         peak, source = peak_flops_for(plan.backend, plan.hardware, backend.device_name,
                                       backend.precision_name, plan.processes)
     else:  # only rank 0 reports; other ranks measuring a CPU at the same time would skew it
@@ -77,15 +104,15 @@ def _speed_setup(record: RunRecord, plan: Any, backend: Any) -> Optional[float]:
     return peak
 
 
-def _log_end(record: RunRecord, res: Any, final_dir: Path, curves: Optional[Path],
+def _log_end(record: RunRecord, res: LoopResult, final_dir: Path, curves: Optional[Path],
              closing_lines: Sequence[str]) -> None:
     """The closing block: throughput, then the lessons' lines (ct6 greps for them)."""
     r = record.result
-    mfu = f", MFU {r['mfu']:.1%}" if r.get("mfu") is not None else ""
+    mfu = f", MFU {r.mfu:.1%}" if r.mfu is not None else ""
     log.info("Throughput: %s tokens/s, %.2f TFLOP/s%s over %.1f s of training "
              "(validation %.1f s, checkpoints %.1f s, logging %.1f s); peak memory %.0f MiB",
-             f"{res.tokens_per_s:,.0f}", r.get("achieved_flops_per_s", 0) / 1e12, mfu, res.train_s,
-             res.eval_s, res.checkpoint_s, res.log_s, r.get("peak_memory_bytes", 0) / 2**20)
+             f"{res.tokens_per_s:,.0f}", (r.achieved_flops_per_s or 0) / 1e12, mfu, res.train_s,
+             res.eval_s, res.checkpoint_s, res.log_s, (r.peak_memory_bytes or 0) / 2**20)
     if res.final_train_loss is not None:
         log.info("Final training loss: %.4f", res.final_train_loss)
     if res.final_val_loss is not None:
@@ -98,7 +125,7 @@ def _log_end(record: RunRecord, res: Any, final_dir: Path, curves: Optional[Path
         log.info("%s", line)
 
 
-def resume_if_requested(cfg: Any, loop: Any, backend: Any, record: RunRecord) -> int:
+def resume_if_requested(cfg: RunConfig, loop: TrainingLoop, backend: Backend, record: RunRecord) -> int:
     """Apply ``resume`` (auto | checkpoint dir | run dir); return the step to start from.
 
     ``auto`` looks in this run's own ``checkpoints/`` and falls back past damaged checkpoints;
@@ -107,19 +134,6 @@ def resume_if_requested(cfg: Any, loop: Any, backend: Any, record: RunRecord) ->
     Raises:
         CheckpointError: the path holds no valid checkpoint, or one trained with another model.
     """
-    from omegaconf import OmegaConf
-
-    from ttexp.train.checkpoint import (
-        CONFIG_NAME,
-        TRAINER_STATE_NAME,
-        CheckpointError,
-        continuation_differences,
-        load_checkpoint,
-        model_mismatches,
-        newest_valid_checkpoint,
-        verify_checkpoint,
-    )
-
     if not cfg.resume:
         return 0
     if cfg.resume == "auto":
@@ -162,9 +176,10 @@ def resume_if_requested(cfg: Any, loop: Any, backend: Any, record: RunRecord) ->
     return start
 
 
-def log_schedule(cfg: Any, plan: Any) -> None:
+def log_schedule(cfg: RunConfig, plan: RunPlan) -> None:
+    """The start-up lines about the schedule, validation and checkpoint cadence."""
     t = cfg.training
-    name = choice(cfg.scheduler.name)
+    name = cfg.scheduler.name.value
     clip = f"clip {t.clip_grad_norm_max_norm}" if t.use_clip_grad_norm else "no clipping"
     log.info("Training: %s steps, lr %g (%s, warmup %d), weight decay %g, %s, seed %d",
              f"{t.max_steps:,}", t.learning_rate, name, t.warmup_steps, t.weight_decay, clip, t.seed)
@@ -173,14 +188,13 @@ def log_schedule(cfg: Any, plan: Any) -> None:
              t.validation_frequency or "end", t.checkpoint_frequency or "end", f"{epochs:,.0f}")
 
 
-def record_loop(record: RunRecord, res: Any) -> None:
-    from ttexp.train.speed import peak_memory_bytes, speed_figures
-
-    speed = speed_figures(res.tokens_per_s, record.result.get("flops_per_token") or 0,
-                          record.result.get("peak_flops"))
+def record_loop(record: RunRecord, res: LoopResult) -> None:
+    """The loop's figures (losses, tokens, times, MFU, peak memory) into result.json."""
+    speed = speed_figures(res.tokens_per_s, record.result.flops_per_token or 0,
+                          record.result.peak_flops)
     record.update(
         achieved_flops_per_s=round(speed["achieved_flops_per_s"], 1), mfu=speed["mfu"],
-        peak_memory_bytes=peak_memory_bytes(record.result.get("device") or "cpu"),
+        peak_memory_bytes=peak_memory_bytes(record.result.device or "cpu"),
         log_s=round(res.log_s, 3),
         steps_done=res.steps_done, final_train_loss=res.final_train_loss,
         final_val_loss=res.final_val_loss, best_val_loss=res.best_val_loss,
@@ -190,13 +204,11 @@ def record_loop(record: RunRecord, res: Any) -> None:
     )
 
 
-def save_final_model(directory: Path, backend: Any, tokenizer: Any,
+def save_final_model(directory: Path, backend: Backend, tokenizer: Any,
                      extra: Optional[Callable[[Path], None]] = None) -> Path:
     """final_model/: a transformers model directory (config, safetensors, tokenizer), written
     atomically; ``extra(tmp)`` adds a task's own files before the directory appears."""
     from transformers.utils import logging as hf_logging
-
-    from ttexp.train.checkpoint import write_dir_atomic
 
     hf_logging.disable_progress_bar()  # its shard bar would break up the console's last lines
     hf_tok = tokenizer.to_transformers() if hasattr(tokenizer, "to_transformers") else tokenizer

@@ -1,0 +1,61 @@
+"""Atomic writes: a reader sees the old file or directory, or the new one, never half of either."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary sibling and a rename; creates the parent
+    directory.
+
+    Raises:
+        OSError: the directory cannot be written (the old file, if any, is untouched).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write ``obj`` as JSON atomically (serialised first: a NaN raises ValueError before any file
+    exists; other objects are written as their ``str``)."""
+    write_text_atomic(path, json.dumps(obj, indent=2, default=str, allow_nan=False) + "\n")
+
+
+def write_dir_atomic(final: Path, fill: Callable[[Path], None]) -> Path:
+    """Create ``final`` by calling ``fill(tmp)`` on a temporary sibling, then renaming it.
+
+    An existing ``final`` is replaced. If ``fill`` raises, the temporary directory is removed and
+    the error propagates; ``final`` is untouched.
+    """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".tmp-{final.name}-"))
+    os.chmod(tmp, 0o755)
+    try:
+        fill(tmp)
+        if final.exists():
+            old = final.with_name(f".old-{final.name}")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
