@@ -36,8 +36,8 @@ def corpus() -> Path:
     return shakespeare()
 
 
-def compose_cfg(overrides: list[str], output_dir: Path | None = None):
-    """Compose the real config (no Hydra run), with name and output_dir made concrete."""
+def compose_raw(overrides: list[str], output_dir: Path | None = None):
+    """Compose the real config (no Hydra run) as a DictConfig, name and output_dir made concrete."""
     register_configs()
     with initialize_config_module(config_module="ttexp.conf", version_base="1.3"):
         cfg = compose(config_name="config", overrides=overrides)
@@ -45,6 +45,13 @@ def compose_cfg(overrides: list[str], output_dir: Path | None = None):
         cfg.name = "test"
         cfg.output_dir = str(output_dir) if output_dir else "unused"
     return cfg
+
+
+def compose_cfg(overrides: list[str], output_dir: Path | None = None):
+    """The composed config as a run sees it: the schema's dataclasses (a RunConfig)."""
+    from ttexp.config.convert import to_run_config
+
+    return to_run_config(compose_raw(overrides, output_dir))
 
 
 @pytest.fixture

@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from ttexp.config.schema import DataConfig
+
 from ttexp.data.corpus import cache_dir, resolve_corpus, sha256_of
 from ttexp.data.text import TextData, tokenize_corpus
 from ttexp.errors import DataError
@@ -15,7 +17,8 @@ SHA = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 
 
 def data_cfg(**kw):
-    return {"path": None, "filename": "tinyshakespeare.txt", "url": None, "sha256": SHA, **kw}
+    return DataConfig(**{"name": "shakespeare", "path": None, "filename": "tinyshakespeare.txt",
+                         "url": None, "sha256": SHA, **kw})
 
 
 def test_shakespeare_split_matches_nanogpt(corpus):
@@ -53,7 +56,7 @@ def test_validation_windows_are_fixed_and_cover_the_split_once():
 def test_shard_takes_its_rows():
     tokens = np.arange(1000, dtype=np.int64)
     b = TextData(tokens, 8, 0.1, 0).train_batch(0, 0, 4)
-    assert np.array_equal(np.concatenate([b.shard(0, 2).inputs, b.shard(1, 2).inputs]), b.inputs)
+    assert np.array_equal(np.concatenate([b.rows(0, 2).inputs, b.rows(1, 2).inputs]), b.inputs)
 
 
 def test_corpus_shorter_than_one_sequence_is_a_clear_error():

@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
-from omegaconf import OmegaConf
 
 from conftest import compose_cfg
+from ttexp.config.convert import config_dict
 from ttexp.tools.import_config import main
 from ttexp.config.validate import validate_config
 
@@ -74,7 +74,7 @@ def convert(tmp_path: Path, monkeypatch, source: dict, name: str, capsys) -> tup
 
 
 def sections(cfg, *names):
-    return {n: OmegaConf.to_container(cfg[n], resolve=True) for n in names}
+    return {n: config_dict(getattr(cfg, n)) for n in names}
 
 
 def test_nano_trickster_equals_our_preset(tmp_path, monkeypatch, capsys):

@@ -9,7 +9,10 @@ import pytest
 
 from conftest import compose_cfg
 from ttexp.data.batch import IGNORE_INDEX, Batch
-from ttexp.train.loop import Diverged, TrainingLoop
+from ttexp.backends.base import StepStats
+from ttexp.errors import Diverged
+from ttexp.train.loop import TrainingLoop
+from ttexp.train.ranks import Ranks
 from ttexp.train.plan import make_plan
 from ttexp.record.run_record import NullRecord
 
@@ -30,11 +33,37 @@ class OneBatch:
         return prompt
 
 
-def loop_for(tmp_path, backend, processes=1, rank=0, *overrides):
+# Two micro-batches of padded prompt/response data: 3 + 1 scored tokens, then 2 + 0.
+LABELS = [np.array([[1, 2, 3, IGNORE_INDEX], [4, IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX]]),
+          np.array([[5, 6, IGNORE_INDEX, IGNORE_INDEX], [IGNORE_INDEX] * 4])]
+TOKEN_LOSS = {1: 1.0, 2: 2.0, 3: 3.0, 4: 10.0, 5: 4.0, 6: 6.0}  # a loss per scored label
+
+
+class PaddedPairs(OneBatch):
+    def train_batch(self, step, micro_step, batch_size):
+        labels = LABELS[micro_step]
+        return Batch(np.zeros_like(labels), labels)
+
+
+class Recorder:
+    """Stands in for a backend: the loss it back-propagates is (shard mean) x loss_scale."""
+
+    def __init__(self):
+        self.step_loss = 0.0
+
+    def micro_step(self, batch, loss_scale):
+        scored = [TOKEN_LOSS[int(x)] for x in batch.labels.ravel() if x != IGNORE_INDEX]
+        self.step_loss += float(np.mean(scored)) * loss_scale
+
+    def optimizer_step(self, lr, max_grad_norm):
+        loss, self.step_loss = self.step_loss, 0.0
+        return StepStats(loss=loss, grad_norm=1.0)
+
+
+def loop_for(tmp_path, backend, ranks=None, data=None, *overrides):
     cfg = compose_cfg(["training.warmup_steps=0", "training.max_steps=10", *overrides], tmp_path)
-    plan = make_plan(cfg)
-    plan.processes, plan.rank = processes, rank
-    return TrainingLoop(cfg, plan, backend, OneBatch(), None, NullRecord(tmp_path))
+    return TrainingLoop(cfg, make_plan(cfg), backend, data or OneBatch(), None, NullRecord(tmp_path),
+                        ranks or Ranks.single())
 
 
 def test_a_nan_validation_loss_stops_the_run_as_diverged(tmp_path):
@@ -42,24 +71,19 @@ def test_a_nan_validation_loss_stops_the_run_as_diverged(tmp_path):
         loop_for(tmp_path, NaNValidation()).validate(3)
 
 
-def test_ranks_weight_their_loss_by_their_share_of_scored_tokens(tmp_path):
-    """Two ranks: rank 0 holds 3 scored tokens, rank 1 holds 1 (the rest is padding). The mean of
-    (scale x shard mean) over the ranks must equal the token mean over the whole micro-batch."""
-    labels = np.array([[1, 2, 3, IGNORE_INDEX], [4, IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX]])
-    batch = Batch(np.zeros_like(labels), labels)
-    token_loss = np.array([[1.0, 2.0, 3.0, 0.0], [10.0, 0.0, 0.0, 0.0]])
-    combined = 0.0
-    for rank in (0, 1):
-        loop = loop_for(tmp_path, NaNValidation(), 2, rank, "training.gradient_accumulation_steps=1")
-        shard = batch.shard(rank, 2)
-        mask = shard.labels != IGNORE_INDEX
-        shard_mean = token_loss[rank][mask[0]].mean()
-        combined += loop._loss_scale(batch, shard) * shard_mean / 2  # the all-reduce average
-    assert combined == pytest.approx((1 + 2 + 3 + 10) / 4)
-    assert not math.isclose(combined, (2.0 + 10.0) / 2)  # the naive mean of the ranks' means
+TOKEN_MEAN = (1 + 2 + 3 + 10 + 4 + 6) / 6
 
 
-def test_one_process_scale_is_one_over_accumulation(tmp_path):
-    loop = loop_for(tmp_path, NaNValidation(), 1, 0, "training.gradient_accumulation_steps=4")
-    b = Batch(np.zeros((2, 2), dtype=np.int64), np.ones((2, 2), dtype=np.int64))
-    assert loop._loss_scale(b, b) == 0.25
+@pytest.mark.parametrize("world_size", [1, 2])
+def test_the_step_loss_is_the_mean_over_every_scored_token_of_the_step(tmp_path, world_size):
+    """The loss of a step is normalised by the scored tokens of all its micro-steps and ranks
+    (rank 1's second shard has none), not by each micro-batch or each shard on its own."""
+    losses = []
+    for rank in range(world_size):
+        loop = loop_for(tmp_path, Recorder(), Ranks(rank=rank, world_size=world_size), PaddedPairs(),
+                        "training.gradient_accumulation_steps=2", "training.batch_size=2")
+        stats, _, _ = loop.train_step(0)
+        losses.append(stats.loss)
+    assert np.mean(losses) == pytest.approx(TOKEN_MEAN)  # the ranks' all-reduce average
+    per_micro_batch = ((1 + 2 + 3 + 10) / 4 + (4 + 6) / 2) / 2  # what 1/accumulation gave
+    assert not math.isclose(TOKEN_MEAN, per_micro_batch)

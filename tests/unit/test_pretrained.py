@@ -9,12 +9,15 @@ import pytest
 from conftest import compose_cfg
 from ttexp.errors import TtexpError
 from ttexp.record.lineage import base_of, checkpoint_source
-from ttexp.models.pretrained import ORIGIN_NAME, finetune_source, load_tokenizer, sync_model_config
+from ttexp.config.convert import to_run_config
+from ttexp.models.pretrained import ORIGIN_NAME, finetune_source, load_tokenizer
+from ttexp.tasks import finetune
 
 
 def test_the_model_config_follows_the_directorys_config_json(tiny_llama_dir):
-    cfg = compose_cfg(["task=finetune", f"model.pretrained_path={tiny_llama_dir}"])
-    sync_model_config(cfg, tiny_llama_dir)
+    given = to_run_config(compose_cfg(["task=finetune", f"model.pretrained_path={tiny_llama_dir}"]))
+    cfg = finetune.resolve(given)
+    assert given.model.hidden_dim == 256  # resolving returns a new config; the given one is kept
     m = cfg.model
     assert (m.hidden_dim, m.num_layers, m.num_heads, m.num_kv_heads, m.mlp_dim, m.max_seq_len) == (32, 2, 4, 2, 64, 256)
     assert m.tie_word_embeddings is False and m.vocab_size == len(load_tokenizer(tiny_llama_dir).inner)

@@ -144,7 +144,7 @@ def test_summarize_command_by_hand(tmp_path, capsys):
 def test_resume_skips_only_the_same_completed_job(tmp_path):
     sweep = make_sweep(tmp_path, [2.0, 1.9], ["completed", "failed"])
     job0 = ["model=nano", "training.learning_rate=0.0001", "training.batch_size=8"]
-    assert completed_result(sweep / "0", job0 + ["sweep.resume=true"])["best_val_loss"] == 2.0
+    assert completed_result(sweep / "0", job0 + ["sweep.resume=true"]).best_val_loss == 2.0
     assert completed_result(sweep / "1", job0) is None  # failed: runs again
     assert completed_result(sweep / "0", job0[:2] + ["training.batch_size=32"]) is None  # other job
     assert completed_result(tmp_path / "nothing", job0) is None

@@ -7,7 +7,8 @@ import pytest
 from hydra import compose, initialize_config_module
 from hydra.errors import ConfigCompositionException
 
-from conftest import compose_cfg
+from conftest import compose_cfg, compose_raw
+from ttexp.config.convert import to_run_config
 from ttexp.config.schema import register_configs
 
 
@@ -59,7 +60,7 @@ def test_a_bad_wandb_mode_is_rejected_when_composing():
 def test_pin_devices_gives_each_sweep_job_its_own_device(backend, job, expected):
     from ttexp.sweeps.sweep import pin_job_device
 
-    cfg = compose_cfg([f"backend={backend}", "sweep.pin_devices=8"])
+    cfg = compose_raw([f"backend={backend}", "sweep.pin_devices=8"])
     assert pin_job_device(cfg, job) == expected
     if backend == "ttml":
         assert list(cfg.hardware.device_ids) == [job % 8]
@@ -72,13 +73,13 @@ def test_pin_devices_leaves_an_explicit_device_and_refuses_a_mesh():
     from ttexp.sweeps.sweep import pin_job_device
     from ttexp.config.validate import validate_config
 
-    cfg = compose_cfg(["device=cuda:3", "sweep.pin_devices=8"])
+    cfg = compose_raw(["device=cuda:3", "sweep.pin_devices=8"])
     assert pin_job_device(cfg, 1) is None and cfg.device == "cuda:3"
-    assert pin_job_device(compose_cfg(["sweep.pin_devices=null"]), 1) is None
-    mesh = compose_cfg(["hardware=n300", "sweep.pin_devices=8"])
+    assert pin_job_device(compose_raw(["sweep.pin_devices=null"]), 1) is None
+    mesh = compose_raw(["hardware=n300", "sweep.pin_devices=8"])
     assert pin_job_device(mesh, 1) is None
     with pytest.raises(ConfigError, match="gives each sweep job one device"):
-        validate_config(mesh)
+        validate_config(to_run_config(mesh))
 
 
 def test_ttml_mesh_plan_takes_device_ids():

@@ -10,11 +10,12 @@ from ttexp.backends.base import SamplingParams
 from ttexp.backends.torch_backend import TorchBackend, sample_next_token
 from ttexp.data.batch import Batch
 from ttexp.errors import TtexpError
+from ttexp.config.schema import OptimizerConfig
 from ttexp.models.spec import ModelSpec
 
 SPEC = ModelSpec(name="t", vocab_size=256, hidden_dim=32, num_layers=2, num_heads=4, num_kv_heads=2,
                  mlp_dim=64, max_seq_len=16, tie_word_embeddings=True)
-OPT = {"beta1": 0.9, "beta2": 0.95, "eps": 1e-8, "fused": None}
+OPT = OptimizerConfig(beta1=0.9, beta2=0.95, eps=1e-8, fused=None)
 
 
 def make_backend(seed=0, spec=SPEC) -> TorchBackend:

@@ -26,7 +26,7 @@ class _Tracker:
         self._event("log_validation", step, loss, samples)
 
     def finish(self, result):
-        self._event("finish", result["status"])
+        self._event("finish", result.status)
 
 
 def test_record_fans_events_out_and_drops_a_failing_tracker(tmp_path, caplog):
@@ -49,7 +49,7 @@ def test_missing_wandb_package_is_a_warning_and_no_tracker(tmp_path, monkeypatch
     cfg = compose_cfg(["logger=wandb"], tmp_path / "run")
     record = RunRecord(tmp_path / "run", cfg, [])
     attach_trackers(cfg, record)
-    assert record.trackers == [] and "wandb is not installed" in record.result["wandb"]["error"]
+    assert record.trackers == [] and "wandb is not installed" in record.result.wandb["error"]
     assert "W&B could not start" in caplog.text and 'pip install -e ".[wandb]"' in caplog.text
     record.close("completed")
 
@@ -58,7 +58,7 @@ def test_local_logger_starts_no_tracker(tmp_path):
     cfg = compose_cfg([], tmp_path / "run")
     record = RunRecord(tmp_path / "run", cfg, [])
     attach_trackers(cfg, record)
-    assert record.trackers == [] and "wandb" not in record.result
+    assert record.trackers == [] and record.result.wandb is None
     record.close("completed")
 
 

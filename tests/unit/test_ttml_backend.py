@@ -8,6 +8,8 @@ backend fed the same safetensors. What they cannot check is ttml itself: see tes
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import json
 import sys
 from pathlib import Path
@@ -24,13 +26,14 @@ from ttexp.backends.torch_backend import TorchBackend  # noqa: E402
 from ttexp.backends.ttml.backend import TtmlBackend  # noqa: E402
 from ttexp.data.batch import IGNORE_INDEX, Batch  # noqa: E402
 from ttexp.errors import BackendUnavailable  # noqa: E402
+from ttexp.config.schema import OptimizerConfig  # noqa: E402
 from ttexp.models.spec import ModelSpec  # noqa: E402
 from ttexp.models.ttml_weights import TtmlLayout  # noqa: E402
 
 SPEC = ModelSpec(name="t", vocab_size=256, hidden_dim=32, num_layers=2, num_heads=4, num_kv_heads=2,
                  mlp_dim=64, max_seq_len=32, rms_norm_eps=1e-5, tie_word_embeddings=True)
-OPT = {"beta1": 0.9, "beta2": 0.95, "eps": 1e-8, "fused": None, "use_moreh_adamw": False,
-       "use_kahan_summation": False}
+OPT = OptimizerConfig(beta1=0.9, beta2=0.95, eps=1e-8, fused=None, use_moreh_adamw=False,
+                      use_kahan_summation=False)
 
 
 def make(mesh=(1, 1), generation="B", layout=TtmlLayout(), opt=OPT, spec=SPEC, init_from=None,
@@ -131,7 +134,7 @@ def test_data_parallel_mesh_opens_with_fabric_syncs_every_step_and_matches_one_d
 
 
 def test_gen_a_api_uses_optimizer_classes_and_the_older_sync_name():
-    b = make(mesh=(1, 2), generation="A", opt={**OPT, "use_moreh_adamw": True, "use_kahan_summation": True})
+    b = make(mesh=(1, 2), generation="A", opt=replace(OPT, use_moreh_adamw=True, use_kahan_summation=True))
     assert b.api.optimizer_factory == "config_classes" and b.api.grad_sync == "synchronize_parameters"
     assert b.optimizer.kind == "MorehAdamW"
     b.micro_step(batch(), 1.0)
@@ -140,8 +143,8 @@ def test_gen_a_api_uses_optimizer_classes_and_the_older_sync_name():
 
 
 def test_moreh_and_kahan_reach_the_registry():
-    assert make(opt={**OPT, "use_moreh_adamw": True}).optimizer.kind == "MorehAdamW"
-    b = make(opt={**OPT, "use_kahan_summation": True})
+    assert make(opt=replace(OPT, use_moreh_adamw=True)).optimizer.kind == "MorehAdamW"
+    b = make(opt=replace(OPT, use_kahan_summation=True))
     assert b.optimizer.kind == "AdamWComposite" and b.optimizer.settings["kahan_summation"] is True
 
 

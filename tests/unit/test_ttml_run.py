@@ -37,8 +37,8 @@ def test_scratch_run_on_the_double_completes_and_closes_the_device(monkeypatch, 
     install(monkeypatch)
     cfg = tiny_cfg("backend=ttml")
     result = run(cfg)
-    assert result["status"] == "completed", result.get("error")
-    assert result["backend"] == "ttml" and "Tenstorrent mesh [1, 1]" in result["device"]
+    assert result.status == "completed", result.error
+    assert result.backend == "ttml" and "Tenstorrent mesh [1, 1]" in result.device
     st = dbl.state()
     assert st.closed == 1 and not st.device_open and st.steps == 4
     final = Path(cfg.output_dir) / "final_model"
@@ -52,5 +52,5 @@ def test_failed_run_still_closes_the_device(monkeypatch, tiny_cfg):
     install(monkeypatch)
     dbl.state().fail_backward = True
     result = run(tiny_cfg("backend=ttml"))
-    assert result["status"] == "failed" and "backward failed" in result["error"]
+    assert result.status == "failed" and "backward failed" in result.error
     assert dbl.state().closed == 1 and not dbl.state().device_open

@@ -11,9 +11,10 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import yaml
+from omegaconf import DictConfig, open_dict
 
 from ttexp.record.job import MULTIRUN_NAME, _bookkeeping, override_key, read_multirun
 from ttexp.record.result import RESULT_NAME, RunResult
@@ -96,7 +97,7 @@ def completed_result(run_dir: Path, overrides: list[str]) -> Optional[RunResult]
     return result
 
 
-def pin_job_device(cfg: Any, job_num: int) -> Optional[str]:
+def pin_job_device(cfg: DictConfig, job_num: int) -> Optional[str]:
     """Apply ``sweep.pin_devices`` to sweep job ``job_num`` (mutates ``cfg``); returns what was
     pinned, for the log, or None when pinning is off or the user already chose a device.
 
@@ -105,9 +106,8 @@ def pin_job_device(cfg: Any, job_num: int) -> Optional[str]:
     A mesh of more than one device is left alone here; :func:`ttexp.config.validate.validate_config`
     rejects that combination with a message when the job runs.
     """
-    from omegaconf import open_dict
 
-    n = cfg.sweep.get("pin_devices")
+    n = cfg.sweep.pin_devices
     mesh = [int(x) for x in cfg.hardware.mesh_shape]
     if not n or n < 1 or mesh[0] * mesh[1] != 1:
         return None
@@ -120,7 +120,7 @@ def pin_job_device(cfg: Any, job_num: int) -> Optional[str]:
 
     with open_dict(cfg):
         if backend == "ttml":
-            if cfg.hardware.get("device_ids") is not None:
+            if cfg.hardware.device_ids is not None:
                 return None
             cfg.hardware.device_ids = [k]
             return f"hardware.device_ids=[{k}]"

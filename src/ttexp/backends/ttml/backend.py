@@ -182,10 +182,9 @@ class TtmlBackend:
             self.load_weights(Path(init_from))
         self._set_mode(train=True)
         o = self.optimizer_cfg
-        opt = optimizer_request(self.api, lr=0.0, beta1=o["beta1"], beta2=o["beta2"], eps=o["eps"],
-                                weight_decay=self.weight_decay,
-                                use_moreh_adamw=bool(o.get("use_moreh_adamw", False)),
-                                use_kahan_summation=bool(o.get("use_kahan_summation", False)))
+        opt = optimizer_request(self.api, lr=0.0, beta1=o.beta1, beta2=o.beta2, eps=o.eps,
+                                weight_decay=self.weight_decay, use_moreh_adamw=bool(o.use_moreh_adamw),
+                                use_kahan_summation=bool(o.use_kahan_summation))
         self.optimizer = build_optimizer(opt, self.api, self.ttml, params)
         self.optimizer.zero_grad()
         log.info("ttml: %s; optimizer %s", self.api.describe(), opt.kind)
