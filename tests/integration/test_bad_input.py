@@ -28,9 +28,10 @@ def files(tmp_path_factory, corpus):
     (d / "a_file").write_text("x")
     # Weights of a model twice as wide as TINY_MODEL.
     from ttexp.backends.torch_backend import TorchBackend
+    from ttexp.config.schema import OptimizerConfig
     from ttexp.models.spec import ModelSpec
 
-    wide = TorchBackend(torch.device("cpu"), "fp32", {"beta1": 0.9, "beta2": 0.95, "eps": 1e-8}, 0.1)
+    wide = TorchBackend(torch.device("cpu"), "fp32", OptimizerConfig(beta2=0.95), 0.1)
     wide.build_model(ModelSpec(name="w", vocab_size=256, hidden_dim=64, num_layers=2, num_heads=4,
                                num_kv_heads=4, mlp_dim=64, max_seq_len=32))
     (d / "wide").mkdir()

@@ -30,5 +30,5 @@ def test_divergence_is_recorded_as_diverged(tmp_path, corpus):
                        "training.validation_frequency=0", "training.checkpoint_frequency=0"],
                       tmp_path / "run")
     r = run(cfg)
-    assert r["status"] == "diverged"
-    assert "Training diverged at step" in r["error"] and "last good checkpoint" in r["error"]
+    assert r.status == "diverged"
+    assert "Training diverged at step" in r.error and "last good checkpoint" in r.error

@@ -103,9 +103,9 @@ def test_eval_of_a_checkpoint_reproduces_the_runs_validation_loss(finetuned: Pat
     out = finetuned.parent / "eval_step10"
     result = run(compose_cfg(["task=eval", f"eval.checkpoint={finetuned / 'checkpoints/step_10'}",
                               "generation.max_new_tokens=2", "eval.questions=[Why?]"], out))
-    assert result["status"] == "completed", result["error"]
+    assert result.status == "completed", result.error
     val_at_10 = dict(zip([5, 10, 15, 20], metrics(finetuned, "val/loss")))[10]
-    assert result["final_val_loss"] == pytest.approx(val_at_10, rel=1e-5)
+    assert result.final_val_loss == pytest.approx(val_at_10, rel=1e-5)
     assert "Fine-tuned: " in (out / "eval_results.txt").read_text()  # it has a recorded base
 
 
@@ -117,7 +117,7 @@ def scratch_model(tmp_path_factory, corpus) -> Path:
     result = run(compose_cfg([f"data.path={corpus}", *model, "training.max_steps=2", "training.batch_size=2",
                               "training.warmup_steps=0", "training.validation_batches=1",
                               "generation.max_new_tokens=4"], out))
-    assert result["status"] == "completed", result["error"]
+    assert result.status == "completed", result.error
     return out / "final_model"
 
 
@@ -125,10 +125,10 @@ def test_eval_refuses_a_random_init_base_unless_asked(scratch_model: Path, tmp_p
     common = ["task=eval", f"eval.checkpoint={scratch_model}", "eval.compare_to=base",
               "eval.questions=[Hi?]", "generation.max_new_tokens=3"]
     refused = run(compose_cfg(common, tmp_path / "refused"))
-    assert refused["status"] == "failed" and "random initialisation" in refused["error"]
+    assert refused.status == "failed" and "random initialisation" in refused.error
     assert not (tmp_path / "refused" / "eval_results.txt").exists()
     allowed = run(compose_cfg([*common, "eval.allow_random_base=true"], tmp_path / "allowed"))
-    assert allowed["status"] == "completed", allowed["error"]
+    assert allowed.status == "completed", allowed.error
     text = (tmp_path / "allowed" / "eval_results.txt").read_text()
     assert "\nModel: " in text and "\nBase (random init): " in text  # a scratch model is no fine-tune
 
@@ -137,8 +137,8 @@ def test_finetune_from_a_scratch_trained_byte_model(scratch_model: Path, tmp_pat
     out = tmp_path / "ft"
     result = run(compose_cfg([*FINETUNE, "training.max_steps=4", "training.validation_frequency=4",
                               "training.checkpoint_frequency=0", f"init_from={scratch_model}"], out))
-    assert result["status"] == "completed", result["error"]
-    assert result["base_model"] == str(scratch_model.resolve())
+    assert result.status == "completed", result.error
+    assert result.base_model == str(scratch_model.resolve())
     config = json.loads((out / "final_model/config.json").read_text())
     assert config["eos_token_id"] == 4 and config["hidden_size"] == 32  # shape from the weights
     assert json.loads((out / "final_model" / ORIGIN_NAME).read_text())["eos_token_id"] == 4
@@ -153,5 +153,5 @@ def test_eval_scores_the_finetunes_own_held_out_split(tmp_path: Path, tiny_llama
     assert proc.returncode == 0, proc.stdout + proc.stderr
     result = run(compose_cfg(["task=eval", f"eval.checkpoint={out / 'final_model'}",
                               "generation.max_new_tokens=2", "eval.questions=[Why?]"], tmp_path / "ev"))
-    assert result["status"] == "completed", result["error"]
-    assert result["final_val_loss"] == pytest.approx(metrics(out, "val/loss")[-1], rel=1e-5)
+    assert result.status == "completed", result.error
+    assert result.final_val_loss == pytest.approx(metrics(out, "val/loss")[-1], rel=1e-5)

@@ -31,8 +31,8 @@ def test_periodic_sequence_is_learned_and_reproduced(tmp_path):
         "generation.prompts=[0123]", "generation.temperature=0", "generation.max_new_tokens=40",
     ], tmp_path / "run")
     result = run(cfg)
-    assert result["status"] == "completed", result["error"]
-    assert result["final_val_loss"] < 0.05
+    assert result.status == "completed", result.error
+    assert result.final_val_loss < 0.05
     block = (tmp_path / "run" / "validation.txt").read_text().split("--- Prompt: 0123\n")[1]
     generated = block.splitlines(keepends=True)
     text = "".join(generated)[: 4 + 40]

@@ -114,7 +114,7 @@ def test_resume_from_a_different_model_is_refused(tmp_path, corpus):
 def test_retention_keeps_last_n_and_best_n_with_an_index(tmp_path, corpus):
     cfg = compose_cfg([f"data.path={corpus}", *ARGS, "training.max_steps=30",
                        "training.keep_last_n=1", "training.keep_best_n=1"], tmp_path / "run")
-    assert run(cfg)["status"] == "completed"
+    assert run(cfg).status == "completed"
     ckpts = tmp_path / "run" / "checkpoints"
     index = json.loads((ckpts / "index.json").read_text())
     kept = sorted(int(p.name[5:]) for p in ckpts.glob("step_*"))
@@ -143,10 +143,10 @@ def test_full_disk_while_checkpointing_fails_cleanly_and_keeps_earlier_checkpoin
     monkeypatch.setattr(TorchBackend, "save_optimizer", flaky)
     cfg = compose_cfg([f"data.path={corpus}", *ARGS, "training.max_steps=20"], tmp_path / "run")
     result = run(cfg)
-    assert result["status"] == "failed"
-    assert "No space left on device" in result["error"]
-    assert "Nothing was lost: the last good checkpoint is" in result["error"]
-    assert result["error"].split("last good checkpoint is ")[1].split(".")[0].endswith("step_5")
+    assert result.status == "failed"
+    assert "No space left on device" in result.error
+    assert "Nothing was lost: the last good checkpoint is" in result.error
+    assert result.error.split("last good checkpoint is ")[1].split(".")[0].endswith("step_5")
     ckpts = tmp_path / "run" / "checkpoints"
     assert sorted(p.name for p in ckpts.iterdir() if p.is_dir()) == ["step_5"]  # no half-written step_10
 
