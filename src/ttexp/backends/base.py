@@ -48,6 +48,24 @@ class SamplingParams:
                    repetition_penalty=generation.repetition_penalty, seed=generation.seed,
                    eos_token_id=getattr(tokenizer, "eos_token_id", None))
 
+    def to_generation_config(self) -> Any:
+        """The ``transformers.GenerationConfig`` that samples as :mod:`ttexp.backends.sampling`
+        does (greedy when ``temperature <= 0``; top-k 0 and top-p 1.0 are off). The pad id is
+        the EOS id, else 0."""
+        from transformers import GenerationConfig
+
+        greedy = self.temperature <= 0
+        return GenerationConfig(
+            max_new_tokens=self.max_new_tokens,
+            do_sample=not greedy,
+            temperature=None if greedy else self.temperature,
+            top_k=None if greedy or self.top_k <= 0 else self.top_k,
+            top_p=None if greedy or self.top_p >= 1.0 else self.top_p,
+            repetition_penalty=self.repetition_penalty,
+            eos_token_id=self.eos_token_id,
+            pad_token_id=self.eos_token_id if self.eos_token_id is not None else 0,
+        )
+
 
 class Backend(Protocol):
     """A training backend. One instance trains one model in one process."""

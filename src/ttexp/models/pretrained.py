@@ -26,15 +26,14 @@ from omegaconf import OmegaConf, open_dict
 
 from ttexp.config.validate import GET_WEIGHTS_HINT
 from ttexp.errors import TtexpError
+from ttexp.models.hf import CONFIG_NAME, WEIGHTS_NAME, model_keys_from_hf, read_hf_config
 
 log = logging.getLogger("ttexp")
 
-HF_CONFIG_NAME = "config.json"
 ORIGIN_NAME = "ttexp_origin.json"
 """Written into a fine-tuned final_model/: the base model, prompt template and EOS id."""
 FALLBACK_EOS_TEXT = "\x04"
 """ASCII End of Transmission: the EOS of tokenizers that have none (the 256-byte tokenizer)."""
-
 
 
 class PromptTokenizer:
@@ -98,7 +97,7 @@ class PromptTokenizer:
 
 def is_model_dir(path: Path) -> bool:
     """True when ``path`` is a ``transformers`` model directory (has ``config.json``)."""
-    return (Path(path) / HF_CONFIG_NAME).is_file()
+    return (Path(path) / CONFIG_NAME).is_file()
 
 
 def load_tokenizer(model_dir: Optional[Path]) -> PromptTokenizer:
@@ -134,49 +133,20 @@ def load_tokenizer(model_dir: Optional[Path]) -> PromptTokenizer:
     return PromptTokenizer(tok, eos_token_id=eos if tok.eos_token_id is None else None)
 
 
-def read_hf_config(model_dir: Path) -> dict[str, Any]:
-    """The parsed ``config.json`` of a model directory.
-
-    Raises:
-        TtexpError: the file is missing or not JSON.
-    """
-    path = Path(model_dir) / HF_CONFIG_NAME
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise TtexpError(f"Could not read {path}: {exc}. Is {model_dir} a model directory?") from None
-
-
 def sync_model_config(cfg: Any, model_dir: Path) -> None:
-    """Set ``cfg.model``'s architecture keys from ``model_dir/config.json`` (the weights decide
-    the shape), logging each value that changes.
+    """Set ``cfg.model``'s architecture keys (and dropout) from ``model_dir/config.json`` (the
+    weights decide the shape), logging each value that changes. The mapping is
+    :func:`ttexp.models.hf.model_keys_from_hf`.
 
     Raises:
         TtexpError: config.json is unreadable or is not a Llama-family model.
     """
-    hf = read_hf_config(model_dir)
-    if hf.get("model_type") not in ("llama", None):
-        raise TtexpError(
-            f"{model_dir} holds a {hf.get('model_type')} model; ttexp trains Llama-family models."
-        )
-    fields = {
-        "vocab_size": hf.get("vocab_size"), "hidden_dim": hf.get("hidden_size"),
-        "num_layers": hf.get("num_hidden_layers"), "num_heads": hf.get("num_attention_heads"),
-        "num_kv_heads": hf.get("num_key_value_heads"), "mlp_dim": hf.get("intermediate_size"),
-        "max_seq_len": hf.get("max_position_embeddings"),
-        "rope_theta": hf.get("rope_theta") or (hf.get("rope_parameters") or {}).get("rope_theta"),
-        "rms_norm_eps": hf.get("rms_norm_eps"), "tie_word_embeddings": hf.get("tie_word_embeddings"),
-        "dropout": hf.get("attention_dropout"),
-    }
+    fields = model_keys_from_hf(read_hf_config(model_dir), source=model_dir)
     with open_dict(cfg):
         for key, value in fields.items():
-            if value is None:
-                continue
-            if key == "num_kv_heads" and value == fields["num_heads"]:
-                value = None
             if cfg.model[key] != value:
                 log.info("model.%s=%s replaced by %s from %s", key, cfg.model[key], value,
-                         Path(model_dir) / HF_CONFIG_NAME)
+                         Path(model_dir) / CONFIG_NAME)
                 cfg.model[key] = value
 
 
@@ -230,7 +200,7 @@ def finetune_source(cfg: Any) -> ModelSource:
         init = _existing_dir(cfg.init_from, "init_from")
         if is_model_dir(init):
             return ModelSource(model_dir=init)
-        if not (init / "model.safetensors").is_file():
+        if not (init / WEIGHTS_NAME).is_file():
             raise TtexpError(f"init_from={cfg.init_from} has neither config.json nor "
                              "model.safetensors: give a final_model/ or checkpoints/step_N/ directory.")
         return ModelSource(model_dir=base_dir, weights_dir=init, model_cfg=cfg.model)
@@ -257,7 +227,7 @@ def checkpoint_source(path: Path) -> ModelSource:
         return ModelSource(model_dir=path)
     if is_model_dir(path / "final_model"):
         return ModelSource(model_dir=path / "final_model")
-    if not (path / "model.safetensors").is_file():
+    if not (path / WEIGHTS_NAME).is_file():
         raise TtexpError(f"{path} holds no model (no config.json, no model.safetensors).")
     run_dir = path.parent.parent
     resolved = run_dir / "resolved.yaml"

@@ -11,6 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+ARCHITECTURE_KEYS = (
+    "vocab_size", "hidden_dim", "num_layers", "num_heads", "num_kv_heads", "mlp_dim",
+    "max_seq_len", "rope_theta", "rms_norm_eps", "tie_word_embeddings",
+)
+"""The ``model.*`` config keys that fix the shape of the weights (and hence must follow a model
+directory's config.json); ``dropout`` and ``init_std`` are training settings, ``name`` a label."""
+
 
 @dataclass(frozen=True)
 class ModelSpec:

@@ -92,10 +92,10 @@ def bench_minimal(cfg: Any, plan: Any, device: torch.device, autocast: Any, warm
     """A hand-written loop over the same transformers Llama, same precision and batch."""
     from transformers import LlamaForCausalLM
 
-    from ttexp.backends.torch_backend import hf_llama_config
+    from ttexp.models.hf import llama_config
 
     torch.manual_seed(0)
-    model = LlamaForCausalLM(hf_llama_config(plan.spec)).to(device).train()
+    model = LlamaForCausalLM(llama_config(plan.spec)).to(device).train()
     fwd = torch.compile(model) if compile_model else model
     opt = torch.optim.AdamW(model.parameters(), lr=3e-4, betas=(0.9, 0.95), weight_decay=0.1,
                             fused=device.type == "cuda")
