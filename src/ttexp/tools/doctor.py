@@ -168,7 +168,7 @@ def check_wandb(logger_name: str) -> list[Check]:
 
 def check_files(cfg: Any) -> list[Check]:
     checks = []
-    from ttexp.data.corpus import cache_dir
+    from ttexp.data.corpus import search_paths
 
     d = cfg.data
     if d.path:
@@ -176,8 +176,7 @@ def check_files(cfg: Any) -> list[Check]:
         checks.append(Check(OK if p.is_file() else FAIL, "data", f"{p}" + ("" if p.is_file() else
                             " does not exist; fix data.path")))
     else:
-        places = ([Path(os.environ["TTEXP_DATA_DIR"]).expanduser() / d.filename]
-                  if os.environ.get("TTEXP_DATA_DIR") else []) + [cache_dir() / d.filename]
+        places = search_paths(d.filename)
         hit = next((p for p in places if p.is_file()), None)
         if hit:
             checks.append(Check(OK, "data", str(hit)))
