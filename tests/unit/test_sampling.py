@@ -12,6 +12,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import ttml_double as dbl  # noqa: E402
 
+from conftest import compose_cfg  # noqa: E402
+
 from ttexp.backends import sampling  # noqa: E402
 from ttexp.backends.base import SamplingParams  # noqa: E402
 from ttexp.backends.sampling import decode, sample_token  # noqa: E402
@@ -61,6 +63,18 @@ def test_greedy_generation_config_turns_sampling_off():
     s = SamplingParams(temperature=0.7, top_k=0, top_p=0.9, repetition_penalty=1.2).to_generation_config()
     assert (s.do_sample, s.temperature, s.top_k, s.top_p, s.repetition_penalty, s.pad_token_id) == (
         True, 0.7, None, 0.9, 1.2, 0)
+
+
+def test_sampling_params_come_from_the_generation_section_and_the_tokenizer():
+    cfg = compose_cfg(["generation.temperature=0.3", "generation.top_k=9", "generation.seed=4"])
+
+    class Tok:
+        eos_token_id = 7
+
+    p = SamplingParams.from_config(cfg.generation, Tok())
+    assert (p.temperature, p.top_k, p.seed, p.eos_token_id) == (0.3, 9, 4, 7)
+    assert p.max_new_tokens == cfg.generation.max_new_tokens
+    assert SamplingParams.from_config(cfg.generation).eos_token_id is None
 
 
 def _torch_backend():

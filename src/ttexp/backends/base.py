@@ -8,7 +8,7 @@ progress and the run record belong to :mod:`ttexp.train.loop`, which is the same
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Iterable, Protocol
 
@@ -42,10 +42,10 @@ class SamplingParams:
 
     @classmethod
     def from_config(cls, generation: Any, tokenizer: Any = None) -> "SamplingParams":
-        """From the ``generation`` config section; the EOS id comes from the tokenizer (if any)."""
-        return cls(max_new_tokens=generation.max_new_tokens, temperature=generation.temperature,
-                   top_k=generation.top_k, top_p=generation.top_p,
-                   repetition_penalty=generation.repetition_penalty, seed=generation.seed,
+        """From the ``generation`` config section (every field of this class but the EOS id has
+        its namesake there); the EOS id comes from the tokenizer (if any)."""
+        names = [f.name for f in fields(cls) if f.name != "eos_token_id"]
+        return cls(**{name: getattr(generation, name) for name in names},
                    eos_token_id=getattr(tokenizer, "eos_token_id", None))
 
     def to_generation_config(self) -> Any:

@@ -59,6 +59,7 @@ class ModelSpec:
 
     @property
     def head_dim(self) -> int:
+        """Width of one attention head: ``hidden_dim // num_heads``."""
         return self.hidden_dim // self.num_heads
 
 
@@ -76,14 +77,17 @@ class ParamBreakdown:
 
     @property
     def per_block(self) -> int:
+        """Parameters of one transformer block (attention, MLP, its two norms)."""
         return self.attention_per_block + self.mlp_per_block + self.norms_per_block
 
     @property
     def blocks(self) -> int:
+        """Parameters of all transformer blocks."""
         return self.per_block * self.num_layers
 
     @property
     def total(self) -> int:
+        """Every parameter of the model (a tied LM head counted once)."""
         return self.embedding + self.blocks + self.final_norm + self.lm_head
 
     @property

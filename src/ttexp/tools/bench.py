@@ -214,6 +214,7 @@ def run_bench(overrides: list[str], warmup: int, steps: int, baselines: bool = T
 
 
 def print_report(report: dict[str, Any]) -> None:
+    """Print the report of :func:`run_bench` as a table: one row per loop, then peak and ratios."""
     from rich.console import Console
     from rich.table import Table
 
@@ -236,6 +237,8 @@ def print_report(report: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m ttexp.bench [--steps N] [--warmup N] [--json FILE] [--no-baselines] OVERRIDES``;
+    returns the exit status (0, or 2 with the message on stderr when the run config is refused)."""
     parser = argparse.ArgumentParser(prog="python -m ttexp.bench", description=__doc__.split("\n\n")[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=8, help="timed steps (default 8)")

@@ -59,6 +59,7 @@ def _dist_version(name: str) -> str | None:
 
 
 def check_python_torch() -> list[Check]:
+    """Python (3.10 or later) and torch (importable; its version and CUDA devices)."""
     out = [Check(OK if sys.version_info >= (3, 10) else FAIL, "Python",
                  f"{platform.python_version()} ({sys.executable})")]
     try:
@@ -103,6 +104,7 @@ def check_ttml(wants_ttml: bool) -> tuple[list[Check], bool]:
 
 
 def check_tt_env(wants_ttml: bool) -> list[Check]:
+    """TT_METAL_HOME / TT_METAL_RUNTIME_ROOT: set and a directory (FAIL when ttml needs them)."""
     checks = []
     found = False
     for var in ("TT_METAL_HOME", "TT_METAL_RUNTIME_ROOT"):
@@ -121,6 +123,7 @@ def check_tt_env(wants_ttml: bool) -> list[Check]:
 
 
 def check_devices(mesh_shape: list[int], hardware: str, wants_ttml: bool) -> list[Check]:
+    """Tenstorrent devices under /dev/tenstorrent against the mesh ``[rows, cols]`` the run opens."""
     need = int(mesh_shape[0]) * int(mesh_shape[1])
     visible = sorted(p.name for p in TT_DEVICE_DIR.iterdir()) if TT_DEVICE_DIR.is_dir() else []
     bad = FAIL if wants_ttml else INFO
@@ -167,6 +170,8 @@ def check_wandb(logger_name: str) -> list[Check]:
 
 
 def check_files(cfg: Any) -> list[Check]:
+    """The corpus (``data.path``, else :func:`ttexp.data.corpus.search_paths`, else a download)
+    and the weights of ``init_from`` / ``model.pretrained_path``."""
     checks = []
     from ttexp.data.corpus import search_paths
 

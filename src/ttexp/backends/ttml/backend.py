@@ -157,11 +157,15 @@ class TtmlBackend:
         return a[: a.shape[0] // self.mesh.num_devices] if replicated else a
 
     def causal(self, seq_len: int) -> Any:
+        """The device causal mask ``[1, 1, T, T]`` (bf16 TILE) for ``seq_len`` T, built once per T."""
         if seq_len not in self._masks:
             self._masks[seq_len] = self.to_device(causal_mask(seq_len), tile=True)
         return self._masks[seq_len]
 
     def logits(self, inputs: Any, mask: Any, **kv: Any) -> Any:
+        """Forward ``inputs`` (``uint32 [B, 1, 1, T_pad]``) under ``mask``; device logits
+        ``[B, 1, T_pad, V_pad]`` with padded vocabulary entries pushed to -1e4. ``kv`` passes
+        ``kv_cache`` and ``new_tokens`` through to a KV-cached forward."""
         logits = self.model(inputs, mask, **kv)
         if self._logits_mask is not None:  # padded vocabulary entries never win
             logits = self.ttml.ops.binary.sub(logits, self._logits_mask)
@@ -206,6 +210,7 @@ class TtmlBackend:
         return self.build_model(spec, init_from=Path(path))
 
     def num_parameters(self) -> int:
+        """Scalars in every ttml parameter (tile-padded vocabulary rows included)."""
         return int(sum(math.prod(getattr(p, "tensor", p).shape())
                        for p in self.model.parameters().values()))
 
