@@ -33,9 +33,9 @@ def main(cfg: DictConfig) -> float | None:
     (:mod:`ttexp.callbacks`) writes the summary and sets the exit code. Returns the best
     validation loss (+inf when there is none: the worst value), which an Optuna sweeper minimises.
     """
+    from ttexp.record.job import is_multirun
     from ttexp.runner import run
     from ttexp.sweeps.summarize import refresh_after_job
-    from ttexp.record.job import is_multirun
     from ttexp.sweeps.sweep import completed_result, pin_job_device
 
     hc = HydraConfig.get()

@@ -57,7 +57,9 @@ class OutputDirCheck(Callback):
         HydraConfig.instance().set_config(config)
         run_dir = str(config.hydra.run.dir)
         if not OmegaConf.select(config, "resume", default=None):
-            from ttexp.train.checkpoint import earlier_run_message  # torch: only when a run starts
+            from ttexp.train.checkpoint import (
+                earlier_run_message,  # torch: only when a run starts
+            )
 
             message = earlier_run_message(run_dir)
             if message:  # before Hydra rewrites .hydra/ of that run
@@ -86,7 +88,11 @@ class ExperimentsCallback(Callback):
             OmegaConf.save(config, sweep_dir / MULTIRUN_NAME)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from ttexp.sweeps.summarize import SUMMARY_NAME, refresh_journal, write_sweep_summary
+        from ttexp.sweeps.summarize import (
+            SUMMARY_NAME,
+            refresh_journal,
+            write_sweep_summary,
+        )
         from ttexp.sweeps.sweep import job_dirs, read_result
 
         sweep_dir = Path(config.hydra.sweep.dir)

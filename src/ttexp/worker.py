@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+
 from omegaconf import OmegaConf
 
 from ttexp.backends.torch_backend import resolve_device

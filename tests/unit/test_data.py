@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 
 from ttexp.config.schema import DataConfig
-
-from ttexp.data.corpus import cache_dir, resolve_corpus, sha256_of
+from ttexp.data.corpus import cache_dir, resolve_corpus, search_paths, sha256_of
 from ttexp.data.text import TextData, tokenize_corpus
 from ttexp.errors import DataError
 from ttexp.models.tokenizer import ByteTokenizer
@@ -86,6 +85,9 @@ def test_lookup_order_path_then_env_then_cache(tmp_path, monkeypatch, corpus):
     cached.parent.mkdir(parents=True)
     cached.write_text("cached copy")
     assert resolve_corpus(data_cfg()) == cached
+    assert search_paths("tinyshakespeare.txt") == [tmp_path / "nowhere" / "tinyshakespeare.txt", cached]
+    monkeypatch.delenv("TTEXP_DATA_DIR")
+    assert search_paths("tinyshakespeare.txt") == [cached]
 
 
 def test_missing_explicit_path_is_an_error_not_a_fallback(tmp_path):

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from ttexp.train import speed as perf
-from ttexp.train.speed import gpu_peak_flops, peak_flops_for, speed_figures
+from ttexp.models.metrics import perplexity
+from ttexp.train.speed import gpu_peak_flops, mfu, peak_flops_for, speed_figures
 
 
 def test_gpu_and_tenstorrent_peaks_follow_the_table():
@@ -24,6 +25,13 @@ def test_mfu_is_achieved_over_peak():
     s = speed_figures(tokens_per_s=1000.0, flops_per_token=6_000_000, peak=12e9)
     assert s["achieved_flops_per_s"] == 6e9 and s["mfu"] == pytest.approx(0.5)
     assert speed_figures(1000.0, 6, None)["mfu"] is None
+    assert mfu(1000.0, 6_000_000, 12e9) == pytest.approx(0.5) and mfu(1000.0, 6, 0.0) is None
+
+
+def test_perplexity_is_exp_of_the_loss_clamped_at_50_nats():
+    assert perplexity(0.0) == 1.0 and perplexity(2.0) == pytest.approx(7.389056)
+    assert perplexity(1e6) == perplexity(50.0) == pytest.approx(5.1847055e21)
+    assert perplexity(float("inf")) == perplexity(50.0)
 
 
 def test_cpu_peak_is_measured_once_and_cached_per_dtype(tmp_path, monkeypatch):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conftest import compose_cfg
-from ttexp.backends.torch_backend import hf_llama_config
+from ttexp.models.hf import llama_config
 from ttexp.models.spec import ModelSpec, flops_per_token, param_breakdown
 
 
@@ -25,7 +25,7 @@ def test_breakdown_matches_transformers_numel(model):
 
     spec = ModelSpec.from_config(compose_cfg([f"model={model}"]).model)
     with torch.device("meta"):  # no memory: shapes only
-        hf = LlamaForCausalLM(hf_llama_config(spec))
+        hf = LlamaForCausalLM(llama_config(spec))
     assert sum(p.numel() for p in hf.parameters()) == param_breakdown(spec).total
 
 

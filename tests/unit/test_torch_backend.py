@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ttexp.backends.base import SamplingParams
-from ttexp.backends.torch_backend import TorchBackend, sample_next_token
+from ttexp.backends.torch_backend import TorchBackend
 from ttexp.data.batch import Batch
 from ttexp.errors import TtexpError
 from ttexp.config.schema import OptimizerConfig
@@ -135,16 +135,3 @@ def test_greedy_generation_matches_argmax_of_the_model():
         with torch.no_grad():
             ids.append(int(b.model(torch.tensor([ids])).logits[0, -1].argmax()))
     assert out == ids[3:]
-
-
-def test_sampler_filters():
-    logits = torch.tensor([1.0, 3.0, 2.0, 0.5])
-    hist = torch.tensor([0])
-    assert sample_next_token(logits, hist, SamplingParams(temperature=0.0)) == 1
-    for _ in range(20):
-        assert sample_next_token(logits, hist, SamplingParams(temperature=1.0, top_k=1)) == 1
-        assert sample_next_token(logits, hist, SamplingParams(temperature=1.0, top_p=0.05)) == 1
-        assert sample_next_token(logits, hist, SamplingParams(temperature=5.0, top_k=2)) in (1, 2)
-    # A repetition penalty of 10 on the seen token 1 makes token 2 the greedy choice.
-    assert sample_next_token(logits, torch.tensor([1]),
-                             SamplingParams(temperature=0.0, repetition_penalty=10.0)) == 2

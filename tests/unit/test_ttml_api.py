@@ -14,12 +14,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import ttml_double as dbl  # noqa: E402
 from conftest import ROOT, compose_cfg  # noqa: E402
 
-from ttexp.backends.base import SamplingParams  # noqa: E402
 from ttexp.backends.ttml.api import (  # noqa: E402
     build_model_config, detect_api, model_request, optimizer_request, plan_mesh,
 )
 from ttexp.backends.ttml.tensors import (  # noqa: E402
-    causal_mask, kv_cache_mask, layout_batch, logits_padding_mask, sample_token,
+    causal_mask, kv_cache_mask, layout_batch, logits_padding_mask,
 )
 from ttexp.data.batch import IGNORE_INDEX, Batch  # noqa: E402
 from ttexp.errors import BackendUnavailable, TtexpError  # noqa: E402
@@ -162,17 +161,3 @@ def test_masks():
     lm = logits_padding_mask(100, 128)
     assert lm.shape == (1, 1, 1, 128) and lm[..., :100].sum() == 0 and (lm[..., 100:] == 1e4).all()
     assert logits_padding_mask(256, 256) is None
-
-
-def test_sampling_honours_temperature_top_k_top_p_and_penalty():
-    logits = np.array([1.0, 3.0, 2.0, 0.5])
-    rng = np.random.default_rng(0)
-    assert sample_token(logits, [], SamplingParams(temperature=0.0), rng) == 1
-    assert {sample_token(logits, [], SamplingParams(temperature=1.0, top_k=1), rng) for _ in range(20)} == {1}
-    two = {sample_token(logits, [], SamplingParams(temperature=5.0, top_k=2), rng) for _ in range(200)}
-    assert two == {1, 2}
-    assert {sample_token(logits, [], SamplingParams(temperature=1.0, top_p=0.01), rng) for _ in range(20)} == {1}
-    # penalty 10 on the top token makes the runner-up the greedy pick
-    assert sample_token(logits, [1], SamplingParams(temperature=0.0, repetition_penalty=10.0), rng) == 2
-    hot = [sample_token(logits, [], SamplingParams(temperature=100.0), rng) for _ in range(400)]
-    assert len(set(hot)) == 4  # near-uniform at high temperature

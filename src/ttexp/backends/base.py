@@ -8,15 +8,12 @@ progress and the run record belong to :mod:`ttexp.train.loop`, which is the same
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Iterable, Protocol, runtime_checkable
 
 from ttexp.data.batch import Batch
 
-
-WEIGHTS_NAME = "model.safetensors"
-"""Weights under Hugging Face names: the file transformers' ``save_pretrained`` writes."""
 OPTIMIZER_NAME = "optimizer.pt"
 """The optimizer state a backend writes into a checkpoint directory."""
 
@@ -48,11 +45,29 @@ class SamplingParams:
 
     @classmethod
     def from_config(cls, generation: Any, tokenizer: Any = None) -> "SamplingParams":
-        """From the ``generation`` config section; the EOS id comes from the tokenizer (if any)."""
-        return cls(max_new_tokens=generation.max_new_tokens, temperature=generation.temperature,
-                   top_k=generation.top_k, top_p=generation.top_p,
-                   repetition_penalty=generation.repetition_penalty, seed=generation.seed,
+        """From the ``generation`` config section (every field of this class but the EOS id has
+        its namesake there); the EOS id comes from the tokenizer (if any)."""
+        names = [f.name for f in fields(cls) if f.name != "eos_token_id"]
+        return cls(**{name: getattr(generation, name) for name in names},
                    eos_token_id=getattr(tokenizer, "eos_token_id", None))
+
+    def to_generation_config(self) -> Any:
+        """The ``transformers.GenerationConfig`` that samples as :mod:`ttexp.backends.sampling`
+        does (greedy when ``temperature <= 0``; top-k 0 and top-p 1.0 are off). The pad id is
+        the EOS id, else 0."""
+        from transformers import GenerationConfig
+
+        greedy = self.temperature <= 0
+        return GenerationConfig(
+            max_new_tokens=self.max_new_tokens,
+            do_sample=not greedy,
+            temperature=None if greedy else self.temperature,
+            top_k=None if greedy or self.top_k <= 0 else self.top_k,
+            top_p=None if greedy or self.top_p >= 1.0 else self.top_p,
+            repetition_penalty=self.repetition_penalty,
+            eos_token_id=self.eos_token_id,
+            pad_token_id=self.eos_token_id if self.eos_token_id is not None else 0,
+        )
 
 
 class Collectives(Protocol):

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ttexp.errors import BackendUnavailable
 from ttexp.backends.base import Backend, Collectives
 from ttexp.config.schema import RunConfig
+from ttexp.errors import BackendUnavailable
 
 
 def create_backend(cfg: RunConfig, backend: str, ranks: Collectives) -> Backend:

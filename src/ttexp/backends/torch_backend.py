@@ -18,14 +18,15 @@ import torch.nn.functional as F
 
 from ttexp.backends.base import (
     OPTIMIZER_NAME,
-    WEIGHTS_NAME,
     Collectives,
     OneProcess,
     SamplingParams,
     StepStats,
 )
+from ttexp.backends.sampling import decode
 from ttexp.data.batch import IGNORE_INDEX, Batch
 from ttexp.errors import BackendUnavailable, TtexpError
+from ttexp.models.hf import WEIGHTS_NAME, llama_config
 from ttexp.models.spec import ModelSpec
 
 log = logging.getLogger("ttexp")
@@ -72,55 +73,6 @@ def autocast_dtype_for(device: torch.device, precision: str) -> torch.dtype | No
         torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_has_native_bf16()
     )
     return torch.bfloat16 if native else None
-
-
-def hf_llama_config(spec: ModelSpec) -> Any:
-    """The ``transformers.LlamaConfig`` equivalent to ``spec`` (SDPA attention)."""
-    from transformers import LlamaConfig
-
-    cfg = LlamaConfig(
-        vocab_size=spec.vocab_size,
-        hidden_size=spec.hidden_dim,
-        intermediate_size=spec.mlp_dim,
-        num_hidden_layers=spec.num_layers,
-        num_attention_heads=spec.num_heads,
-        num_key_value_heads=spec.num_kv_heads,
-        max_position_embeddings=spec.max_seq_len,
-        rms_norm_eps=spec.rms_norm_eps,
-        rope_theta=spec.rope_theta,
-        tie_word_embeddings=spec.tie_word_embeddings,
-        attention_dropout=spec.dropout,
-        initializer_range=spec.init_std,
-        bos_token_id=None,
-        eos_token_id=None,
-        pad_token_id=None,
-    )
-    cfg._attn_implementation = "sdpa"
-    return cfg
-
-
-def sample_next_token(logits: torch.Tensor, history: torch.Tensor, params: SamplingParams) -> int:
-    """Pick the next token from ``logits`` (shape ``[vocab]``) as transformers' sampler would:
-    repetition penalty (CTRL, Keskar et al. 2019) over ``history``, then temperature, top-k and
-    top-p (nucleus, Holtzman et al. 2019). Temperature 0 is greedy."""
-    logits = logits.clone()
-    if params.repetition_penalty != 1.0:
-        seen = torch.unique(history)
-        vals = logits[seen]
-        logits[seen] = torch.where(vals > 0, vals / params.repetition_penalty,
-                                   vals * params.repetition_penalty)
-    if params.temperature <= 0:
-        return int(torch.argmax(logits))
-    logits = logits / params.temperature
-    if params.top_k > 0:
-        kth = torch.topk(logits, min(params.top_k, logits.numel())).values[-1]
-        logits[logits < kth] = float("-inf")
-    if params.top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, descending=True)
-        cum = torch.softmax(sorted_logits, dim=-1).cumsum(-1)
-        drop = cum - torch.softmax(sorted_logits, dim=-1) > params.top_p  # keep the first over p
-        logits[order[drop]] = float("-inf")
-    return int(torch.multinomial(torch.softmax(logits, dim=-1), 1))
 
 
 class TorchBackend:
@@ -176,7 +128,7 @@ class TorchBackend:
     def build_model(self, spec: ModelSpec, init_from: Path | None = None) -> int:
         from transformers import LlamaForCausalLM
 
-        self.model = LlamaForCausalLM(hf_llama_config(spec)).to(self.device)
+        self.model = LlamaForCausalLM(llama_config(spec)).to(self.device)
         if init_from is not None:
             self.load_weights(Path(init_from))
         self.model.train()
@@ -312,37 +264,22 @@ class TorchBackend:
 
     def _generate_cached(self, prompt: list[int], params: SamplingParams) -> list[int]:
         """transformers' generate with its KV cache, when the whole output fits the context."""
-        from transformers import GenerationConfig
-
-        greedy = params.temperature <= 0
-        gen_cfg = GenerationConfig(
-            max_new_tokens=params.max_new_tokens,
-            do_sample=not greedy,
-            temperature=None if greedy else params.temperature,
-            top_k=None if greedy or params.top_k <= 0 else params.top_k,
-            top_p=None if greedy or params.top_p >= 1.0 else params.top_p,
-            repetition_penalty=params.repetition_penalty,
-            eos_token_id=params.eos_token_id,
-            pad_token_id=params.eos_token_id if params.eos_token_id is not None else 0,
-        )
         x = torch.tensor([prompt], dtype=torch.long, device=self.device)
-        out = self.model.generate(x, attention_mask=torch.ones_like(x), generation_config=gen_cfg)
+        out = self.model.generate(x, attention_mask=torch.ones_like(x),
+                                  generation_config=params.to_generation_config())
         return out[0, len(prompt) :].tolist()
 
     def _generate_windowed(self, prompt: list[int], params: SamplingParams) -> list[int]:
         """Past the context length: re-run the last ``max_seq_len`` tokens for every new token
-        (no cache; positions stay within what the model was trained on, as nanoGPT does)."""
+        (no cache; positions stay within what the model was trained on, as nanoGPT does), and
+        sample with the shared :func:`ttexp.backends.sampling.decode`."""
         window = self.model.config.max_position_embeddings
-        ids = torch.tensor([prompt], dtype=torch.long, device=self.device)
-        new: list[int] = []
-        for _ in range(params.max_new_tokens):
-            logits = self.model(input_ids=ids[:, -window:], use_cache=False).logits[0, -1].float()
-            token = sample_next_token(logits, ids[0], params)
-            new.append(token)
-            if params.eos_token_id is not None and token == params.eos_token_id:
-                break
-            ids = torch.cat([ids, ids.new_tensor([[token]])], dim=1)
-        return new
+
+        def next_logits(ids: list[int]) -> np.ndarray:
+            x = torch.tensor([ids[-window:]], dtype=torch.long, device=self.device)
+            return self.model(input_ids=x, use_cache=False).logits[0, -1].float().cpu().numpy()
+
+        return decode(next_logits, prompt, params)
 
     # -- state ---------------------------------------------------------------------------------
 

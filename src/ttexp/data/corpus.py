@@ -29,6 +29,22 @@ def cache_dir() -> Path:
     return Path(base) / "ttexp"
 
 
+def search_paths(filename: str) -> list[Path]:
+    """Where a corpus not given by ``data.path`` is looked for, in order (steps 2 and 3 of the
+    module docstring): ``$TTEXP_DATA_DIR/<filename>`` when the variable is set, then the cache.
+
+    Args:
+        filename: ``data.filename``.
+
+    Returns:
+        The candidate paths; they need not exist.
+    """
+    candidates = []
+    if os.environ.get("TTEXP_DATA_DIR"):
+        candidates.append(Path(os.environ["TTEXP_DATA_DIR"]).expanduser() / filename)
+    return candidates + [cache_dir() / filename]
+
+
 def sha256_of(path: Path) -> str:
     """Hex SHA-256 of a file's bytes, read in 1 MiB chunks."""
     h = hashlib.sha256()
@@ -59,10 +75,7 @@ def resolve_corpus(data_cfg: Mapping[str, Any]) -> Path:
         return path
 
     filename = data_cfg.filename
-    candidates = []
-    if os.environ.get("TTEXP_DATA_DIR"):
-        candidates.append(Path(os.environ["TTEXP_DATA_DIR"]).expanduser() / filename)
-    candidates.append(cache_dir() / filename)
+    candidates = search_paths(filename)
     for path in candidates:
         if path.is_file():
             return path

@@ -28,7 +28,6 @@ from ttexp.data.template import DEFAULT_TEMPLATE, format_prompt
 from ttexp.errors import DataError
 
 
-
 @dataclass(frozen=True)
 class Example:
     """One tokenised example.

@@ -22,14 +22,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-
 from ttexp.config.schema import ModelConfig, RunConfig, evolve
 from ttexp.config.validate import GET_WEIGHTS_HINT
 from ttexp.errors import TtexpError
+from ttexp.models.hf import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    model_keys_from_hf,
+    read_hf_config,
+)
+from ttexp.models.spec import ARCHITECTURE_KEYS
 
 log = logging.getLogger("ttexp")
 
-HF_CONFIG_NAME = "config.json"
 ORIGIN_NAME = "ttexp_origin.json"
 """Written into a fine-tuned final_model/: the base model, prompt template and EOS id."""
 FALLBACK_EOS_TEXT = "\x04"
@@ -97,7 +102,7 @@ class PromptTokenizer:
 
 def is_model_dir(path: Path) -> bool:
     """True when ``path`` is a ``transformers`` model directory (has ``config.json``)."""
-    return (Path(path) / HF_CONFIG_NAME).is_file()
+    return (Path(path) / CONFIG_NAME).is_file()
 
 
 def load_tokenizer(model_dir: Optional[Path]) -> PromptTokenizer:
@@ -133,60 +138,18 @@ def load_tokenizer(model_dir: Optional[Path]) -> PromptTokenizer:
     return PromptTokenizer(tok, eos_token_id=eos if tok.eos_token_id is None else None)
 
 
-def read_hf_config(model_dir: Path) -> dict[str, Any]:
-    """The parsed ``config.json`` of a model directory.
-
-    Raises:
-        TtexpError: the file is missing or not JSON.
-    """
-    path = Path(model_dir) / HF_CONFIG_NAME
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise TtexpError(f"Could not read {path}: {exc}. Is {model_dir} a model directory?") from None
-
-
-ARCHITECTURE_KEYS = ("vocab_size", "hidden_dim", "num_layers", "num_heads", "num_kv_heads", "mlp_dim",
-                     "max_seq_len", "rope_theta", "rms_norm_eps", "tie_word_embeddings")
-"""The ``model.*`` keys that decide the shape of the weights."""
-
-
-def model_keys_from_dir(model_dir: Path) -> dict[str, Any]:
-    """The ``model.*`` keys that ``model_dir/config.json`` decides (the weights decide the shape):
-    the architecture keys and ``dropout``; ``num_kv_heads`` is null when it equals ``num_heads``.
-
-    Raises:
-        TtexpError: config.json is unreadable or is not a Llama-family model.
-    """
-    hf = read_hf_config(model_dir)
-    if hf.get("model_type") not in ("llama", None):
-        raise TtexpError(
-            f"{model_dir} holds a {hf.get('model_type')} model; ttexp trains Llama-family models."
-        )
-    keys = {
-        "vocab_size": hf.get("vocab_size"), "hidden_dim": hf.get("hidden_size"),
-        "num_layers": hf.get("num_hidden_layers"), "num_heads": hf.get("num_attention_heads"),
-        "num_kv_heads": hf.get("num_key_value_heads"), "mlp_dim": hf.get("intermediate_size"),
-        "max_seq_len": hf.get("max_position_embeddings"),
-        "rope_theta": hf.get("rope_theta") or (hf.get("rope_parameters") or {}).get("rope_theta"),
-        "rms_norm_eps": hf.get("rms_norm_eps"), "tie_word_embeddings": hf.get("tie_word_embeddings"),
-        "dropout": hf.get("attention_dropout"),
-    }
-    if keys["num_kv_heads"] == keys["num_heads"]:
-        keys["num_kv_heads"] = None
-    return {k: v for k, v in keys.items() if v is not None or k == "num_kv_heads"}
-
-
 def model_config_for(model: ModelConfig, source: "ModelSource") -> ModelConfig:
     """``model`` with the architecture of ``source``: the keys of its ``config.json`` when it is a
-    model directory, else those of its run's ``model`` section; each change is logged. The
-    original section is not changed (the config is resolved before it is validated and frozen).
+    model directory (:func:`ttexp.models.hf.model_keys_from_hf`), else those of its run's
+    ``model`` section; each change is logged. The original section is not changed (the config is
+    resolved before it is validated and frozen).
 
     Raises:
         TtexpError: the model directory's config.json is unreadable or not a Llama model.
     """
     if source.model_dir is not None and is_model_dir(source.model_dir):
-        keys, origin = model_keys_from_dir(source.model_dir), Path(source.model_dir) / HF_CONFIG_NAME
+        origin = Path(source.model_dir) / CONFIG_NAME
+        keys = model_keys_from_hf(read_hf_config(source.model_dir), source=source.model_dir)
     elif source.model_cfg is not None:
         keys = {k: source.model_cfg[k] for k in ARCHITECTURE_KEYS + ("name",)}
         origin = "the run that wrote the weights"
@@ -248,7 +211,7 @@ def finetune_source(cfg: RunConfig) -> ModelSource:
         init = _existing_dir(cfg.init_from, "init_from")
         if is_model_dir(init):
             return ModelSource(model_dir=init)
-        if not (init / "model.safetensors").is_file():
+        if not (init / WEIGHTS_NAME).is_file():
             raise TtexpError(f"init_from={cfg.init_from} has neither config.json nor "
                              "model.safetensors: give a final_model/ or checkpoints/step_N/ directory.")
         return ModelSource(model_dir=base_dir, weights_dir=init, model_cfg=cfg.model)

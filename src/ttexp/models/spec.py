@@ -11,6 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+ARCHITECTURE_KEYS = (
+    "vocab_size", "hidden_dim", "num_layers", "num_heads", "num_kv_heads", "mlp_dim",
+    "max_seq_len", "rope_theta", "rms_norm_eps", "tie_word_embeddings",
+)
+"""The ``model.*`` config keys that fix the shape of the weights (and hence must follow a model
+directory's config.json); ``dropout`` and ``init_std`` are training settings, ``name`` a label."""
+
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -47,6 +54,7 @@ class ModelSpec:
 
     @property
     def head_dim(self) -> int:
+        """Width of one attention head: ``hidden_dim // num_heads``."""
         return self.hidden_dim // self.num_heads
 
 
@@ -64,14 +72,17 @@ class ParamBreakdown:
 
     @property
     def per_block(self) -> int:
+        """Parameters of one transformer block (attention, MLP, its two norms)."""
         return self.attention_per_block + self.mlp_per_block + self.norms_per_block
 
     @property
     def blocks(self) -> int:
+        """Parameters of all transformer blocks."""
         return self.per_block * self.num_layers
 
     @property
     def total(self) -> int:
+        """Every parameter of the model (a tied LM head counted once)."""
         return self.embedding + self.blocks + self.final_norm + self.lm_head
 
     @property

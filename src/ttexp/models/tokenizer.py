@@ -33,6 +33,7 @@ class ByteTokenizer:
     eos_token_id = None
 
     def encode(self, text: str) -> list[int]:
+        """Token ids (bytes, each in [0, 256)) of ``text``'s UTF-8 encoding."""
         return list(text.encode("utf-8"))
 
     def encode_array(self, text: str) -> np.ndarray:

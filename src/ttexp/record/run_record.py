@@ -20,6 +20,7 @@ from typing import Any, Optional
 from ttexp.config.convert import config_yaml
 from ttexp.config.schema import RunConfig
 from ttexp.files import write_text_atomic
+from ttexp.models.metrics import perplexity
 from ttexp.record.result import RESULT_NAME, RunResult
 
 METRICS_NAME = "metrics.jsonl"
@@ -117,7 +118,7 @@ class RunRecord:
 
     def log_validation(self, step: int, loss: float, samples: list[tuple[str, str]]) -> None:
         """Append one block to validation.txt: the step, the loss, each prompt and its output."""
-        out = [f"=== Step {step} | validation loss {loss:.4f} | perplexity {math.exp(min(loss, 50)):.2f} ==="]
+        out = [f"=== Step {step} | validation loss {loss:.4f} | perplexity {perplexity(loss):.2f} ==="]
         for prompt, completion in samples:
             shown = prompt.replace("\n", "\\n")  # a templated prompt spans lines: keep one header line
             out += [f"--- Prompt: {shown}", prompt + completion, ""]

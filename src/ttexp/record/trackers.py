@@ -39,7 +39,9 @@ def attach_trackers(cfg: RunConfig, record: RunRecord) -> None:
     """Start the trackers ``cfg.logger`` asks for and add them to ``record``. Never raises."""
     if not cfg.logger.wandb.enabled:
         return
-    from ttexp.record.wandb_tracker import WandbTracker  # imports wandb: only when asked for
+    from ttexp.record.wandb_tracker import (
+        WandbTracker,  # imports wandb: only when asked for
+    )
 
     try:
         tracker = WandbTracker.start(cfg, record)

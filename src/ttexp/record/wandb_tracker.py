@@ -17,9 +17,9 @@ from typing import Any
 
 from ttexp.config.convert import config_dict
 from ttexp.config.schema import RunConfig
+from ttexp.record.job import hydra_job_context, run_display_name, sweep_id, swept_keys
 from ttexp.record.result import RESULT_NAME, RunResult
 from ttexp.record.run_record import RunRecord
-from ttexp.record.job import hydra_job_context, run_display_name, sweep_id, swept_keys
 
 SUMMARY_KEYS = ("status", "final_train_loss", "final_val_loss", "best_val_loss", "best_val_step",
                 "steps_done", "tokens", "tokens_per_s", "wall_s", "num_parameters", "backend", "device")

@@ -23,10 +23,16 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ttexp.files import write_text_atomic
+from ttexp.record.job import format_value, parse_overrides, short_key, swept_keys
 from ttexp.record.result import RESULT_NAME, RunResult
 from ttexp.record.run_record import CURVES_NAME, METRICS_NAME
-from ttexp.record.job import format_value, parse_overrides, short_key, swept_keys
-from ttexp.sweeps.sweep import is_sweep_dir, job_dirs, job_overrides, read_result, sweep_command
+from ttexp.sweeps.sweep import (
+    is_sweep_dir,
+    job_dirs,
+    job_overrides,
+    read_result,
+    sweep_command,
+)
 
 SUMMARY_NAME = "experiments.md"
 SWEEP_PLOT_NAME = "sweep_curves.png"

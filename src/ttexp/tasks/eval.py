@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -30,9 +29,16 @@ from ttexp.data.corpus import resolve_corpus
 from ttexp.data.pairs import PairData, load_pair_data, resolve_pairs_file
 from ttexp.data.text import TextData, tokenize_corpus
 from ttexp.errors import DataError, TtexpError
-from ttexp.record.lineage import base_of, checkpoint_source
-from ttexp.models.pretrained import ModelSource, load_model, load_tokenizer, model_config_for, read_origin
+from ttexp.models.metrics import perplexity
+from ttexp.models.pretrained import (
+    ModelSource,
+    load_model,
+    load_tokenizer,
+    model_config_for,
+    read_origin,
+)
 from ttexp.models.spec import ModelSpec
+from ttexp.record.lineage import base_of, checkpoint_source
 from ttexp.record.run_record import RunRecord
 from ttexp.train.plan import RunPlan
 from ttexp.train.ranks import Ranks
@@ -55,7 +61,7 @@ class Candidate:
 
     @property
     def val_ppl(self) -> Optional[float]:
-        return None if self.val_loss is None else math.exp(min(self.val_loss, 50.0))
+        return None if self.val_loss is None else perplexity(self.val_loss)
 
 
 def resolve(cfg: RunConfig) -> RunConfig:

@@ -40,8 +40,8 @@ def compose(overrides: list[str]) -> Any:
     from hydra import initialize_config_module
     from omegaconf import open_dict
 
-    from ttexp.config.schema import register_configs
     from ttexp.config.convert import to_run_config
+    from ttexp.config.schema import register_configs
     from ttexp.config.validate import validate_config
 
     register_configs()
@@ -71,10 +71,10 @@ def bench_ttexp(cfg: Any, warmup: int, steps: int) -> dict[str, Any]:
 
     from ttexp.backends.factory import create_backend
     from ttexp.data.text import TextData
+    from ttexp.record.run_record import NullRecord
     from ttexp.train.loop import TrainingLoop
     from ttexp.train.plan import make_plan
     from ttexp.train.ranks import Ranks
-    from ttexp.record.run_record import NullRecord
 
     plan = make_plan(cfg)
     torch.manual_seed(0)
@@ -95,10 +95,10 @@ def bench_minimal(cfg: Any, plan: Any, device: torch.device, autocast: Any, warm
     """A hand-written loop over the same transformers Llama, same precision and batch."""
     from transformers import LlamaForCausalLM
 
-    from ttexp.backends.torch_backend import hf_llama_config
+    from ttexp.models.hf import llama_config
 
     torch.manual_seed(0)
-    model = LlamaForCausalLM(hf_llama_config(plan.spec)).to(device).train()
+    model = LlamaForCausalLM(llama_config(plan.spec)).to(device).train()
     fwd = torch.compile(model) if compile_model else model
     opt = torch.optim.AdamW(model.parameters(), lr=3e-4, betas=(0.9, 0.95), weight_decay=0.1,
                             fused=device.type == "cuda")
@@ -217,6 +217,7 @@ def run_bench(overrides: list[str], warmup: int, steps: int, baselines: bool = T
 
 
 def print_report(report: dict[str, Any]) -> None:
+    """Print the report of :func:`run_bench` as a table: one row per loop, then peak and ratios."""
     from rich.console import Console
     from rich.table import Table
 
@@ -239,6 +240,8 @@ def print_report(report: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m ttexp.bench [--steps N] [--warmup N] [--json FILE] [--no-baselines] OVERRIDES``;
+    returns the exit status (0, or 2 with the message on stderr when the run config is refused)."""
     parser = argparse.ArgumentParser(prog="python -m ttexp.bench", description=__doc__.split("\n\n")[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=8, help="timed steps (default 8)")

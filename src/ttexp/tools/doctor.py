@@ -22,7 +22,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-
 TT_DEVICE_DIR = Path("/dev/tenstorrent")
 """Where the Tenstorrent kernel driver exposes one node per device."""
 
@@ -58,6 +57,7 @@ def _dist_version(name: str) -> str | None:
 
 
 def check_python_torch() -> list[Check]:
+    """Python (3.10 or later) and torch (importable; its version and CUDA devices)."""
     out = [Check(OK if sys.version_info >= (3, 10) else FAIL, "Python",
                  f"{platform.python_version()} ({sys.executable})")]
     try:
@@ -102,6 +102,7 @@ def check_ttml(wants_ttml: bool) -> tuple[list[Check], bool]:
 
 
 def check_tt_env(wants_ttml: bool) -> list[Check]:
+    """TT_METAL_HOME / TT_METAL_RUNTIME_ROOT: set and a directory (FAIL when ttml needs them)."""
     checks = []
     found = False
     for var in ("TT_METAL_HOME", "TT_METAL_RUNTIME_ROOT"):
@@ -120,6 +121,7 @@ def check_tt_env(wants_ttml: bool) -> list[Check]:
 
 
 def check_devices(mesh_shape: list[int], hardware: str, wants_ttml: bool) -> list[Check]:
+    """Tenstorrent devices under /dev/tenstorrent against the mesh ``[rows, cols]`` the run opens."""
     need = int(mesh_shape[0]) * int(mesh_shape[1])
     visible = sorted(p.name for p in TT_DEVICE_DIR.iterdir()) if TT_DEVICE_DIR.is_dir() else []
     bad = FAIL if wants_ttml else INFO
@@ -166,8 +168,10 @@ def check_wandb(logger_name: str) -> list[Check]:
 
 
 def check_files(cfg: Any) -> list[Check]:
+    """The corpus (``data.path``, else :func:`ttexp.data.corpus.search_paths`, else a download)
+    and the weights of ``init_from`` / ``model.pretrained_path``."""
     checks = []
-    from ttexp.data.corpus import cache_dir
+    from ttexp.data.corpus import search_paths
 
     d = cfg.data
     if d.path:
@@ -175,8 +179,7 @@ def check_files(cfg: Any) -> list[Check]:
         checks.append(Check(OK if p.is_file() else FAIL, "data", f"{p}" + ("" if p.is_file() else
                             " does not exist; fix data.path")))
     else:
-        places = ([Path(os.environ["TTEXP_DATA_DIR"]).expanduser() / d.filename]
-                  if os.environ.get("TTEXP_DATA_DIR") else []) + [cache_dir() / d.filename]
+        places = search_paths(d.filename)
         hit = next((p for p in places if p.is_file()), None)
         if hit:
             checks.append(Check(OK, "data", str(hit)))

@@ -78,6 +78,8 @@ class Conversion:
         self.unmapped: list[str] = []
 
     def take(self, section: str, src: dict, table: dict[str, tuple[str, ...]]) -> set[str]:
+        """Copy into :attr:`values` each ttexp key of ``table`` found under one of its aliases in
+        ``src``; a second alias with another value is recorded as unmapped. Returns the aliases used."""
         used = set()
         for dest, aliases in table.items():
             for alias in aliases:
@@ -91,6 +93,7 @@ class Conversion:
         return used
 
     def skip(self, section: str, src: dict, used: set[str]) -> None:
+        """Record every key of ``src`` not in ``used`` as unmapped (``section.key=value``)."""
         self.unmapped += [f"{section}.{k}={v!r}" for k, v in src.items() if k not in used]
 
 

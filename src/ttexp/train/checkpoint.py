@@ -34,11 +34,12 @@ from typing import Any, Optional
 import torch
 from omegaconf import OmegaConf
 
-from ttexp.backends.base import OPTIMIZER_NAME, WEIGHTS_NAME, Backend
+from ttexp.backends.base import OPTIMIZER_NAME, Backend
 from ttexp.config.convert import config_dict, config_yaml
 from ttexp.config.schema import RunConfig
 from ttexp.errors import CheckpointError
 from ttexp.files import write_dir_atomic, write_json_atomic
+from ttexp.models.hf import WEIGHTS_NAME
 from ttexp.train.rng import rng_state, set_rng_state
 
 log = logging.getLogger("ttexp")

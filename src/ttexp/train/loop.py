@@ -21,15 +21,17 @@ from pathlib import Path
 from typing import Any, Iterable, Optional, Protocol
 
 from ttexp.backends.base import Backend, SamplingParams
-from ttexp.train.checkpoint import CheckpointManager
 from ttexp.config.schema import RunConfig
 from ttexp.data.batch import Batch
 from ttexp.errors import Diverged, Interrupted
+from ttexp.models.metrics import perplexity
+from ttexp.record.run_record import RunRecord
+from ttexp.train.checkpoint import CheckpointManager
 from ttexp.train.plan import RunPlan
 from ttexp.train.progress import TrainingProgress
 from ttexp.train.ranks import Ranks
-from ttexp.record.run_record import RunRecord
 from ttexp.train.schedule import learning_rate_at
+from ttexp.train.speed import mfu
 
 log = logging.getLogger("ttexp")
 
@@ -169,7 +171,7 @@ class TrainingLoop:
         metrics = {"train/loss": stats.loss, "train/lr": lr,
                    "train/grad_norm": stats.grad_norm, "train/tokens_per_s": tps}
         if self.peak_flops:
-            metrics["train/mfu"] = tps * plan.flops_per_token / self.peak_flops
+            metrics["train/mfu"] = mfu(tps, plan.flops_per_token, self.peak_flops)
         self.record.log_metrics(done, metrics)
         r.log_s += time.perf_counter() - tick
         return stats, lr, tps
@@ -231,10 +233,10 @@ class TrainingLoop:
             log.info("Measured %.2f s/step: the remaining %s steps take about %s (plus validation).",
                      per_step, f"{self.t.max_steps - done:,}", _hms(remaining))
         if done % self.t.log_frequency == 0 or done == self.t.max_steps:
-            mfu = (f" | MFU {r.tokens_per_s * self.plan.flops_per_token / self.peak_flops:.1%}"
-                   if self.peak_flops else "")
+            util = mfu(r.tokens_per_s, self.plan.flops_per_token, self.peak_flops)
+            shown = f" | MFU {util:.1%}" if util is not None else ""
             log.info("Step %d/%d | loss %.4f | lr %.3e | grad_norm %.3f | %s tok/s%s",
-                     done, self.t.max_steps, loss, lr, grad_norm, f"{r.tokens_per_s:,.0f}", mfu)
+                     done, self.t.max_steps, loss, lr, grad_norm, f"{r.tokens_per_s:,.0f}", shown)
 
     def validate(self, step: int) -> float:
         """Validation loss and perplexity, plus one sample per prompt, recorded at ``step``."""
@@ -255,7 +257,7 @@ class TrainingLoop:
         r.final_val_loss, r.last_val_step = loss, step
         if r.best_val_loss is None or loss < r.best_val_loss:
             r.best_val_loss, r.best_val_step = loss, step
-        ppl = math.exp(min(loss, 50.0))
+        ppl = perplexity(loss)
         self.record.log_metrics(step, {"val/loss": loss, "val/ppl": ppl})
         self.record.log_validation(step, loss, samples)
         r.eval_s += time.perf_counter() - tick

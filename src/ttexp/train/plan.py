@@ -13,10 +13,15 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
 from ttexp.backends.detect import ttml_device_status, ttml_status
-from ttexp.errors import BackendUnavailable
-from ttexp.models.spec import ModelSpec, ParamBreakdown, flops_per_token, param_breakdown
 from ttexp.config.schema import RunConfig
 from ttexp.config.validate import data_parallel_size
+from ttexp.errors import BackendUnavailable
+from ttexp.models.spec import (
+    ModelSpec,
+    ParamBreakdown,
+    flops_per_token,
+    param_breakdown,
+)
 from ttexp.train.ranks import Ranks
 
 log = logging.getLogger("ttexp")

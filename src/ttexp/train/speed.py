@@ -128,7 +128,21 @@ def peak_memory_bytes(device_name: str) -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # Linux reports KiB
 
 
+def mfu(tokens_per_s: float, flops_per_token: float, peak: Optional[float]) -> Optional[float]:
+    """Model FLOPs utilisation: achieved training FLOP/s over the peak of the devices used.
+
+    Args:
+        tokens_per_s: training tokens per second (all ranks).
+        flops_per_token: training FLOPs per token (:func:`ttexp.models.spec.flops_per_token`).
+        peak: peak FLOP/s of everything the run uses (:func:`peak_flops_for`); None or 0 = unknown.
+
+    Returns:
+        A fraction (0.35 = 35 %), or None when the peak is unknown.
+    """
+    return tokens_per_s * flops_per_token / peak if peak else None
+
+
 def speed_figures(tokens_per_s: float, flops_per_token: int, peak: Optional[float]) -> dict[str, Any]:
-    """Achieved FLOP/s and MFU (a fraction, None without a peak) for a token rate."""
-    achieved = tokens_per_s * flops_per_token
-    return {"achieved_flops_per_s": achieved, "mfu": achieved / peak if peak else None}
+    """Achieved FLOP/s and :func:`mfu` (a fraction, None without a peak) for a token rate."""
+    return {"achieved_flops_per_s": tokens_per_s * flops_per_token,
+            "mfu": mfu(tokens_per_s, flops_per_token, peak)}

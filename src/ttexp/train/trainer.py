@@ -13,13 +13,26 @@ from omegaconf import OmegaConf
 from ttexp.backends.base import Backend
 from ttexp.config.schema import RunConfig
 from ttexp.errors import CheckpointError
-from ttexp.record.run_record import RunRecord
 from ttexp.files import write_dir_atomic
-from ttexp.train.checkpoint import CONFIG_NAME, TRAINER_STATE_NAME, continuation_differences, load_checkpoint, model_mismatches, newest_valid_checkpoint, verify_checkpoint
+from ttexp.record.run_record import RunRecord
+from ttexp.train.checkpoint import (
+    CONFIG_NAME,
+    TRAINER_STATE_NAME,
+    continuation_differences,
+    load_checkpoint,
+    model_mismatches,
+    newest_valid_checkpoint,
+    verify_checkpoint,
+)
 from ttexp.train.loop import LoopResult, TrainData, TrainingLoop
 from ttexp.train.plan import RunPlan, plan_lines
 from ttexp.train.ranks import Ranks
-from ttexp.train.speed import peak_flops_for, peak_memory_bytes, reset_peak_memory, speed_figures
+from ttexp.train.speed import (
+    peak_flops_for,
+    peak_memory_bytes,
+    reset_peak_memory,
+    speed_figures,
+)
 
 log = logging.getLogger("ttexp")
 

@@ -17,7 +17,6 @@ on every exit path, and by the constructor itself if it fails after opening.
 from __future__ import annotations
 
 import importlib
-import json
 import logging
 import math
 import pickle
@@ -27,20 +26,31 @@ from typing import Any, Iterable
 import numpy as np
 
 from ttexp.backends.base import SamplingParams, StepStats
+from ttexp.backends.sampling import decode
 from ttexp.backends.ttml.api import (
-    build_model, build_optimizer, detect_api, model_request, optimizer_request, plan_mesh,
+    build_model,
+    build_optimizer,
+    detect_api,
+    model_request,
+    optimizer_request,
+    plan_mesh,
 )
-from ttexp.backends.ttml.tensors import (
-    causal_mask, kv_cache_mask, layout_batch, logits_padding_mask, padded_tokens, sample_token,
-)
+from ttexp.backends.ttml.generation import cached_steps, window_steps
+from ttexp.backends.ttml.tensors import causal_mask, layout_batch, logits_padding_mask
 from ttexp.data.batch import Batch
 from ttexp.errors import BackendUnavailable, TtexpError
+from ttexp.models.hf import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    llama_config,
+    read_hf_config,
+    spec_from_hf,
+)
 from ttexp.models.spec import ModelSpec
 from ttexp.models.ttml_weights import detect_layout, hf_to_ttml, ttml_to_hf
 
 log = logging.getLogger("ttexp")
 
-WEIGHTS_NAME = "model.safetensors"
 OPTIMIZER_NAME = "optimizer_ttml.pkl"
 
 
@@ -138,7 +148,7 @@ class TtmlBackend:
 
     # -- tensors -------------------------------------------------------------------------------
 
-    def _tensor(self, arr: np.ndarray, tile: bool, shard: bool = False) -> Any:
+    def to_device(self, arr: np.ndarray, tile: bool, shard: bool = False) -> Any:
         """Upload a 32-bit host array: uint32 ids as ROW_MAJOR UINT32; floats as TILE BFLOAT16."""
         nn = self.ttnn
         if arr.dtype == np.uint32:
@@ -149,7 +159,7 @@ class TtmlBackend:
         return self.ttml.autograd.Tensor.from_numpy(np.ascontiguousarray(arr), layout=layout,
                                                     new_type=dtype, mapper=mapper)
 
-    def _read(self, t: Any, replicated: bool = True) -> np.ndarray:
+    def to_host(self, t: Any, replicated: bool = True) -> np.ndarray:
         """Bring a tensor to the host as float32. On a mesh the concat composer returns one copy
         per device; a replicated tensor keeps the first, a sharded one keeps them all."""
         if self._composer is None:
@@ -157,12 +167,16 @@ class TtmlBackend:
         a = np.asarray(t.to_numpy(composer=self._composer), dtype=np.float32)
         return a[: a.shape[0] // self.mesh.num_devices] if replicated else a
 
-    def _causal(self, seq_len: int) -> Any:
+    def causal(self, seq_len: int) -> Any:
+        """The device causal mask ``[1, 1, T, T]`` (bf16 TILE) for ``seq_len`` T, built once per T."""
         if seq_len not in self._masks:
-            self._masks[seq_len] = self._tensor(causal_mask(seq_len), tile=True)
+            self._masks[seq_len] = self.to_device(causal_mask(seq_len), tile=True)
         return self._masks[seq_len]
 
-    def _forward(self, inputs: Any, mask: Any, **kv: Any) -> Any:
+    def logits(self, inputs: Any, mask: Any, **kv: Any) -> Any:
+        """Forward ``inputs`` (``uint32 [B, 1, 1, T_pad]``) under ``mask``; device logits
+        ``[B, 1, T_pad, V_pad]`` with padded vocabulary entries pushed to -1e4. ``kv`` passes
+        ``kv_cache`` and ``new_tokens`` through to a KV-cached forward."""
         logits = self.model(inputs, mask, **kv)
         if self._logits_mask is not None:  # padded vocabulary entries never win
             logits = self.ttml.ops.binary.sub(logits, self._logits_mask)
@@ -177,7 +191,7 @@ class TtmlBackend:
         params = self.model.parameters()
         self.layout = detect_layout(list(params.keys()), req.tied)
         mask = logits_padding_mask(spec.vocab_size, req.vocab_size)
-        self._logits_mask = None if mask is None else self._tensor(mask, tile=True)
+        self._logits_mask = None if mask is None else self.to_device(mask, tile=True)
         if init_from is not None:
             self.load_weights(Path(init_from))
         self._set_mode(train=True)
@@ -198,21 +212,15 @@ class TtmlBackend:
         Raises:
             TtexpError: the directory has no config.json or safetensors, or they do not fit.
         """
-        cfg_file = Path(path) / "config.json"
+        cfg_file = Path(path) / CONFIG_NAME
         if not cfg_file.is_file():
             raise TtexpError(f"No config.json in {path}: ttml loads pretrained weights from a local "
                              "Hugging Face directory; download it and set model.pretrained_path=DIR.")
-        c = json.loads(cfg_file.read_text())
-        spec = ModelSpec(
-            name=Path(path).name, vocab_size=c["vocab_size"], hidden_dim=c["hidden_size"],
-            num_layers=c["num_hidden_layers"], num_heads=c["num_attention_heads"],
-            num_kv_heads=c.get("num_key_value_heads") or c["num_attention_heads"],
-            mlp_dim=c["intermediate_size"], max_seq_len=c.get("max_position_embeddings", 2048),
-            rope_theta=float(c.get("rope_theta", 10000.0)), rms_norm_eps=float(c.get("rms_norm_eps", 1e-6)),
-            tie_word_embeddings=bool(c.get("tie_word_embeddings", False)))
+        spec = spec_from_hf(read_hf_config(Path(path)), name=Path(path).name, source=cfg_file)
         return self.build_model(spec, init_from=Path(path))
 
     def num_parameters(self) -> int:
+        """Scalars in every ttml parameter (tile-padded vocabulary rows included)."""
         return int(sum(math.prod(getattr(p, "tensor", p).shape())
                        for p in self.model.parameters().values()))
 
@@ -229,13 +237,13 @@ class TtmlBackend:
         """Forward and mean token loss (a device scalar) for one batch; and its counted tokens."""
         tb = layout_batch(batch, self.spec.vocab_size)
         ops = self.ttml.ops
-        x = self._tensor(tb.inputs, tile=False, shard=True)
-        y = self._tensor(tb.targets, tile=False, shard=True)
-        logits = self._forward(x, self._causal(tb.seq_len))
+        x = self.to_device(tb.inputs, tile=False, shard=True)
+        y = self.to_device(tb.targets, tile=False, shard=True)
+        logits = self.logits(x, self.causal(tb.seq_len))
         if tb.loss_mask is None:
             return ops.loss.cross_entropy_loss(logits, y, ops.ReduceType.MEAN), tb.num_tokens
         ce = ops.loss.cross_entropy_loss(logits, y, ops.ReduceType.NONE)  # [B, 1, T, 1]
-        mask = self._tensor(tb.loss_mask, tile=True, shard=True)
+        mask = self.to_device(tb.loss_mask, tile=True, shard=True)
         return ops.unary.mean(ops.binary.mul(ce, mask)), tb.num_tokens
 
     def micro_step(self, batch: Batch, loss_scale: float) -> None:
@@ -254,7 +262,7 @@ class TtmlBackend:
         grad_norm = 0.0
         if max_grad_norm is not None:
             norm = self.ttml.core.clip_grad_norm(params, float(max_grad_norm), 2.0)
-            grad_norm = float(self._read(norm).reshape(-1)[0])
+            grad_norm = float(self.to_host(norm).reshape(-1)[0])
         elif not self._warned_norm:
             self._warned_norm = True
             log.warning("ttml: without clipping the gradient norm is not measured; train/grad_norm "
@@ -262,7 +270,7 @@ class TtmlBackend:
         self.optimizer.set_lr(float(lr))
         self.optimizer.step()
         self.optimizer.zero_grad()
-        loss = sum(float(self._read(t, replicated=False).mean()) * s for t, s in self._losses)
+        loss = sum(float(self.to_host(t, replicated=False).mean()) * s for t, s in self._losses)
         self._losses.clear()
         return StepStats(loss=loss, grad_norm=grad_norm)
 
@@ -273,7 +281,7 @@ class TtmlBackend:
             for batch in batches:
                 try:
                     loss, n = self._loss(batch)
-                    total += float(self._read(loss, replicated=False).mean()) * n
+                    total += float(self.to_host(loss, replicated=False).mean()) * n
                     count += n
                 finally:
                     self.ctx.reset_graph()
@@ -285,69 +293,22 @@ class TtmlBackend:
 
     # -- generation ----------------------------------------------------------------------------
 
-    def _last_logits(self, logits: Any, row: int) -> np.ndarray:
-        a = self._read(logits)  # [1, 1, T_pad, V_pad]
-        return a.reshape(-1, a.shape[-1])[row, : self.spec.vocab_size]
-
     def generate(self, prompt_ids: list[int], params: SamplingParams) -> list[int]:
-        rng = np.random.default_rng(params.seed)  # never the training RNG
         ids = list(prompt_ids) or [0]
         window = self.spec.max_seq_len
         use_cache = self.api.has_kv_cache and len(ids) + params.max_new_tokens <= window
         self._set_mode(train=False)
         try:
-            step = self._cached_steps(ids) if use_cache else self._window_steps(ids, window)
-            new: list[int] = []
-            for _ in range(params.max_new_tokens):
-                logits = step(ids)
-                token = sample_token(logits, ids, params, rng)
-                new.append(token)
-                ids.append(token)
-                if params.eos_token_id is not None and token == params.eos_token_id:
-                    break
-            return new
+            step = cached_steps(self) if use_cache else window_steps(self, window)
+            return decode(step, ids, params)  # its own seeded generator: never the training RNG
         finally:
             self._set_mode(train=True)
-
-    def _window_steps(self, ids: list[int], window: int):
-        """No cache: re-run the last ``max_seq_len`` tokens for each new token (nanoGPT's crop)."""
-        def step(ids: list[int]) -> np.ndarray:
-            ctx_ids = ids[-window:]
-            host = padded_tokens(ctx_ids)
-            x = self._tensor(host, tile=False)
-            try:
-                logits = self._forward(x, self._causal(host.shape[-1]))
-                return self._last_logits(logits, len(ctx_ids) - 1)
-            finally:
-                self.ctx.reset_graph()
-        return step
-
-    def _cached_steps(self, ids: list[int]):
-        """ttml's KV cache (reference §5; ``ttml/common/generate.py``): prefill the prompt, then
-        one token per forward with the cache position advancing."""
-        s, models = self.spec, self.ttml.models
-        cache = models.KvCache(models.KvCacheConfig(s.num_layers, 1, s.num_kv_heads,
-                                                    self.req.max_position_embeddings, s.head_dim))
-        cache.reset()
-        state = {"done": 0}
-
-        def step(ids: list[int]) -> np.ndarray:
-            new = ids[state["done"]:]
-            x = self._tensor(padded_tokens(new), tile=False)
-            mask = self._tensor(kv_cache_mask(len(new), state["done"]), tile=True)
-            try:
-                logits = self._forward(x, mask, kv_cache=cache, new_tokens=len(new))
-                state["done"] = len(ids)
-                return self._last_logits(logits, len(new) - 1)
-            finally:
-                self.ctx.reset_graph()
-        return step
 
     # -- state ---------------------------------------------------------------------------------
 
     def parameters_numpy(self) -> dict[str, np.ndarray]:
         """Every parameter on the host, float32, ttml names and 4-D shapes."""
-        return {k: self._read(getattr(p, "tensor", p)) for k, p in self.model.parameters().items()}
+        return {k: self.to_host(getattr(p, "tensor", p)) for k, p in self.model.parameters().items()}
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """Weights under Hugging Face names (a tied head stored once, as the embedding)."""
@@ -377,13 +338,13 @@ class TtmlBackend:
                 raise TtexpError(f"Could not read {f}: {exc}. The file is damaged.") from None
         params = self.model.parameters()
         for name, arr in hf_to_ttml(hf, self.spec, self.layout).items():
-            getattr(params[name], "tensor", params[name]).assign(self._tensor(arr, tile=True))
+            getattr(params[name], "tensor", params[name]).assign(self.to_device(arr, tile=True))
 
     def save_optimizer(self, directory: Path) -> None:
         """Pickle ``optimizer.get_state_dict()`` with tensors as host arrays (format UNVERIFIED on
         hardware; absent method -> an empty state, and resuming starts the moments cold)."""
         get = getattr(self.optimizer, "get_state_dict", None)
-        state = {k: (self._read(v) if hasattr(v, "to_numpy") else v) for k, v in (get() if get else {}).items()}
+        state = {k: (self.to_host(v) if hasattr(v, "to_numpy") else v) for k, v in (get() if get else {}).items()}
         with open(Path(directory) / OPTIMIZER_NAME, "wb") as f:
             pickle.dump(state, f)
 
@@ -391,14 +352,12 @@ class TtmlBackend:
         with open(Path(directory) / OPTIMIZER_NAME, "rb") as f:
             state = pickle.load(f)
         if state and hasattr(self.optimizer, "set_state_dict"):
-            self.optimizer.set_state_dict({k: self._tensor(v, tile=True) if isinstance(v, np.ndarray) else v
+            self.optimizer.set_state_dict({k: self.to_device(v, tile=True) if isinstance(v, np.ndarray) else v
                                            for k, v in state.items()})
 
     def save_pretrained(self, directory: Path, tokenizer: Any) -> None:
-        from ttexp.backends.torch_backend import hf_llama_config
-
         self.save_weights(directory)
-        cfg = hf_llama_config(self.spec)
+        cfg = llama_config(self.spec)
         cfg.architectures = ["LlamaForCausalLM"]
         cfg.save_pretrained(str(directory))
         tokenizer.save_pretrained(str(directory))

@@ -1,4 +1,4 @@
-"""Host-side arrays for the ttml backend: batch layout, tile padding, masks, sampling (pure NumPy).
+"""Host-side arrays for the ttml backend: batch layout, tile padding, masks (pure NumPy).
 
 Everything here is what tt-train's examples build on the host before ``Tensor.from_numpy``
 (reference/ttml_api.md §4 "Tensors"; ``nb_util.cpp`` @ 28fa47762d3f8bed76e3b805b74576f8899fa576):
@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ttexp.backends.base import SamplingParams
 from ttexp.data.batch import IGNORE_INDEX, Batch
 from ttexp.errors import TtexpError
 from ttexp.models.ttml_weights import round_up_to_tile
@@ -119,30 +118,3 @@ def logits_padding_mask(vocab_size: int, padded_vocab_size: int) -> np.ndarray |
     m = np.zeros((1, 1, 1, padded_vocab_size), dtype=np.float32)
     m[..., vocab_size:] = PADDED_LOGIT_OFFSET
     return m
-
-
-def sample_token(logits: np.ndarray, history: list[int], params: SamplingParams,
-                 rng: np.random.Generator) -> int:
-    """Next token from ``logits [V]`` (real vocabulary only), as the torch backend samples:
-    repetition penalty over ``history``, temperature (0 = greedy), top-k, top-p."""
-    z = np.asarray(logits, dtype=np.float64).copy()
-    if params.repetition_penalty != 1.0 and history:
-        seen = np.unique(np.asarray(history, dtype=np.int64))
-        seen = seen[seen < z.size]
-        z[seen] = np.where(z[seen] > 0, z[seen] / params.repetition_penalty,
-                           z[seen] * params.repetition_penalty)
-    if params.temperature <= 0:
-        return int(np.argmax(z))
-    z = z / params.temperature
-    if 0 < params.top_k < z.size:
-        kth = np.partition(z, -params.top_k)[-params.top_k]
-        z[z < kth] = -np.inf
-    if params.top_p < 1.0:
-        order = np.argsort(-z, kind="stable")
-        p = np.exp(z[order] - z[order[0]])
-        p /= p.sum()
-        drop = np.cumsum(p) - p > params.top_p  # keep the first token past the mass
-        z[order[drop]] = -np.inf
-    p = np.exp(z - z.max())
-    p /= p.sum()
-    return int(rng.choice(z.size, p=p))
