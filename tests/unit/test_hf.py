@@ -24,7 +24,7 @@ def test_every_architecture_key_has_a_hugging_face_name():
 @pytest.mark.parametrize("model", ["nano", "tinyllama"])
 def test_model_keys_round_trip_through_config_json(model):
     m = compose_cfg([f"model={model}"]).model
-    keys = {k: m[k] for k in (*ARCHITECTURE_KEYS, "dropout")}
+    keys = {k: getattr(m, k) for k in (*ARCHITECTURE_KEYS, "dropout")}
     assert model_keys_from_hf(hf_from_model_keys(keys)) == keys
 
 

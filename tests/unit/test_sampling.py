@@ -19,12 +19,12 @@ from ttexp.backends.base import SamplingParams  # noqa: E402
 from ttexp.backends.sampling import decode, sample_token  # noqa: E402
 from ttexp.backends.torch_backend import TorchBackend  # noqa: E402
 from ttexp.backends.ttml.backend import TtmlBackend  # noqa: E402
+from ttexp.config.schema import OptimizerConfig  # noqa: E402
 from ttexp.models.spec import ModelSpec  # noqa: E402
 
 SPEC = ModelSpec(name="t", vocab_size=256, hidden_dim=32, num_layers=2, num_heads=4, num_kv_heads=2,
                  mlp_dim=64, max_seq_len=32, tie_word_embeddings=True)
-OPT = {"beta1": 0.9, "beta2": 0.95, "eps": 1e-8, "fused": None, "use_moreh_adamw": False,
-       "use_kahan_summation": False}
+OPT = OptimizerConfig(beta1=0.9, beta2=0.95, eps=1e-8)
 
 
 def test_sampling_honours_temperature_top_k_top_p_and_penalty():

@@ -136,8 +136,9 @@ def spec_from_hf(hf: Mapping[str, Any], name: str, source: Any = CONFIG_NAME) ->
     missing = [MODEL_TO_HF[k] for k in ARCHITECTURE_KEYS if k not in keys and k != "num_kv_heads"]
     if missing:
         raise TtexpError(f"{source} lacks {', '.join(missing)}: not a complete Llama config.")
-    return ModelSpec.from_config({"name": name, "dropout": ModelSpec.dropout,
-                                  "init_std": ModelSpec.init_std, **keys})
+    if keys.get("num_kv_heads") is None:
+        keys["num_kv_heads"] = keys["num_heads"]
+    return ModelSpec(name=name, **keys)
 
 
 def llama_config(spec: ModelSpec) -> Any:
