@@ -16,7 +16,9 @@ import logging
 import traceback
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
+
+from omegaconf import DictConfig
 
 from ttexp.config.convert import to_run_config
 from ttexp.config.schema import RunConfig, TaskName, freeze
@@ -41,7 +43,7 @@ TASKS: dict[TaskName, ModuleType] = {TaskName.scratch: scratch, TaskName.finetun
 ``run(cfg, plan, ranks, record)``."""
 
 
-def run(cfg: Any, overrides: Optional[list[str]] = None) -> RunResult:
+def run(cfg: DictConfig | RunConfig, overrides: Optional[list[str]] = None) -> RunResult:
     """Run ``cfg`` (the composed config, or a :class:`RunConfig`) in ``cfg.output_dir``.
 
     Never raises for a failed run: the error goes to the log and into ``result.json``

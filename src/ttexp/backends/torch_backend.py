@@ -24,6 +24,7 @@ from ttexp.backends.base import (
     StepStats,
 )
 from ttexp.backends.sampling import decode
+from ttexp.config.schema import OptimizerConfig
 from ttexp.data.batch import IGNORE_INDEX, Batch
 from ttexp.errors import BackendUnavailable, TtexpError
 from ttexp.models.hf import WEIGHTS_NAME, llama_config
@@ -94,7 +95,7 @@ class TorchBackend:
         self,
         device: torch.device,
         precision: str,
-        optimizer_cfg: Any,
+        optimizer_cfg: OptimizerConfig,
         weight_decay: float,
         compile: bool = False,
         ranks: Collectives | None = None,

@@ -16,8 +16,9 @@ import os
 import tempfile
 import urllib.request
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Optional
 
+from ttexp.config.schema import DataConfig
 from ttexp.errors import DataError
 
 log = logging.getLogger("ttexp")
@@ -54,7 +55,7 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
-def resolve_corpus(data_cfg: Mapping[str, Any]) -> Path:
+def resolve_corpus(data_cfg: DataConfig) -> Path:
     """Return the path of the corpus file, downloading it into the cache if needed.
 
     Raises:

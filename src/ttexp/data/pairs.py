@@ -22,6 +22,7 @@ from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 
+from ttexp.config.schema import DataConfig
 from ttexp.data.batch import IGNORE_INDEX, Batch
 from ttexp.data.pair_check import validate_file
 from ttexp.data.template import DEFAULT_TEMPLATE, format_prompt
@@ -157,7 +158,7 @@ def packaged_dataset(filename: str) -> Optional[Path]:
     return path if path.is_file() else None
 
 
-def resolve_pairs_file(data_cfg: Any) -> Path:
+def resolve_pairs_file(data_cfg: DataConfig) -> Path:
     """``data.path`` when set, else the packaged ``data.filename``, else the corpus search path.
 
     Raises:
@@ -213,7 +214,7 @@ def _checked_pairs(path: Path, tokenizer: Any, template: str, max_seq_len: int) 
     return [(p, r) for _, p, r in report.pairs]
 
 
-def load_pair_data(data_cfg: Any, tokenizer: Any, max_seq_len: int, seed: int,
+def load_pair_data(data_cfg: DataConfig, tokenizer: Any, max_seq_len: int, seed: int,
                    gradient_accumulation_steps: int) -> tuple[PairData, PairDataInfo]:
     """Validate, tokenise and split the JSONL data of ``data_cfg`` (``path``/``filename``,
     ``val_path``, ``val_fraction``, ``prompt_template``).

@@ -37,6 +37,7 @@ from ttexp.backends.ttml.api import (
 )
 from ttexp.backends.ttml.generation import cached_steps, window_steps
 from ttexp.backends.ttml.tensors import causal_mask, layout_batch, logits_padding_mask
+from ttexp.config.schema import OptimizerConfig
 from ttexp.data.batch import Batch
 from ttexp.errors import BackendUnavailable, TtexpError
 from ttexp.models.hf import (
@@ -82,7 +83,7 @@ class TtmlBackend:
     name = "ttml"
     precision_name = "bf16 (ttml)"
 
-    def __init__(self, mesh_shape: list[int], enable_ddp: bool, optimizer_cfg: Any,
+    def __init__(self, mesh_shape: list[int], enable_ddp: bool, optimizer_cfg: OptimizerConfig,
                  weight_decay: float, seed: int, clip_grad_norm: bool = True,
                  ttml: Any = None, ttnn: Any = None, device_ids: list[int] | None = None):
         self.ttml = ttml if ttml is not None else _import("ttml")
