@@ -1,25 +1,38 @@
-"""Shared fixtures: the real composed config, shrunk; the Shakespeare corpus from ../shared/data."""
+"""Shared fixtures: the real composed config, shrunk (``debug=tiny``); runs in this process or on
+the command line; the Shakespeare corpus from ../shared/data.
+
+Where a test is about what a run records (losses, resume, eval outputs), it runs in this process
+(:func:`run_in_process`); where it is about the command line (exit codes, signals, console text,
+sweeps, the distributed launcher), in a subprocess (:func:`run_cli`).
+"""
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, Iterator
 
-import pytest
-from hydra import compose, initialize_config_module
-from omegaconf import OmegaConf, open_dict
+# One torch thread, here and in every `python -m ttexp` the tests start (set before torch is
+# imported; an OMP_NUM_THREADS of your own wins). The test models are tiny, so a second thread
+# saves little, and on 2 cores shared with another process OpenMP's thread team waits on the busy
+# core: a tiny run took 7x longer with 2 threads than with 1.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from ttexp.config.schema import register_configs
+import pytest  # noqa: E402
+from omegaconf import OmegaConf, open_dict  # noqa: E402
+
+from ttexp.config.compose import compose_config  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# A model small enough to train in seconds on 2 CPU cores (the nano shape, shrunk).
-TINY_MODEL = [
-    "model.hidden_dim=32", "model.num_layers=2", "model.num_heads=4", "model.mlp_dim=64",
-    "model.max_seq_len=32", "model.dropout=0.0",
-]
+# The tiny model and short schedule of conf/debug/tiny.yaml (hidden 32, 2 layers, 4 heads, mlp 64,
+# context 32, no dropout; 4 steps of batch 4, validation and checkpoints every 2 steps).
+TINY = "debug=tiny"
 
 
 def shakespeare() -> Path:
@@ -36,11 +49,44 @@ def corpus() -> Path:
     return shakespeare()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _torch_threads() -> None:
+    """Hold torch to OMP_NUM_THREADS even when something imported it before this conftest."""
+    import torch
+
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+
+@contextmanager
+def logging_restored() -> Iterator[None]:
+    """Put the root and ``ttexp`` loggers back as they were: an in-process Hydra run (a sweep)
+    configures logging with a file handler in its run directory, which is deleted later."""
+    saved = {name: (lg, lg.level, lg.propagate, list(lg.handlers))
+             for name in ("", "ttexp") for lg in [logging.getLogger(name)]}
+    try:
+        yield
+    finally:
+        for lg, level, propagate, handlers in saved.values():
+            for h in list(lg.handlers):
+                if h not in handlers and not type(h).__module__.startswith("_pytest"):
+                    lg.removeHandler(h)
+                    h.close()
+            for h in handlers:
+                if h not in lg.handlers:
+                    lg.addHandler(h)
+            lg.setLevel(level)
+            lg.propagate = propagate
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    with logging_restored():
+        yield
+
+
 def compose_raw(overrides: list[str], output_dir: Path | None = None):
     """Compose the real config (no Hydra run) as a DictConfig, name and output_dir made concrete."""
-    register_configs()
-    with initialize_config_module(config_module="ttexp.conf", version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides)
+    cfg = compose_config(overrides)
     with open_dict(cfg):
         cfg.name = "test"
         cfg.output_dir = str(output_dir) if output_dir else "unused"
@@ -56,16 +102,48 @@ def compose_cfg(overrides: list[str], output_dir: Path | None = None):
 
 @pytest.fixture
 def tiny_cfg(tmp_path, corpus):
-    """A composed scratch run on a tiny model, writing into tmp_path/run."""
+    """A composed ``debug=tiny`` scratch run on the corpus, writing into tmp_path/run."""
     def make(*extra: str):
-        return compose_cfg([
-            f"data.path={corpus}", *TINY_MODEL, "training.max_steps=4", "training.batch_size=4",
-            "training.gradient_accumulation_steps=1", "training.warmup_steps=1",
-            "training.validation_frequency=2", "training.validation_batches=2",
-            "training.checkpoint_frequency=2", "training.log_frequency=1",
-            "generation.max_new_tokens=8", *extra,
-        ], tmp_path / "run")
+        return compose_cfg([TINY, f"data.path={corpus}", *extra], tmp_path / "run")
     return make
+
+
+def read_result(run_dir: Path) -> dict[str, Any]:
+    """A run directory's result.json."""
+    return json.loads((Path(run_dir) / "result.json").read_text())
+
+
+def run_cfg(cfg, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Run a composed config in this process (:func:`ttexp.runner.run`, which writes the record in
+    ``cfg.output_dir``) and return its result.json as written."""
+    from ttexp.runner import run
+
+    run(cfg, overrides=overrides)
+    return read_result(cfg.output_dir)
+
+
+def run_in_process(overrides: list[str], output_dir: Path) -> dict[str, Any]:
+    """``python -m ttexp OVERRIDES hydra.run.dir=OUTPUT_DIR``, run in this process; returns its
+    result.json. Hydra's own part is left out: no .hydra/, no training.log and no console (use
+    ``caplog`` or :func:`log_to` for the log)."""
+    return run_cfg(compose_cfg(overrides, output_dir), overrides=list(overrides))
+
+
+@contextmanager
+def log_to(path: Path) -> Iterator[None]:
+    """Write the ``ttexp`` log (INFO and up, the lines the console shows) to ``path`` meanwhile."""
+    logger = logging.getLogger("ttexp")
+    handler = logging.FileHandler(path, mode="w")
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        handler.close()
 
 
 def run_cli(args: list[str], cwd: Path | None = None, timeout: int = 300) -> subprocess.CompletedProcess:

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from conftest import TINY_MODEL, run_cli
+from conftest import TINY, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +26,7 @@ def files(tmp_path_factory, corpus):
 
     build_tiny_llama_dir(d / "tiny_llama")
     (d / "a_file").write_text("x")
-    # Weights of a model twice as wide as TINY_MODEL.
+    # Weights of a model twice as wide as debug=tiny's.
     from ttexp.backends.torch_backend import TorchBackend
     from ttexp.config.schema import OptimizerConfig
     from ttexp.models.spec import ModelSpec
@@ -70,7 +70,7 @@ def test_bad_input(name, args, expected, code, files, corpus, tmp_path):
     args = [a.format(d=files, corpus=corpus) for a in args]
     if not any(a.startswith("hydra.run.dir=") for a in args):
         args.append(f"hydra.run.dir={tmp_path}/run")
-    proc = run_cli([*TINY_MODEL, "training.max_steps=2", "training.warmup_steps=0", *args])
+    proc = run_cli([TINY, "training.max_steps=2", "training.warmup_steps=0", *args])
     out = proc.stdout + proc.stderr
     assert proc.returncode == code, out
     assert expected in out

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, TINY, log_to, run_cli, run_in_process
 
 pytestmark = pytest.mark.slow
 
@@ -22,12 +22,9 @@ pytestmark = pytest.mark.slow
 # by the gradient's running RMS, which can amplify such noise where a gradient is near zero, so
 # after 12 steps we allow 2e-4 absolute on a loss of ~5, far below the step-to-step change (~1e-2).
 TOLERANCE = 2e-4
-BASE = ["model.hidden_dim=32", "model.num_layers=2", "model.num_heads=4", "model.mlp_dim=64",
-        "model.max_seq_len=32", "model.dropout=0.0", "training.precision=fp32",
-        "training.max_steps=12", "training.batch_size=8", "training.gradient_accumulation_steps=2",
-        "training.warmup_steps=2", "training.learning_rate=3e-3", "training.validation_frequency=6",
-        "training.validation_batches=3", "training.checkpoint_frequency=6", "training.log_frequency=1",
-        "generation.max_new_tokens=8"]
+BASE = [TINY, "training.precision=fp32", "training.max_steps=12", "training.batch_size=8",
+        "training.gradient_accumulation_steps=2", "training.warmup_steps=2", "training.learning_rate=3e-3",
+        "training.validation_frequency=6", "training.validation_batches=3", "training.checkpoint_frequency=6"]
 
 
 def curve(run_dir: Path, key: str = "train/loss") -> dict[int, float]:
@@ -37,16 +34,20 @@ def curve(run_dir: Path, key: str = "train/loss") -> dict[int, float]:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, corpus):
+    """The same run three ways: one process (n150 and n300 presets, run here, the log kept as
+    console.txt) and two gloo ranks (the real command line and its launcher)."""
     root = tmp_path_factory.mktemp("ddp")
-    out = {}
-    for name, extra in {"n150": ["hardware=n150"],
-                        "n300_one_process": ["hardware=n300"],
-                        "n300_two_ranks": ["hardware=n300", "hardware.processes=2"]}.items():
-        proc = run_cli([*BASE, *extra, f"data.path={corpus}", f"hydra.run.dir={root}/{name}"])
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-        (root / name / "console.txt").write_text(proc.stdout + proc.stderr)
-        out[name] = root / name
-    return out
+    for name, extra in {"n150": ["hardware=n150"], "n300_one_process": ["hardware=n300"]}.items():
+        (root / name).mkdir()
+        with log_to(root / name / "console.txt"):
+            result = run_in_process([*BASE, *extra, f"data.path={corpus}"], root / name)
+        assert result["status"] == "completed", result["error"]
+    name = "n300_two_ranks"
+    proc = run_cli([*BASE, "hardware=n300", "hardware.processes=2", f"data.path={corpus}",
+                    f"hydra.run.dir={root}/{name}"])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (root / name / "console.txt").write_text(proc.stdout + proc.stderr)
+    return {name: root / name for name in ("n150", "n300_one_process", "n300_two_ranks")}
 
 
 def test_two_gloo_ranks_match_one_process_with_accumulation(runs):

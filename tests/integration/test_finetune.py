@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY_MODEL, compose_cfg, run_cli
+from conftest import TINY, run_cli, run_in_process
 from ttexp.models.pretrained import ORIGIN_NAME
-from ttexp.runner import run
 from ttexp.tasks.eval import indent_answer
 
 pytestmark = pytest.mark.slow
@@ -85,11 +84,9 @@ def test_final_model_loads_in_transformers_and_stops_at_eos(finetuned: Path):
 
 def test_eval_compares_with_the_base_and_writes_both_answers(finetuned: Path, tiny_llama_dir: Path):
     out = finetuned.parent / "eval"
-    proc = run_cli(["task=eval", f"eval.checkpoint={finetuned / 'final_model'}", "eval.compare_to=base",
-                    "generation.max_new_tokens=6", f"hydra.run.dir={out}"])
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    r = json.loads((out / "result.json").read_text())
-    assert r["status"] == "completed" and r["task"] == "eval"
+    r = run_in_process(["task=eval", f"eval.checkpoint={finetuned / 'final_model'}", "eval.compare_to=base",
+                        "generation.max_new_tokens=6"], out)
+    assert r["status"] == "completed" and r["task"] == "eval", r["error"]
     assert r["eval"]["compare_to"] == str(tiny_llama_dir.resolve())
     assert r["final_val_loss"] < r["base_val_loss"]  # fine-tuning helped on held-out pairs
     assert len(r["eval"]["answers"]) == 10 and all("base_answer" in a for a in r["eval"]["answers"])
@@ -101,11 +98,11 @@ def test_eval_compares_with_the_base_and_writes_both_answers(finetuned: Path, ti
 
 def test_eval_of_a_checkpoint_reproduces_the_runs_validation_loss(finetuned: Path):
     out = finetuned.parent / "eval_step10"
-    result = run(compose_cfg(["task=eval", f"eval.checkpoint={finetuned / 'checkpoints/step_10'}",
-                              "generation.max_new_tokens=2", "eval.questions=[Why?]"], out))
-    assert result.status == "completed", result.error
+    result = run_in_process(["task=eval", f"eval.checkpoint={finetuned / 'checkpoints/step_10'}",
+                             "generation.max_new_tokens=2", "eval.questions=[Why?]"], out)
+    assert result["status"] == "completed", result["error"]
     val_at_10 = dict(zip([5, 10, 15, 20], metrics(finetuned, "val/loss")))[10]
-    assert result.final_val_loss == pytest.approx(val_at_10, rel=1e-5)
+    assert result["final_val_loss"] == pytest.approx(val_at_10, rel=1e-5)
     assert "Fine-tuned: " in (out / "eval_results.txt").read_text()  # it has a recorded base
 
 
@@ -113,32 +110,31 @@ def test_eval_of_a_checkpoint_reproduces_the_runs_validation_loss(finetuned: Pat
 def scratch_model(tmp_path_factory, corpus) -> Path:
     """A byte-level model trained from scratch (no EOS token, no pretrained base)."""
     out = tmp_path_factory.mktemp("scratch") / "run"
-    model = [m for m in TINY_MODEL if not m.startswith("model.max_seq_len")] + ["model.max_seq_len=256"]
-    result = run(compose_cfg([f"data.path={corpus}", *model, "training.max_steps=2", "training.batch_size=2",
-                              "training.warmup_steps=0", "training.validation_batches=1",
-                              "generation.max_new_tokens=4"], out))
-    assert result.status == "completed", result.error
+    result = run_in_process([TINY, f"data.path={corpus}", "model.max_seq_len=256", "training.max_steps=2",
+                             "training.batch_size=2", "training.warmup_steps=0", "training.validation_batches=1",
+                             "generation.max_new_tokens=4"], out)
+    assert result["status"] == "completed", result["error"]
     return out / "final_model"
 
 
 def test_eval_refuses_a_random_init_base_unless_asked(scratch_model: Path, tmp_path: Path):
     common = ["task=eval", f"eval.checkpoint={scratch_model}", "eval.compare_to=base",
               "eval.questions=[Hi?]", "generation.max_new_tokens=3"]
-    refused = run(compose_cfg(common, tmp_path / "refused"))
-    assert refused.status == "failed" and "random initialisation" in refused.error
+    refused = run_in_process(common, tmp_path / "refused")
+    assert refused["status"] == "failed" and "random initialisation" in refused["error"]
     assert not (tmp_path / "refused" / "eval_results.txt").exists()
-    allowed = run(compose_cfg([*common, "eval.allow_random_base=true"], tmp_path / "allowed"))
-    assert allowed.status == "completed", allowed.error
+    allowed = run_in_process([*common, "eval.allow_random_base=true"], tmp_path / "allowed")
+    assert allowed["status"] == "completed", allowed["error"]
     text = (tmp_path / "allowed" / "eval_results.txt").read_text()
     assert "\nModel: " in text and "\nBase (random init): " in text  # a scratch model is no fine-tune
 
 
 def test_finetune_from_a_scratch_trained_byte_model(scratch_model: Path, tmp_path: Path):
     out = tmp_path / "ft"
-    result = run(compose_cfg([*FINETUNE, "training.max_steps=4", "training.validation_frequency=4",
-                              "training.checkpoint_frequency=0", f"init_from={scratch_model}"], out))
-    assert result.status == "completed", result.error
-    assert result.base_model == str(scratch_model.resolve())
+    result = run_in_process([*FINETUNE, "training.max_steps=4", "training.validation_frequency=4",
+                             "training.checkpoint_frequency=0", f"init_from={scratch_model}"], out)
+    assert result["status"] == "completed", result["error"]
+    assert result["base_model"] == str(scratch_model.resolve())
     config = json.loads((out / "final_model/config.json").read_text())
     assert config["eos_token_id"] == 4 and config["hidden_size"] == 32  # shape from the weights
     assert json.loads((out / "final_model" / ORIGIN_NAME).read_text())["eos_token_id"] == 4
@@ -148,10 +144,10 @@ def test_eval_scores_the_finetunes_own_held_out_split(tmp_path: Path, tiny_llama
     """A fine-tune with a non-default seed splits its data differently; eval (default seed) must
     still score that run's held-out examples, read from final_model/ttexp_origin.json."""
     out = tmp_path / "ft"
-    proc = run_cli([*FINETUNE, "training.seed=7", "training.max_steps=5", f"hydra.run.dir={out}",
-                    f"model.pretrained_path={tiny_llama_dir}"])
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    result = run(compose_cfg(["task=eval", f"eval.checkpoint={out / 'final_model'}",
-                              "generation.max_new_tokens=2", "eval.questions=[Why?]"], tmp_path / "ev"))
-    assert result.status == "completed", result.error
-    assert result.final_val_loss == pytest.approx(metrics(out, "val/loss")[-1], rel=1e-5)
+    finetune = run_in_process([*FINETUNE, "training.seed=7", "training.max_steps=5",
+                               f"model.pretrained_path={tiny_llama_dir}"], out)
+    assert finetune["status"] == "completed", finetune["error"]
+    result = run_in_process(["task=eval", f"eval.checkpoint={out / 'final_model'}",
+                             "generation.max_new_tokens=2", "eval.questions=[Why?]"], tmp_path / "ev")
+    assert result["status"] == "completed", result["error"]
+    assert result["final_val_loss"] == pytest.approx(metrics(out, "val/loss")[-1], rel=1e-5)

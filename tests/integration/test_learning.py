@@ -11,8 +11,7 @@ import json
 
 import pytest
 
-from conftest import compose_cfg
-from ttexp.runner import run
+from conftest import TINY, run_in_process
 
 pytestmark = pytest.mark.slow
 
@@ -22,17 +21,14 @@ PERIOD = "0123456789abcdef\n"
 def test_periodic_sequence_is_learned_and_reproduced(tmp_path):
     corpus = tmp_path / "periodic.txt"
     corpus.write_text(PERIOD * 400)
-    cfg = compose_cfg([
-        f"data.path={corpus}", "model.hidden_dim=32", "model.num_layers=2", "model.num_heads=4",
-        "model.mlp_dim=64", "model.max_seq_len=32", "model.dropout=0.0",
-        "training.max_steps=150", "training.batch_size=8", "training.gradient_accumulation_steps=1",
+    result = run_in_process([
+        TINY, f"data.path={corpus}", "training.max_steps=150", "training.batch_size=8",
         "training.learning_rate=1e-2", "training.warmup_steps=10", "training.validation_frequency=150",
-        "training.checkpoint_frequency=0", "training.log_frequency=20",
+        "training.validation_batches=null", "training.checkpoint_frequency=0", "training.log_frequency=20",
         "generation.prompts=[0123]", "generation.temperature=0", "generation.max_new_tokens=40",
     ], tmp_path / "run")
-    result = run(cfg)
-    assert result.status == "completed", result.error
-    assert result.final_val_loss < 0.05
+    assert result["status"] == "completed", result["error"]
+    assert result["final_val_loss"] < 0.05
     block = (tmp_path / "run" / "validation.txt").read_text().split("--- Prompt: 0123\n")[1]
     generated = block.splitlines(keepends=True)
     text = "".join(generated)[: 4 + 40]

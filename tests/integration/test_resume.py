@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import signal
 import subprocess
@@ -12,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, compose_cfg, run_cli
-from ttexp.runner import run
+from conftest import ROOT, run_cli, run_in_process
 
 pytestmark = pytest.mark.slow
 
@@ -34,8 +34,7 @@ def losses(run_dir: Path) -> dict[int, float]:
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory, corpus) -> Path:
     out = tmp_path_factory.mktemp("full") / "run"
-    proc = run_cli([*ARGS, f"data.path={corpus}", f"hydra.run.dir={out}"])
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert run_in_process([*ARGS, f"data.path={corpus}"], out)["status"] == "completed"
     return out
 
 
@@ -52,7 +51,9 @@ def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
         time.sleep(0.02)
 
 
-def test_sigkill_then_resume_matches_the_uninterrupted_run_exactly(tmp_path, corpus, uninterrupted):
+def test_sigkill_then_resume_matches_the_uninterrupted_run_exactly(tmp_path, corpus, uninterrupted,
+                                                                  caplog):
+    caplog.set_level(logging.INFO, logger="ttexp")
     out = tmp_path / "run"
     args = [*ARGS, f"data.path={corpus}", f"hydra.run.dir={out}"]
     proc = start(args)
@@ -62,27 +63,28 @@ def test_sigkill_then_resume_matches_the_uninterrupted_run_exactly(tmp_path, cor
     killed_at = max(losses(out))
     assert killed_at < 40, "the run finished before it was killed"
 
-    resumed = run_cli([*args, "resume=auto"])
-    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    assert "Resumed from" in resumed.stdout
+    result = run_in_process([*ARGS, f"data.path={corpus}", "resume=auto"], out)
+    assert result["status"] == "completed", result["error"]
+    assert "Resumed from" in caplog.text
     got, want = losses(out), losses(uninterrupted)
     assert sorted(got) == list(range(1, 41))  # lines logged after the last checkpoint were dropped
     assert got == want  # exactly, not approximately
-    result = json.loads((out / "result.json").read_text())
     assert result["status"] == "completed" and result["resumed_from"].endswith("step_" + str(
         int(Path(result["resumed_from"]).name[5:])))
     assert "=== Resumed from step" in (out / "validation.txt").read_text()
 
 
-def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, corpus, uninterrupted):
+def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, corpus, uninterrupted,
+                                                                 caplog):
+    caplog.set_level(logging.INFO, logger="ttexp")
     out = tmp_path / "run"
     shutil.copytree(uninterrupted, out, symlinks=True)
     weights = out / "checkpoints" / "step_40" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
-    proc = run_cli([*ARGS, f"data.path={corpus}", f"hydra.run.dir={out}", "resume=auto"])
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "Skipping damaged checkpoint" in proc.stdout and "model.safetensors is corrupt" in proc.stdout
-    assert "at step 35" in proc.stdout
+    result = run_in_process([*ARGS, f"data.path={corpus}", "resume=auto"], out)
+    assert result["status"] == "completed", result["error"]
+    assert "Skipping damaged checkpoint" in caplog.text and "model.safetensors is corrupt" in caplog.text
+    assert "at step 35" in caplog.text
     assert losses(out) == losses(uninterrupted)
 
 
@@ -104,17 +106,17 @@ def test_signal_saves_a_checkpoint_and_records_interrupted(tmp_path, corpus, sig
 
 def test_resume_from_a_different_model_is_refused(tmp_path, corpus):
     out = tmp_path / "run"
-    base = [f"data.path={corpus}", f"hydra.run.dir={out}"]
-    assert run_cli([*ARGS, *base, "training.max_steps=5"]).returncode == 0
-    proc = run_cli([*ARGS, *base, "model.hidden_dim=128", "resume=auto"])
+    base = [*ARGS, f"data.path={corpus}"]
+    assert run_in_process([*base, "training.max_steps=5"], out)["status"] == "completed"
+    proc = run_cli([*base, f"hydra.run.dir={out}", "model.hidden_dim=128", "resume=auto"])
     assert proc.returncode != 0
     assert "different model config" in proc.stdout and "model.hidden_dim: checkpoint 64, this run 128" in proc.stdout
 
 
 def test_retention_keeps_last_n_and_best_n_with_an_index(tmp_path, corpus):
-    cfg = compose_cfg([f"data.path={corpus}", *ARGS, "training.max_steps=30",
-                       "training.keep_last_n=1", "training.keep_best_n=1"], tmp_path / "run")
-    assert run(cfg).status == "completed"
+    result = run_in_process([f"data.path={corpus}", *ARGS, "training.max_steps=30",
+                             "training.keep_last_n=1", "training.keep_best_n=1"], tmp_path / "run")
+    assert result["status"] == "completed"
     ckpts = tmp_path / "run" / "checkpoints"
     index = json.loads((ckpts / "index.json").read_text())
     kept = sorted(int(p.name[5:]) for p in ckpts.glob("step_*"))
@@ -141,32 +143,31 @@ def test_full_disk_while_checkpointing_fails_cleanly_and_keeps_earlier_checkpoin
         return real(self, directory)
 
     monkeypatch.setattr(TorchBackend, "save_optimizer", flaky)
-    cfg = compose_cfg([f"data.path={corpus}", *ARGS, "training.max_steps=20"], tmp_path / "run")
-    result = run(cfg)
-    assert result.status == "failed"
-    assert "No space left on device" in result.error
-    assert "Nothing was lost: the last good checkpoint is" in result.error
-    assert result.error.split("last good checkpoint is ")[1].split(".")[0].endswith("step_5")
+    result = run_in_process([f"data.path={corpus}", *ARGS, "training.max_steps=20"], tmp_path / "run")
+    assert result["status"] == "failed"
+    assert "No space left on device" in result["error"]
+    assert "Nothing was lost: the last good checkpoint is" in result["error"]
+    assert result["error"].split("last good checkpoint is ")[1].split(".")[0].endswith("step_5")
     ckpts = tmp_path / "run" / "checkpoints"
     assert sorted(p.name for p in ckpts.iterdir() if p.is_dir()) == ["step_5"]  # no half-written step_10
 
 
 def test_a_fresh_run_never_lands_on_an_earlier_runs_checkpoints(tmp_path, corpus):
     out = tmp_path / "run"
-    base = [*ARGS, f"data.path={corpus}", f"hydra.run.dir={out}", "training.max_steps=5"]
-    assert run_cli(base).returncode == 0
+    base = [*ARGS, f"data.path={corpus}", "training.max_steps=5"]
+    assert run_in_process(base, out)["status"] == "completed"
     before = (out / "result.json").read_text()
-    proc = run_cli(base)
+    proc = run_cli([*base, f"hydra.run.dir={out}"])
     assert proc.returncode == 2
     assert "already holds a run with checkpoints (newest: step_5)" in proc.stderr
     assert (out / "result.json").read_text() == before  # nothing of the earlier run was touched
 
 
-def test_resuming_with_changed_training_settings_warns(tmp_path, corpus):
+def test_resuming_with_changed_training_settings_warns(tmp_path, corpus, caplog):
     out = tmp_path / "run"
-    base = [*ARGS, f"data.path={corpus}", f"hydra.run.dir={out}"]
-    assert run_cli([*base, "training.max_steps=5"]).returncode == 0
-    proc = run_cli([*base, "training.max_steps=10", "training.seed=7", "resume=auto"])
-    assert proc.returncode == 0
-    assert "Resuming with settings that differ" in proc.stdout
-    assert "training.seed: checkpoint 42, this run 7" in proc.stdout
+    base = [*ARGS, f"data.path={corpus}"]
+    assert run_in_process([*base, "training.max_steps=5"], out)["status"] == "completed"
+    result = run_in_process([*base, "training.max_steps=10", "training.seed=7", "resume=auto"], out)
+    assert result["status"] == "completed", result["error"]
+    assert "Resuming with settings that differ" in caplog.text
+    assert "training.seed: checkpoint 42, this run 7" in caplog.text

@@ -10,14 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY_MODEL, run_cli
+from conftest import logging_restored, run_cli
 from ttexp.__main__ import main
 
 pytestmark = pytest.mark.slow
 
-SHORT = [*TINY_MODEL, "training.max_steps=3", "training.warmup_steps=1",
-         "training.validation_frequency=3", "training.validation_batches=1",
-         "training.checkpoint_frequency=0", "training.log_frequency=1", "generation.max_new_tokens=4"]
+SHORT = ["debug=fast"]  # the tiny model, 3 steps, one validation at the end, no checkpoints
 
 
 def multirun(sweep_dir: Path, *overrides: str) -> list:
@@ -30,7 +28,8 @@ def multirun(sweep_dir: Path, *overrides: str) -> list:
     task.calling_module, task.task_function = "ttexp.__main__", main
     task.config_path, task.config_name = "pkg://ttexp.conf", "config"
     task.temp_dir, task.overrides = str(sweep_dir), [*SHORT, *overrides]
-    task.__enter__()
+    with logging_restored():  # Hydra points the ttexp logger at the last job's training.log
+        task.__enter__()
     return [r.return_value for batch in task.returns for r in batch]
 
 

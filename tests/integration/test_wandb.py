@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ttexp.runner import run
+from conftest import run_cfg
 
 pytestmark = pytest.mark.slow
 wandb = pytest.importorskip("wandb")
@@ -72,11 +72,11 @@ def of_kind(records: list, kind: str) -> list:
 def test_offline_run_holds_config_metrics_samples_and_model(tiny_cfg, tmp_path):
     cfg = tiny_cfg("logger=wandb", "logger.wandb.mode=offline", "logger.wandb.log_model=true",
                    "logger.wandb.tags=[baseline]")
-    result = run(cfg, overrides=["logger=wandb", "training.learning_rate=0.0003"])
-    assert result.status == "completed"
-    assert result.wandb["mode"] == "offline" and result.wandb["url"] is None
-    run_dir = Path(result.output_dir)
-    assert Path(result.wandb["dir"]).parent == run_dir / "wandb"
+    result = run_cfg(cfg, overrides=["logger=wandb", "training.learning_rate=0.0003"])
+    assert result["status"] == "completed"
+    assert result["wandb"]["mode"] == "offline" and result["wandb"]["url"] is None
+    run_dir = Path(result["output_dir"])
+    assert Path(result["wandb"]["dir"]).parent == run_dir / "wandb"
 
     records = read_offline_run(run_dir)
     assert of_kind(records, "exit"), "the W&B run was not finished"
@@ -98,7 +98,7 @@ def test_offline_run_holds_config_metrics_samples_and_model(tiny_cfg, tmp_path):
     summary = {}
     for r in of_kind(records, "summary"):
         summary.update({(i.key or "/".join(i.nested_key)): i.value_json for i in r.summary.update})
-    assert json.loads(summary["best_val_loss"]) == pytest.approx(result.best_val_loss, rel=1e-6)
+    assert json.loads(summary["best_val_loss"]) == pytest.approx(result["best_val_loss"], rel=1e-6)
     assert of_kind(records, "artifact"), "final_model/ was not logged as an artifact"
     # The local record is complete as well.
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
@@ -128,8 +128,8 @@ def test_a_wandb_that_cannot_start_leaves_a_completed_local_run(tiny_cfg, monkey
         raise wandb.errors.CommError("could not reach the server")
 
     monkeypatch.setattr(wandb, "init", refuse)
-    result = run(tiny_cfg("logger=wandb"))
-    assert result.status == "completed" and result.best_val_loss is not None
-    assert "CommError: could not reach the server" in result.wandb["error"]
+    result = run_cfg(tiny_cfg("logger=wandb"))
+    assert result["status"] == "completed" and result["best_val_loss"] is not None
+    assert "CommError: could not reach the server" in result["wandb"]["error"]
     assert "W&B could not start" in caplog.text and "local record only" in caplog.text
-    assert (Path(result.output_dir) / "training_curves.png").is_file()
+    assert (Path(result["output_dir"]) / "training_curves.png").is_file()

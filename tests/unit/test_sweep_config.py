@@ -4,18 +4,15 @@ the Optuna preset minimises, logger=wandb turns W&B on, and the schema rejects a
 from __future__ import annotations
 
 import pytest
-from hydra import compose, initialize_config_module
 from hydra.errors import ConfigCompositionException
 
 from conftest import compose_cfg, compose_raw
+from ttexp.config.compose import compose_config
 from ttexp.config.convert import to_run_config
-from ttexp.config.schema import register_configs
 
 
 def compose_hydra(*overrides: str):
-    register_configs()
-    with initialize_config_module(config_module="ttexp.conf", version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
+    return compose_config(list(overrides), return_hydra_config=True)
 
 
 @pytest.mark.parametrize("launcher, plugin, target", [

@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import ttml_double as dbl  # noqa: E402
 
 from ttexp.train.plan import choose_backend  # noqa: E402
-from ttexp.runner import run  # noqa: E402
+from conftest import run_cfg  # noqa: E402
 
 
 def install(monkeypatch):
@@ -36,9 +36,9 @@ def test_auto_picks_ttml_when_a_device_opens_and_says_why_not(monkeypatch):
 def test_scratch_run_on_the_double_completes_and_closes_the_device(monkeypatch, tiny_cfg):
     install(monkeypatch)
     cfg = tiny_cfg("backend=ttml")
-    result = run(cfg)
-    assert result.status == "completed", result.error
-    assert result.backend == "ttml" and "Tenstorrent mesh [1, 1]" in result.device
+    result = run_cfg(cfg)
+    assert result["status"] == "completed", result.get("error")
+    assert result["backend"] == "ttml" and "Tenstorrent mesh [1, 1]" in result["device"]
     st = dbl.state()
     assert st.closed == 1 and not st.device_open and st.steps == 4
     final = Path(cfg.output_dir) / "final_model"
@@ -51,6 +51,6 @@ def test_scratch_run_on_the_double_completes_and_closes_the_device(monkeypatch, 
 def test_failed_run_still_closes_the_device(monkeypatch, tiny_cfg):
     install(monkeypatch)
     dbl.state().fail_backward = True
-    result = run(tiny_cfg("backend=ttml"))
-    assert result.status == "failed" and "backward failed" in result.error
+    result = run_cfg(tiny_cfg("backend=ttml"))
+    assert result["status"] == "failed" and "backward failed" in result["error"]
     assert dbl.state().closed == 1 and not dbl.state().device_open

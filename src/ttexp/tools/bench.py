@@ -29,24 +29,25 @@ from typing import Any, Callable
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from omegaconf import open_dict
+
+from ttexp.config.compose import compose_config
+from ttexp.config.convert import to_run_config
+from ttexp.config.schema import RunConfig
+from ttexp.config.validate import validate_config
 
 DEFAULT_OVERRIDES = ["model=nano", "training.batch_size=16", "training.gradient_accumulation_steps=1",
                      "training.warmup_steps=0", "training.max_steps=1000000", "model.dropout=0.0"]
 
 
-def compose(overrides: list[str]) -> Any:
-    """The run config for ``overrides`` (on top of the bench defaults), validated."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_module
-    from omegaconf import open_dict
+def compose(overrides: list[str]) -> RunConfig:
+    """The run config for ``overrides`` (on top of the bench defaults), typed and validated.
 
-    from ttexp.config.convert import to_run_config
-    from ttexp.config.schema import register_configs
-    from ttexp.config.validate import validate_config
-
-    register_configs()
-    with initialize_config_module(config_module="ttexp.conf", version_base="1.3"):
-        cfg = hydra_compose(config_name="config", overrides=DEFAULT_OVERRIDES + overrides)
+    Raises:
+        hydra.errors.ConfigCompositionException: an override Hydra cannot apply.
+        ConfigError: the composed config breaks a cross-field rule.
+    """
+    cfg = compose_config(DEFAULT_OVERRIDES + overrides)
     with open_dict(cfg):
         cfg.name, cfg.output_dir = "bench", "bench"
     cfg = to_run_config(cfg)

@@ -20,7 +20,10 @@ import sys
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+
+from ttexp.config.compose import compose_config
+from ttexp.config.convert import to_run_config
+from ttexp.config.schema import RunConfig
 
 TT_DEVICE_DIR = Path("/dev/tenstorrent")
 """Where the Tenstorrent kernel driver exposes one node per device."""
@@ -35,18 +38,6 @@ class Check:
     status: str
     name: str
     detail: str
-
-
-def compose(overrides: list[str]) -> Any:
-    """The run config for ``overrides`` (Hydra compose; no run directory is created)."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_module
-
-    from ttexp.config.schema import register_configs
-
-    register_configs()
-    with initialize_config_module(config_module="ttexp.conf", version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=overrides)
 
 
 def _dist_version(name: str) -> str | None:
@@ -167,7 +158,7 @@ def check_wandb(logger_name: str) -> list[Check]:
     return [Check(WARN if wanted else INFO, "W&B", "installed, not logged in (wandb login, or WANDB_MODE=offline)")]
 
 
-def check_files(cfg: Any) -> list[Check]:
+def check_files(cfg: RunConfig) -> list[Check]:
     """The corpus (``data.path``, else :func:`ttexp.data.corpus.search_paths`, else a download)
     and the weights of ``init_from`` / ``model.pretrained_path``."""
     checks = []
@@ -203,7 +194,7 @@ def check_files(cfg: Any) -> list[Check]:
     return checks
 
 
-def run_checks(cfg: Any) -> list[Check]:
+def run_checks(cfg: RunConfig) -> list[Check]:
     """Every check for the composed ``cfg``, in report order."""
     backend = cfg.backend.value
     checks = check_python_torch()
@@ -222,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         print(__doc__)
         return 0
     try:
-        cfg = compose(argv)
+        cfg = to_run_config(compose_config(argv))
     except Exception as exc:  # Hydra's errors (unknown key, bad value) name the override
         print(f"[FAIL] config: {exc}")
         return 1
