@@ -13,9 +13,11 @@ from __future__ import annotations
 
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
-from omegaconf import DictConfig
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
 
-from ttexp.config.schema import register_configs
+from ttexp.config.convert import to_run_config
+from ttexp.config.schema import RunConfig, register_configs
 
 CONFIG_MODULE = "ttexp.conf"
 CONFIG_NAME = "config"
@@ -50,3 +52,25 @@ def compose_config(overrides: list[str], *, return_hydra_config: bool = False) -
                            return_hydra_config=return_hydra_config)
     finally:  # initialize_config_module put back a (deep) copy of the cleared instance
         GlobalHydra.instance().hydra = outer
+
+
+def compose_run_config(overrides: list[str], output_dir: str = "unused") -> RunConfig:
+    """The typed run config for ``overrides`` as a run outside Hydra's app sees it: ``name``
+    resolved as Hydra would resolve it (``${hydra:runtime.choices...}``), ``output_dir`` set to
+    ``output_dir``, converted to the schema's dataclasses. For tools (doctor, bench) and tests.
+
+    Raises:
+        the errors of :func:`compose_config`.
+    """
+    cfg = compose_config(list(overrides), return_hydra_config=True)
+    hydra_config = HydraConfig.instance()
+    outer = hydra_config.cfg
+    try:
+        hydra_config.set_config(cfg)  # the hydra: resolver reads runtime.choices from here
+        name = str(cfg.name)
+    finally:
+        hydra_config.cfg = outer
+    with open_dict(cfg):
+        cfg.name, cfg.output_dir = name, str(output_dir)
+        del cfg["hydra"]
+    return to_run_config(cfg)

@@ -29,10 +29,8 @@ from typing import Any, Callable
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from omegaconf import open_dict
 
-from ttexp.config.compose import compose_config
-from ttexp.config.convert import to_run_config
+from ttexp.config.compose import compose_run_config
 from ttexp.config.schema import RunConfig
 from ttexp.config.validate import validate_config
 
@@ -47,10 +45,7 @@ def compose(overrides: list[str]) -> RunConfig:
         hydra.errors.ConfigCompositionException: an override Hydra cannot apply.
         ConfigError: the composed config breaks a cross-field rule.
     """
-    cfg = compose_config(DEFAULT_OVERRIDES + overrides)
-    with open_dict(cfg):
-        cfg.name, cfg.output_dir = "bench", "bench"
-    cfg = to_run_config(cfg)
+    cfg = compose_run_config(DEFAULT_OVERRIDES + overrides, output_dir="bench")
     validate_config(cfg)
     return cfg
 

@@ -21,8 +21,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from ttexp.config.compose import compose_config
-from ttexp.config.convert import to_run_config
+from ttexp.config.compose import compose_run_config
 from ttexp.config.schema import RunConfig
 
 TT_DEVICE_DIR = Path("/dev/tenstorrent")
@@ -213,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         print(__doc__)
         return 0
     try:
-        cfg = to_run_config(compose_config(argv))
+        cfg = compose_run_config(argv)
     except Exception as exc:  # Hydra's errors (unknown key, bad value) name the override
         print(f"[FAIL] config: {exc}")
         return 1
