@@ -12,6 +12,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Iterable, Protocol, runtime_checkable
 
+from ttexp.config.schema import DecodingConfig
 from ttexp.data.batch import Batch
 
 OPTIMIZER_NAME = "optimizer.pt"
@@ -32,23 +33,16 @@ class StepStats:
 
 
 @dataclass
-class SamplingParams:
-    """Decoding settings (the lessons' eval_config). ``temperature == 0`` means greedy."""
+class SamplingParams(DecodingConfig):
+    """Decoding settings for one generation: the config's :class:`DecodingConfig` plus the EOS
+    token that ends it. ``temperature == 0`` means greedy."""
 
-    max_new_tokens: int = 200
-    temperature: float = 0.8
-    top_k: int = 0
-    top_p: float = 1.0
-    repetition_penalty: float = 1.0
-    seed: int = 1234
     eos_token_id: int | None = None
 
     @classmethod
-    def from_config(cls, generation: Any, tokenizer: Any = None) -> "SamplingParams":
-        """From the ``generation`` config section (every field of this class but the EOS id has
-        its namesake there); the EOS id comes from the tokenizer (if any)."""
-        names = [f.name for f in fields(cls) if f.name != "eos_token_id"]
-        return cls(**{name: getattr(generation, name) for name in names},
+    def from_config(cls, generation: DecodingConfig, tokenizer: Any = None) -> "SamplingParams":
+        """From the ``generation`` config section; the EOS id comes from the tokenizer (if any)."""
+        return cls(**{f.name: getattr(generation, f.name) for f in fields(DecodingConfig)},
                    eos_token_id=getattr(tokenizer, "eos_token_id", None))
 
     def to_generation_config(self) -> Any:

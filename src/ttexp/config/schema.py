@@ -267,10 +267,9 @@ class TrainingConfig(Section):
 
 
 @dataclass
-class GenerationConfig(Section):
-    """Sampling for validation samples and evaluation (the lessons' eval_config)."""
+class DecodingConfig(Section):
+    """How to sample a continuation (the lessons' eval_config); every backend decodes with these."""
 
-    prompts: List[str] = field(default_factory=lambda: ["ROMEO:"])
     max_new_tokens: int = 200
     temperature: float = 0.8
     """0 = greedy decoding."""
@@ -279,8 +278,16 @@ class GenerationConfig(Section):
     top_p: float = 1.0
     """Nucleus sampling mass; 1.0 = off."""
     repetition_penalty: float = 1.0
+    """CTRL's penalty on tokens already in the text (Keskar et al. 2019); 1.0 = off."""
     seed: int = 1234
     """Sampling seed; generation never touches the training random state."""
+
+
+@dataclass
+class GenerationConfig(DecodingConfig):
+    """Validation samples and evaluation answers: the prompts, and how to decode them."""
+
+    prompts: List[str] = field(default_factory=lambda: ["ROMEO:"])
 
 
 def _lesson_test_questions() -> List[str]:

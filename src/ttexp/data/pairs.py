@@ -15,6 +15,7 @@ sampler state) and every example is seen once per epoch.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -24,9 +25,12 @@ import numpy as np
 
 from ttexp.config.schema import DataConfig
 from ttexp.data.batch import IGNORE_INDEX, Batch
+from ttexp.data.corpus import resolve_corpus, sha256_of
 from ttexp.data.pair_check import validate_file
 from ttexp.data.template import DEFAULT_TEMPLATE, format_prompt
 from ttexp.errors import DataError
+
+log = logging.getLogger("ttexp")
 
 
 @dataclass(frozen=True)
@@ -164,8 +168,6 @@ def resolve_pairs_file(data_cfg: DataConfig) -> Path:
     Raises:
         DataError: the file is found nowhere (from :func:`ttexp.data.corpus.resolve_corpus`).
     """
-    from ttexp.data.corpus import resolve_corpus
-
     if not data_cfg.path:
         shipped = packaged_dataset(data_cfg.filename)
         if shipped is not None:
@@ -197,10 +199,6 @@ def _checked_pairs(path: Path, tokenizer: Any, template: str, max_seq_len: int) 
     Raises:
         DataError: the validator found errors (the first ten are listed with line numbers).
     """
-    import logging
-
-
-    log = logging.getLogger("ttexp")
     report = validate_file(path, tokenizer, template, max_seq_len)
     if not report.ok:
         shown = "\n".join(f"  - {e}" for e in report.errors[:10])
@@ -222,8 +220,6 @@ def load_pair_data(data_cfg: DataConfig, tokenizer: Any, max_seq_len: int, seed:
     Raises:
         DataError: a file is missing or invalid, or no training example is left.
     """
-    from ttexp.data.corpus import sha256_of
-
     template = data_cfg.prompt_template
     path = resolve_pairs_file(data_cfg)
     pairs = _checked_pairs(path, tokenizer, template, max_seq_len)
