@@ -18,6 +18,7 @@ def create_backend(cfg: RunConfig, backend: str, ranks: Collectives) -> Backend:
     Raises:
         BackendUnavailable: the backend cannot run here.
     """
+    # Each backend is imported when chosen: torch and transformers, or ttml, load only then.
     if backend == "torch":
         import torch
 

@@ -18,7 +18,13 @@ from enum import Enum
 from typing import Any, List, Optional
 
 from hydra.core.config_store import ConfigStore
+from hydra.core.plugins import Plugins
 from omegaconf import MISSING
+
+from ttexp.config.experiments_source import (
+    ExperimentsConfigSource,
+    TtexpExperimentsSearchPath,
+)
 
 
 class Section:
@@ -355,13 +361,6 @@ def register_configs() -> None:
     Tests that compose the config must call this (or import :mod:`ttexp.__main__`), or Hydra
     fails with "Could not load 'ttexp_schema'".
     """
-    from hydra.core.plugins import Plugins
-
-    from ttexp.config.experiments_source import (
-        ExperimentsConfigSource,
-        TtexpExperimentsSearchPath,
-    )
-
     ConfigStore.instance().store(name="ttexp_schema", node=RunConfig)
     for plugin in (ExperimentsConfigSource, TtexpExperimentsSearchPath):
         Plugins.instance().register(plugin)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ttexp.data.template import DEFAULT_TEMPLATE, format_prompt
+from ttexp.models.pretrained import load_tokenizer
 
 FIELDS = ("prompt", "response")
 MAX_CHARS = 500
@@ -172,8 +173,6 @@ def validate_file(path: Path | str, tokenizer: Any = None, template: str = DEFAU
         report.errors.append(Issue(0, "the file holds no examples"))
     if report.pairs:
         if tokenizer is None:
-            from ttexp.models.pretrained import load_tokenizer
-
             tokenizer = load_tokenizer(None)
         _check_content(report, tokenizer, template, max_tokens)
     return report

@@ -32,6 +32,7 @@ from ttexp.models.hf import (
     read_hf_config,
 )
 from ttexp.models.spec import ARCHITECTURE_KEYS
+from ttexp.models.tokenizer import ByteTokenizer
 
 log = logging.getLogger("ttexp")
 
@@ -115,8 +116,6 @@ def load_tokenizer(model_dir: Optional[Path]) -> PromptTokenizer:
         TtexpError: the directory has no loadable tokenizer, or no usable EOS.
     """
     if model_dir is None:
-        from ttexp.models.tokenizer import ByteTokenizer
-
         return PromptTokenizer(ByteTokenizer())
     from transformers import AutoTokenizer
 

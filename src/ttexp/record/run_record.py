@@ -163,7 +163,9 @@ class RunRecord:
 
     def plot(self, title: str) -> Optional[Path]:
         """Write training_curves.png from the curves logged so far; None when there is nothing."""
-        from ttexp.record.plots import plot_training_curves
+        from ttexp.record.plots import (
+            plot_training_curves,  # matplotlib: only when plotting
+        )
 
         if not self.history["train/loss"]:
             return None

@@ -118,7 +118,7 @@ def _label(row: JobRow, swept: list[str]) -> str:
 
 def plot_sweep(summary: SweepSummary) -> Optional[Path]:
     """Write ``sweep_curves.png`` (every run's curves overlaid); None when no run logged a step."""
-    from ttexp.record.plots import plot_sweep_curves
+    from ttexp.record.plots import plot_sweep_curves  # matplotlib: only when plotting
 
     runs = []
     for row in summary.rows:

@@ -18,6 +18,7 @@ from omegaconf import DictConfig, open_dict
 
 from ttexp.record.job import MULTIRUN_NAME, _bookkeeping, override_key, read_multirun
 from ttexp.record.result import RESULT_NAME, RunResult
+from ttexp.train.plan import choose_backend
 
 log = logging.getLogger("ttexp")
 
@@ -111,8 +112,6 @@ def pin_job_device(cfg: DictConfig, job_num: int) -> Optional[str]:
     mesh = [int(x) for x in cfg.hardware.mesh_shape]
     if not n or n < 1 or mesh[0] * mesh[1] != 1:
         return None
-    from ttexp.train.plan import choose_backend
-
     k = job_num % int(n)
     backend = cfg.backend.value
     if backend == "auto":  # what auto will pick on this machine

@@ -30,9 +30,18 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ttexp.backends.factory import create_backend
 from ttexp.config.compose import compose_run_config
 from ttexp.config.schema import RunConfig
 from ttexp.config.validate import validate_config
+from ttexp.data.text import TextData
+from ttexp.errors import TtexpError
+from ttexp.models.hf import llama_config
+from ttexp.record.run_record import NullRecord
+from ttexp.train.loop import TrainingLoop
+from ttexp.train.plan import make_plan
+from ttexp.train.ranks import Ranks
+from ttexp.train.speed import peak_flops_for, peak_memory_bytes, speed_figures
 
 DEFAULT_OVERRIDES = ["model=nano", "training.batch_size=16", "training.gradient_accumulation_steps=1",
                      "training.warmup_steps=0", "training.max_steps=1000000", "model.dropout=0.0"]
@@ -65,13 +74,6 @@ def bench_ttexp(cfg: Any, warmup: int, steps: int) -> dict[str, Any]:
     """The framework's step on random windows of a synthetic corpus (no file I/O)."""
     import numpy as np
 
-    from ttexp.backends.factory import create_backend
-    from ttexp.data.text import TextData
-    from ttexp.record.run_record import NullRecord
-    from ttexp.train.loop import TrainingLoop
-    from ttexp.train.plan import make_plan
-    from ttexp.train.ranks import Ranks
-
     plan = make_plan(cfg)
     torch.manual_seed(0)
     tokens = np.random.default_rng(0).integers(0, plan.spec.vocab_size, size=2_000_000)
@@ -90,8 +92,6 @@ def bench_minimal(cfg: Any, plan: Any, device: torch.device, autocast: Any, warm
                   steps: int, compile_model: bool) -> list[float]:
     """A hand-written loop over the same transformers Llama, same precision and batch."""
     from transformers import LlamaForCausalLM
-
-    from ttexp.models.hf import llama_config
 
     torch.manual_seed(0)
     model = LlamaForCausalLM(llama_config(plan.spec)).to(device).train()
@@ -170,8 +170,6 @@ def bench_nanogpt_fp32(plan: Any, device: torch.device, warmup: int, steps: int)
 
 
 def _row(name: str, times: list[float], plan: Any, peak: float | None, precision: str) -> dict[str, Any]:
-    from ttexp.train.speed import speed_figures
-
     median = statistics.median(times)
     tps = plan.global_batch_size * plan.gradient_accumulation_steps * plan.seq_len / median
     speed = speed_figures(tps, plan.flops_per_token, peak)
@@ -181,8 +179,6 @@ def _row(name: str, times: list[float], plan: Any, peak: float | None, precision
 
 def run_bench(overrides: list[str], warmup: int, steps: int, baselines: bool = True) -> dict[str, Any]:
     """Run the three loops and return the report (see module docstring)."""
-    from ttexp.train.speed import peak_flops_for, peak_memory_bytes
-
     cfg = compose(overrides)
     ours = bench_ttexp(cfg, warmup, steps)
     plan, device_name = ours["plan"], ours["device"]
@@ -246,8 +242,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-baselines", action="store_true", help="time ttexp only")
     parser.add_argument("overrides", nargs="*", help="run overrides, e.g. model=midi")
     args = parser.parse_args(argv)
-    from ttexp.errors import TtexpError
-
     try:
         report = run_bench(args.overrides, args.warmup, args.steps, not args.no_baselines)
     except TtexpError as exc:

@@ -21,8 +21,10 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from ttexp.backends.detect import ttml_status
 from ttexp.config.compose import compose_run_config
 from ttexp.config.schema import RunConfig
+from ttexp.data.corpus import search_paths
 
 TT_DEVICE_DIR = Path("/dev/tenstorrent")
 """Where the Tenstorrent kernel driver exposes one node per device."""
@@ -61,8 +63,6 @@ def check_python_torch() -> list[Check]:
 
 def check_ttml(wants_ttml: bool) -> tuple[list[Check], bool]:
     """ttml import, API generation, stray PyPI packages. Returns the checks and whether ttml is usable."""
-    from ttexp.backends.detect import ttml_status
-
     ok, why = ttml_status()
     bad = FAIL if wants_ttml else INFO
     checks = []
@@ -161,8 +161,6 @@ def check_files(cfg: RunConfig) -> list[Check]:
     """The corpus (``data.path``, else :func:`ttexp.data.corpus.search_paths`, else a download)
     and the weights of ``init_from`` / ``model.pretrained_path``."""
     checks = []
-    from ttexp.data.corpus import search_paths
-
     d = cfg.data
     if d.path:
         p = Path(str(d.path)).expanduser()

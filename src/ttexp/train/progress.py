@@ -14,14 +14,14 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from ttexp.record.console import CONSOLE
+
 
 class TrainingProgress:
     """A progress bar over optimizer steps. On a non-terminal (CI, a pipe) it draws nothing; the
     log lines every ``training.log_frequency`` steps carry the same figures there."""
 
     def __init__(self, total_steps: int, start_step: int = 0, console: Console | None = None):
-        from ttexp.record.console import CONSOLE
-
         self.console = console or CONSOLE
         self._progress = Progress(
             TextColumn("[bold]train"),

@@ -18,6 +18,9 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+from ttexp.data.corpus import cache_dir as default_cache
+from ttexp.files import write_text_atomic
+
 PEAK_FLOPS: dict[str, float] = {
     "H100": 989e12,  # SXM, dense bf16 (torchtitan get_peak_flops)
     "H200": 989e12,  # same GH100 compute as H100
@@ -72,8 +75,6 @@ def cpu_peak_flops(dtype_name: str, cache_dir: Optional[Path] = None) -> float:
     """
     import torch
 
-    from ttexp.data.corpus import cache_dir as default_cache
-
     path = (cache_dir or default_cache()) / "cpu_peak_flops.json"
     key = f"{_cpu_model()}|torch {torch.__version__}|{torch.get_num_threads()} threads|{dtype_name}"
     try:
@@ -84,8 +85,6 @@ def cpu_peak_flops(dtype_name: str, cache_dir: Optional[Path] = None) -> float:
         return float(cached[key])
     peak = measure_cpu_matmul_peak(dtype_name)
     cached[key] = peak
-    from ttexp.files import write_text_atomic
-
     try:
         write_text_atomic(path, json.dumps(cached, indent=2))
     except OSError:
