@@ -196,9 +196,14 @@ def log_schedule(cfg: RunConfig, plan: RunPlan) -> None:
     clip = f"clip {t.clip_grad_norm_max_norm}" if t.use_clip_grad_norm else "no clipping"
     log.info("Training: %s steps, lr %g (%s, warmup %d), weight decay %g, %s, seed %d",
              f"{t.max_steps:,}", t.learning_rate, name, t.warmup_steps, t.weight_decay, clip, t.seed)
-    epochs = plan.tokens_per_step * t.max_steps / max(1, plan.seq_len)
-    log.info("Validation every %s steps, checkpoints every %s steps; %s sequences seen in total",
-             t.validation_frequency or "end", t.checkpoint_frequency or "end", f"{epochs:,.0f}")
+    sequences = plan.tokens_per_step * t.max_steps / max(1, plan.seq_len)
+    log.info("Validation %s, checkpoints %s; %s sequences seen in total",
+             _cadence(t.validation_frequency), _cadence(t.checkpoint_frequency), f"{sequences:,.0f}")
+
+
+def _cadence(frequency: int) -> str:
+    """'every 500 steps', or 'at the end only' for 0 (the keys' sentinel)."""
+    return f"every {frequency:,} steps" if frequency else "at the end only"
 
 
 def record_loop(record: RunRecord, res: LoopResult) -> None:
