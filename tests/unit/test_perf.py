@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from ttexp.train import speed as perf
 from ttexp.models.metrics import perplexity
+from ttexp.train import speed as perf
 from ttexp.train.speed import gpu_peak_flops, mfu, peak_flops_for, speed_figures
 
 
@@ -44,6 +44,23 @@ def test_cpu_peak_is_measured_once_and_cached_per_dtype(tmp_path, monkeypatch):
     assert len(json.loads((tmp_path / "cpu_peak_flops.json").read_text())) == 2
 
 
+def test_a_week_old_or_beaten_cpu_peak_is_measured_again(tmp_path, monkeypatch):
+    rates = iter([1e11, 2e11, 3e11])
+    monkeypatch.setattr(perf, "measure_cpu_matmul_peak", lambda d: next(rates))
+    first = perf.cpu_peak("bf16", tmp_path)
+    assert (first.flops, first.cached) == (1e11, False) and "measured now" in first.describe("bf16")
+    again = perf.cpu_peak("bf16", tmp_path)
+    assert again.cached and again.flops == 1e11 and "old (cache)" in again.describe("bf16")
+    monkeypatch.setattr(perf.time, "time", lambda: first.measured_at + perf.PEAK_MAX_AGE_S + 1)
+    assert perf.cpu_peak("bf16", tmp_path).flops == 2e11  # a week old: measured again
+    monkeypatch.undo()
+    monkeypatch.setattr(perf, "measure_cpu_matmul_peak", lambda d: 3e11)
+    assert not perf.note_achieved_flops("bf16", 1.5e11, tmp_path)  # below the peak: kept
+    assert perf.cpu_peak("bf16", tmp_path).flops == 2e11
+    assert perf.note_achieved_flops("bf16", 2.5e11, tmp_path)  # a run beat it: dropped
+    assert perf.cpu_peak("bf16", tmp_path).flops == 3e11
+
+
 def test_measured_cpu_peak_is_a_plausible_rate():
     rate = perf.measure_cpu_matmul_peak("fp32", size=256, seconds=0.2)
     assert 1e8 < rate < 1e14
@@ -53,7 +70,7 @@ def test_measured_cpu_peak_is_a_plausible_rate():
 def test_bench_reports_three_loops_with_ratios(tmp_path, monkeypatch, capsys):
     from ttexp.tools.bench import main
 
-    monkeypatch.setattr(perf, "cpu_peak_flops", lambda dtype, cache_dir=None: 1e11)
+    monkeypatch.setattr(perf, "cpu_peak", lambda dtype, cache_dir=None: perf.CpuPeak(1e11, 0.0, True))
     out = tmp_path / "bench.json"
     # debug=tiny for the model; the batch is the bench's own override (16) unless given here.
     assert main(["--steps", "2", "--warmup", "1", "--json", str(out), "debug=tiny",

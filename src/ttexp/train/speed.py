@@ -15,6 +15,7 @@ import json
 import platform
 import resource
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -67,29 +68,94 @@ def measure_cpu_matmul_peak(dtype_name: str = "bf16", size: int = 1024, seconds:
     return best
 
 
-def cpu_peak_flops(dtype_name: str, cache_dir: Optional[Path] = None) -> float:
-    """This CPU's measured matmul peak for ``dtype_name`` ('bf16' or 'fp32'), cached on disk.
+PEAK_MAX_AGE_S = 7 * 24 * 3600
+"""A cached CPU peak older than a week is measured again (a machine's load and firmware change)."""
 
-    The cache key is the CPU model, torch version, thread count and dtype, so a new machine, a
-    torch upgrade or a different thread setting measures again (about 2 s).
+
+@dataclass
+class CpuPeak:
+    """A measured CPU matmul peak and where it came from.
+
+    Attributes:
+        flops: FLOP/s.
+        measured_at: Unix time of the measurement.
+        cached: True when read from the cache rather than measured by this call.
     """
+
+    flops: float
+    measured_at: float
+    cached: bool
+
+    def describe(self, dtype_name: str) -> str:
+        """'measured CPU bf16 matmul peak, 3 h old (cache)' or '..., measured now'."""
+        if not self.cached:
+            return f"measured CPU {dtype_name} matmul peak, measured now"
+        return f"measured CPU {dtype_name} matmul peak, {_age(time.time() - self.measured_at)} old (cache)"
+
+
+def _age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f} {unit}"
+    return f"{max(0.0, seconds):.0f} s"
+
+
+def _peak_key(dtype_name: str) -> str:
     import torch
 
+    return f"{_cpu_model()}|torch {torch.__version__}|{torch.get_num_threads()} threads|{dtype_name}"
+
+
+def _peak_cache(cache_dir: Optional[Path]) -> tuple[Path, dict[str, Any]]:
     path = (cache_dir or default_cache()) / "cpu_peak_flops.json"
-    key = f"{_cpu_model()}|torch {torch.__version__}|{torch.get_num_threads()} threads|{dtype_name}"
     try:
         cached = json.loads(path.read_text())
     except (OSError, ValueError):
         cached = {}
-    if key in cached:
-        return float(cached[key])
-    peak = measure_cpu_matmul_peak(dtype_name)
-    cached[key] = peak
+    return path, cached if isinstance(cached, dict) else {}
+
+
+def _write_peak_cache(path: Path, cached: dict[str, Any]) -> None:
     try:
         write_text_atomic(path, json.dumps(cached, indent=2))
     except OSError:
         pass  # a read-only home only costs a re-measurement next time
+
+
+def cpu_peak(dtype_name: str, cache_dir: Optional[Path] = None) -> CpuPeak:
+    """This CPU's measured matmul peak for ``dtype_name`` ('bf16' or 'fp32'), cached on disk
+    (``~/.cache/ttexp/cpu_peak_flops.json``).
+
+    The cache key is the CPU model, torch version, thread count and dtype, so a new machine, a
+    torch upgrade or a different thread setting measures again (about 2 s). A cached figure older
+    than :data:`PEAK_MAX_AGE_S`, or one a run has since beaten (:func:`note_achieved_flops`), is
+    measured again too.
+    """
+    path, cached = _peak_cache(cache_dir)
+    entry = cached.get(_peak_key(dtype_name))
+    if isinstance(entry, dict) and time.time() - float(entry.get("measured_at", 0)) < PEAK_MAX_AGE_S:
+        return CpuPeak(float(entry["flops"]), float(entry["measured_at"]), cached=True)
+    peak = CpuPeak(measure_cpu_matmul_peak(dtype_name), time.time(), cached=False)
+    cached[_peak_key(dtype_name)] = {"flops": peak.flops, "measured_at": peak.measured_at}
+    _write_peak_cache(path, cached)
     return peak
+
+
+def cpu_peak_flops(dtype_name: str, cache_dir: Optional[Path] = None) -> float:
+    """The FLOP/s of :func:`cpu_peak`."""
+    return cpu_peak(dtype_name, cache_dir).flops
+
+
+def note_achieved_flops(dtype_name: str, achieved: float, cache_dir: Optional[Path] = None) -> bool:
+    """Tell the cache what a run achieved on this CPU. A cached peak below it was measured under
+    load; it is dropped, so the next run measures again. Returns True when it was dropped."""
+    path, cached = _peak_cache(cache_dir)
+    entry = cached.get(_peak_key(dtype_name))
+    if isinstance(entry, dict) and achieved > float(entry.get("flops", 0)):
+        del cached[_peak_key(dtype_name)]
+        _write_peak_cache(path, cached)
+        return True
+    return False
 
 
 def peak_flops_for(backend: str, hardware: str, device_name: str, precision: str,
@@ -105,7 +171,8 @@ def peak_flops_for(backend: str, hardware: str, device_name: str, precision: str
         return peak * processes, f"{processes} x datasheet bf16"
     dtype = "bf16" if "bf16" in precision else "fp32"
     # The measured peak is the whole machine's (all cores); ranks share it, so it is not scaled.
-    return cpu_peak_flops(dtype), f"measured CPU {dtype} matmul peak"
+    peak = cpu_peak(dtype)
+    return peak.flops, peak.describe(dtype)
 
 
 def reset_peak_memory(device_name: str) -> None:

@@ -28,6 +28,7 @@ from ttexp.train.loop import LoopResult, TrainData, TrainingLoop
 from ttexp.train.plan import RunPlan, plan_lines
 from ttexp.train.ranks import Ranks
 from ttexp.train.speed import (
+    note_achieved_flops,
     peak_flops_for,
     peak_memory_bytes,
     reset_peak_memory,
@@ -220,6 +221,13 @@ def record_loop(record: RunRecord, res: LoopResult) -> None:
         eval_s=round(res.eval_s, 3), checkpoint_s=round(res.checkpoint_s, 3),
         tokens_per_s=round(res.tokens_per_s, 1), last_checkpoint=res.last_checkpoint,
     )
+    r = record.result
+    if (r.peak_flops_source or "").startswith("measured CPU") and (r.mfu or 0) > 1:
+        dtype = "bf16" if "bf16" in (r.precision or "") else "fp32"
+        note_achieved_flops(dtype, speed["achieved_flops_per_s"])  # the next run measures again
+        log.info("This run achieved more than the cached CPU peak (%s), which was measured under "
+                 "load: MFU is overstated here, and the peak is measured again next run.",
+                 r.peak_flops_source)
 
 
 def save_final_model(directory: Path, backend: Backend, tokenizer: Any,
