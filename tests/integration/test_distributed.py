@@ -103,7 +103,6 @@ def _rank_pids(parent: int, rank: str) -> list[int]:
             continue
         if f"RANK={rank}".encode() in env and b"TORCHELASTIC_RUN_ID" in b"".join(env):
             ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            chain = {ppid}
             while ppid > 1 and ppid != parent:
                 try:
                     ppid = int(Path(f"/proc/{ppid}/stat").read_text().rsplit(")", 1)[1].split()[1])

@@ -100,7 +100,7 @@ def test_sweep_command_and_its_resume_form(tmp_path):
 
 
 def test_journal_lists_sweeps_and_single_runs_and_keeps_the_teams_notes(tmp_path):
-    sweep = make_sweep(tmp_path / "outputs", [2.0, 1.5])
+    make_sweep(tmp_path / "outputs", [2.0, 1.5])
     single = tmp_path / "outputs/runs/r1"
     single.mkdir(parents=True)
     (single / "result.json").write_text(json.dumps({"status": "failed", "name": "solo", "overrides": [],
