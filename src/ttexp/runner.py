@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import traceback
 from pathlib import Path
-from types import ModuleType
 from typing import Callable, Optional
 
 from omegaconf import DictConfig
@@ -28,6 +27,7 @@ from ttexp.record.job import save_job_context
 from ttexp.record.result import RunResult
 from ttexp.record.run_record import NullRecord, RunRecord
 from ttexp.record.trackers import attach_trackers
+from ttexp.tasks import Task
 from ttexp.tasks import eval as eval_task
 from ttexp.tasks import finetune, scratch
 from ttexp.train.checkpoint import earlier_run_message
@@ -37,10 +37,9 @@ from ttexp.train.ranks import Ranks
 
 log = logging.getLogger("ttexp")
 
-TASKS: dict[TaskName, ModuleType] = {TaskName.scratch: scratch, TaskName.finetune: finetune,
-                                     TaskName.eval: eval_task}
-"""Each task module has ``resolve(cfg) -> cfg`` (before validation; pure) and
-``run(cfg, plan, ranks, record)``."""
+TASKS: dict[TaskName, Task] = {TaskName.scratch: scratch, TaskName.finetune: finetune,
+                               TaskName.eval: eval_task}
+"""The module that runs each task (each is a :class:`ttexp.tasks.Task`)."""
 
 
 def run(cfg: DictConfig | RunConfig, overrides: Optional[list[str]] = None) -> RunResult:
