@@ -148,6 +148,12 @@ class Tensor:
     def get_requires_grad(self):
         return self.value.requires_grad
 
+    def dtype(self):
+        return self.dtype_
+
+    def __reduce__(self):
+        raise TypeError("cannot pickle 'ttml._ttml.autograd.Tensor' object")
+
 
 class AutoContext:
     _instance = None
@@ -215,8 +221,44 @@ class LlamaConfig:
             raise ValueError("max_position_embeddings and hidden_size must be divisible by 32")
 
 
-class NamedParameters(dict):
-    pass
+class NamedParameters:
+    """``ttml.NamedParameters``: a nanobind-bound ``std::map<std::string, TensorPtr>``
+    (``tt-train/sources/ttml/nanobind/__init__.cpp`` @ eed09f269c3c0218370ebb4ae00c9dfd159b83cf,
+    ``nb::bind_map``). A map, not a ``dict`` (``isinstance(p, dict)`` is False), iterated in key
+    order, and, like every nanobind object, not picklable."""
+
+    def __init__(self, items=None):
+        self._d = dict(items or {})
+
+    def __getitem__(self, key):
+        return self._d[key]
+
+    def __setitem__(self, key, value):
+        if not isinstance(key, str) or not isinstance(value, Tensor):
+            raise TypeError(f"NamedParameters maps str to ttml.autograd.Tensor; got {type(key).__name__} "
+                            f"-> {type(value).__name__}")
+        self._d[key] = value
+
+    def __contains__(self, key):
+        return key in self._d
+
+    def __len__(self):
+        return len(self._d)
+
+    def __iter__(self):
+        return iter(sorted(self._d))
+
+    def keys(self):
+        return sorted(self._d)
+
+    def values(self):
+        return [self._d[k] for k in self.keys()]
+
+    def items(self):
+        return [(k, self._d[k]) for k in self.keys()]
+
+    def __reduce__(self):
+        raise TypeError("cannot pickle 'ttml._ttml.NamedParameters' object")
 
 
 class Llama:
@@ -298,9 +340,24 @@ def cross_entropy_loss(logits: Tensor, target: Tensor, reduce=ReduceType.MEAN):
     return _wrap(ce.mean().reshape(1, 1, 1, 1))
 
 
+MOMENT_KEYS = {"AdamW": ("exp_avg", "exp_avg_sq"), "AdamWComposite": ("exp_avg", "exp_avg_sq"),
+               "MorehAdamW": ("m_first_moment", "m_second_moment")}
+"""State-dict keys of each optimizer's moments: AdamW ``tt-train/sources/ttml/optimizers/adamw.cpp`` @
+013b217398641b1697a42d986c1318dfee5101ad (``steps, lr, exp_avg, exp_avg_sq, amsgrad``); MorehAdamW
+(reference/ttml_audit_2026-11.md, mismatch 1). Composite AdamW's names are assumed to be AdamW's."""
+
+
+def _bf16(t: torch.Tensor) -> None:
+    """Round in place to bfloat16: ttml keeps parameters and AdamW moments in bf16 (HALF)."""
+    with torch.no_grad():
+        t.copy_(t.to(torch.bfloat16).to(torch.float32))
+
+
 class Optimizer:
     def __init__(self, params, kind: str, settings: dict):
         self.kind, self.settings = kind, dict(settings)
+        self.params = params
+        self.steps = 0
         leaves = [p.value for p in params.values()]
         self.torch = torch.optim.AdamW(leaves, lr=settings["lr"], betas=(settings["beta1"], settings["beta2"]),
                                        eps=settings["epsilon"], weight_decay=settings["weight_decay"])
@@ -324,8 +381,55 @@ class Optimizer:
         if st.mesh_devices > 1 and not st.synced_since_step:
             raise ApiViolation("optimizer.step() on a mesh without synchronising gradients")
         self.torch.step()
+        self.steps += 1
+        for p in self.params.values():  # stored as bf16, as ttml stores them
+            _bf16(p.value)
+            for moment in self.torch.state.get(p.value, {}).values():
+                if moment.dim() > 0:
+                    _bf16(moment)
         st.steps += 1
         st.lr_since_step = st.synced_since_step = False
+
+    def get_state_dict(self) -> dict:
+        """As ttml's: ``steps`` int, ``lr`` float, ``amsgrad`` bool (AdamW only), each moment a
+        :class:`NamedParameters` of bf16 tensors (zeros before the first step)."""
+        first, second = NamedParameters(), NamedParameters()
+        for name, p in self.params.items():
+            s = self.torch.state.get(p.value)
+            for out, key in ((first, "exp_avg"), (second, "exp_avg_sq")):
+                value = s[key] if s else torch.zeros_like(p.value)
+                out[name] = Tensor(value, STATE, DataType.BFLOAT16, Layout.TILE)
+        k1, k2 = MOMENT_KEYS[self.kind]
+        out = {"steps": self.steps, "lr": self.get_lr(), k1: first, k2: second}
+        if self.kind != "MorehAdamW":
+            out["amsgrad"] = False
+        return out
+
+    def set_state_dict(self, state: dict) -> None:
+        """As ttml's: moments read with ``std::get<NamedParameters>`` (anything else raises),
+        ``steps`` with ``get_value_type<size_t>``; unknown keys are an error here."""
+        k1, k2 = MOMENT_KEYS[self.kind]
+        allowed = {"steps", "lr", "amsgrad", k1, k2}
+        if not isinstance(state, dict) or set(state) - allowed or {"steps", k1, k2} - set(state):
+            raise ApiViolation(f"set_state_dict: keys {sorted(state)} are not {self.kind}'s {sorted(allowed)}")
+        if type(state["steps"]) is not int or state["steps"] < 0:
+            raise TypeError(f"set_state_dict: steps must be a size_t, got {state['steps']!r}")
+        for key in (k1, k2):
+            if not isinstance(state[key], NamedParameters):
+                raise TypeError(f"std::bad_variant_access: {key} is a {type(state[key]).__name__}, "
+                                "not NamedParameters")
+            if state[key].keys() != self.params.keys():
+                raise ApiViolation(f"set_state_dict: {key} names differ from the parameters")
+        self.steps = state["steps"]
+        if "lr" in state:
+            self.set_lr(float(state["lr"]))
+            STATE.lr_since_step = False
+        for name, p in self.params.items():
+            if self.steps:
+                self.torch.state[p.value] = {
+                    "step": torch.tensor(float(self.steps)),
+                    "exp_avg": state[k1][name].value.detach().clone().float(),
+                    "exp_avg_sq": state[k2][name].value.detach().clone().float()}
 
 
 REGISTRY_KEYS = {"type", "lr", "beta1", "beta2", "epsilon", "weight_decay", "amsgrad",
@@ -391,7 +495,7 @@ def make(generation: str = "B", layout: TtmlLayout = TtmlLayout()) -> tuple[Any,
     autograd = SimpleNamespace(AutoContext=AutoContext, Tensor=Tensor, GradMode=GradMode,
                                DistributedConfig=lambda enable_ddp=False, enable_tp=False: ("ddp", enable_ddp))
     ttml = SimpleNamespace(
-        autograd=autograd, ops=ops, optimizers=optimizers,
+        autograd=autograd, ops=ops, optimizers=optimizers, NamedParameters=NamedParameters,
         models=SimpleNamespace(llama=llama, RunnerType=RunnerType, WeightTyingType=WeightTyingType),
         core=SimpleNamespace(distributed=dist, clip_grad_norm=clip_grad_norm),
     )
