@@ -98,9 +98,15 @@ class State:
 class Tensor:
     def __init__(self, value: torch.Tensor, state: State, dtype: DataType, layout: Layout):
         self.value, self.state, self.dtype_, self.layout = value, state, dtype, layout
+        self.uploaded = False
+        self.requires_grad = value.requires_grad
 
     @staticmethod
-    def from_numpy(arr, layout=Layout.TILE, new_type=None, mapper=None):
+    def from_numpy(numpy_tensor, layout=Layout.TILE, new_type=None, mapper=None):
+        """``Tensor.from_numpy(numpy_tensor, layout=TILE, new_type=None, mapper=None)``
+        (``nb_autograd.cpp``, reference/ttml_audit_2026-11.md: the keyword is ``numpy_tensor``).
+        The result requires gradients, as ttml's does, until ``set_requires_grad(False)``."""
+        arr = numpy_tensor
         st = STATE
         if not st.device_open:
             raise ApiViolation("from_numpy before open_device")
@@ -119,7 +125,12 @@ class Tensor:
         value = torch.from_numpy(arr.astype(np.int64) if kind != DataType.FLOAT32 else arr.copy())
         if dtype == DataType.BFLOAT16:
             value = value.to(torch.bfloat16).to(torch.float32)
-        return Tensor(value, st, dtype, layout)
+        t = Tensor(value, st, dtype, layout)
+        t.uploaded, t.requires_grad = True, dtype in (DataType.BFLOAT16, DataType.FLOAT32)
+        return t
+
+    def set_requires_grad(self, requires_grad):
+        self.requires_grad = bool(requires_grad)
 
     def shape(self):
         return list(self.value.shape)
@@ -307,6 +318,9 @@ class Llama:
             raise ApiViolation(f"inputs must be UINT32 ROW_MAJOR [B,1,1,T]; got {x.shape()} {x.dtype_}")
         if t % 32:
             raise ApiViolation(f"sequence length {t} is not a multiple of 32")
+        _constant(mask, "the attention mask")
+        if kv_cache is not None:
+            return kv_cache.forward(self, x, mask, new_tokens)
         if mask.shape() != [1, 1, t, t] or mask.dtype_ != DataType.BFLOAT16 or mask.layout != Layout.TILE:
             raise ApiViolation(f"mask must be BFLOAT16 TILE [1,1,{t},{t}]; got {mask.shape()}")
         if not torch.equal(mask.value[0, 0], torch.tril(torch.ones(t, t))):
@@ -319,15 +333,80 @@ class Llama:
         return Tensor(logits[:, None], st, DataType.BFLOAT16, Layout.TILE)
 
 
+class KvCacheConfig:
+    """``ttml.models.KvCacheConfig(num_layers, batch_size, num_groups, max_seq_len, head_dim)``
+    (``ttml/common/generate.py`` @ 216e94b1d8493d157ec8c0032faf1e6679a2e115; exported from
+    ``ttml.models``, reference/ttml_audit_2026-11.md)."""
+
+    def __init__(self, num_layers, batch_size, num_groups, max_seq_len, head_dim):
+        self.num_layers, self.batch_size, self.num_groups = num_layers, batch_size, num_groups
+        self.max_seq_len, self.head_dim = max_seq_len, head_dim
+
+
+class KvCache:
+    """``ttml.models.KvCache(config)``: ``reset``, ``clear``, ``get_cache_position``. The double
+    keeps the tokens and recomputes the prefix, so cached logits equal uncached ones exactly; it
+    checks the config against the model and the mask and position as ``generate.py`` builds them."""
+
+    def __init__(self, config: KvCacheConfig):
+        self.config, self.tokens = config, []
+
+    def reset(self):
+        self.tokens = []
+
+    clear = reset
+
+    def get_cache_position(self):
+        return len(self.tokens)
+
+    def forward(self, model: "Llama", x: Tensor, mask: Tensor, new_tokens):
+        c, m = self.config, model.cfg
+        want = (m.num_hidden_layers, 1, m.num_key_value_heads, m.hidden_size // m.num_attention_heads)
+        if (c.num_layers, c.batch_size, c.num_groups, c.head_dim) != want:
+            raise ApiViolation(f"KvCacheConfig {c.__dict__} does not fit the model {want}")
+        q, done = int(new_tokens), len(self.tokens)
+        if done + q > c.max_seq_len or q < 1 or q > x.shape()[-1]:
+            raise ApiViolation(f"KV cache: {q} new tokens after {done} exceed max_seq_len {c.max_seq_len}")
+        rows, cols = -(-q // 32) * 32, -(-(done + q) // 32) * 32
+        if mask.shape() != [1, 1, rows, cols]:
+            raise ApiViolation(f"KV cache mask must be [1,1,{rows},{cols}]; got {mask.shape()}")
+        want_mask = torch.zeros(q, cols)
+        for i in range(q):
+            want_mask[i, : done + i + 1] = 1
+        if not torch.equal(mask.value[0, 0, :q], want_mask):
+            raise ApiViolation("KV cache mask is not open on columns 0..cached+i for row i")
+        self.tokens += x.value[0, 0, 0, :q].tolist()
+        ids = torch.tensor([self.tokens])
+        p = {k: v.value for k, v in model.params.items()}
+        with torch.set_grad_enabled(STATE.grad_mode == GradMode.ENABLED):
+            logits = ref.forward(p, model.layout, ids, m.num_hidden_layers, m.num_attention_heads,
+                                 m.num_key_value_heads, m.rope_theta)[:, done:]
+        out = torch.zeros(1, rows, logits.shape[-1])
+        out[:, :q] = logits
+        return Tensor(out[:, None], STATE, DataType.BFLOAT16, Layout.TILE)
+
+
 def _val(t):
     return t.value if isinstance(t, Tensor) else t
+
+
+def _constant(t, what: str):
+    """An uploaded constant (mask, padding offsets) must not require gradients: ttml would compute
+    a broadcast gradient for it every step (``binary_ops.cpp`` @ 03b327fc, ``unbroadcast_grad``;
+    reference/ttml_audit_2026-11.md, mismatch 3)."""
+    if isinstance(t, Tensor) and t.uploaded and t.requires_grad:
+        raise ApiViolation(f"{what} was uploaded with requires_grad=True; call set_requires_grad(False)")
+    return _val(t)
 
 
 def _wrap(v):
     return Tensor(v, STATE, DataType.BFLOAT16, Layout.TILE)
 
 
-def cross_entropy_loss(logits: Tensor, target: Tensor, reduce=ReduceType.MEAN):
+def cross_entropy_loss(prediction: Tensor, target: Tensor, reduce=ReduceType.MEAN):
+    """``ops.loss.cross_entropy_loss(prediction, target, reduce=MEAN)`` (``nb_ops.cpp`` @
+    6d90ded4481326e7775376c4263b0fa9ea5dee7e; keyword names per reference/ttml_audit_2026-11.md)."""
+    logits = prediction
     b, one, t, v = logits.shape()
     if one != 1 or target.shape() != [b, t] or target.dtype_ != DataType.UINT32:
         raise ApiViolation(f"cross_entropy_loss wants logits [B,1,T,V], targets UINT32 [B,T]; got "
@@ -476,7 +555,8 @@ def make(generation: str = "B", layout: TtmlLayout = TtmlLayout()) -> tuple[Any,
     STATE = State()
     AutoContext._instance = None
     binary = SimpleNamespace(
-        mul=lambda a, b: _wrap(_val(a) * _val(b)), sub=lambda a, b: _wrap(_val(a) - _val(b)),
+        mul=lambda a, b: _wrap(_val(a) * _constant(b, "a multiplied mask")),
+        sub=lambda a, b: _wrap(_val(a) - _constant(b, "a subtracted mask")),
         add=lambda a, b: _wrap(_val(a) + _val(b)))
     ops = SimpleNamespace(binary=binary, unary=SimpleNamespace(mean=lambda t: _wrap(t.value.mean().reshape(1, 1, 1, 1))),
                           loss=SimpleNamespace(cross_entropy_loss=cross_entropy_loss), ReduceType=ReduceType)
@@ -496,7 +576,8 @@ def make(generation: str = "B", layout: TtmlLayout = TtmlLayout()) -> tuple[Any,
                                DistributedConfig=lambda enable_ddp=False, enable_tp=False: ("ddp", enable_ddp))
     ttml = SimpleNamespace(
         autograd=autograd, ops=ops, optimizers=optimizers, NamedParameters=NamedParameters,
-        models=SimpleNamespace(llama=llama, RunnerType=RunnerType, WeightTyingType=WeightTyingType),
+        models=SimpleNamespace(llama=llama, RunnerType=RunnerType, WeightTyingType=WeightTyingType,
+                               KvCache=KvCache, KvCacheConfig=KvCacheConfig),
         core=SimpleNamespace(distributed=dist, clip_grad_norm=clip_grad_norm),
     )
     ttnn = SimpleNamespace(Layout=Layout, DataType=DataType)

@@ -148,15 +148,20 @@ class TtmlBackend:
     # -- tensors -------------------------------------------------------------------------------
 
     def to_device(self, arr: np.ndarray, tile: bool, shard: bool = False) -> Any:
-        """Upload a 32-bit host array: uint32 ids as ROW_MAJOR UINT32; floats as TILE BFLOAT16."""
+        """Upload a 32-bit host array: uint32 ids as ROW_MAJOR UINT32; floats as TILE BFLOAT16
+        without gradients (ttml's uploads require them by default, and a mask that does makes
+        every step compute a broadcast gradient: reference/ttml_audit_2026-11.md, mismatch 3)."""
         nn = self.ttnn
         if arr.dtype == np.uint32:
             layout, dtype = nn.Layout.ROW_MAJOR, nn.DataType.UINT32
         else:
             layout, dtype = (nn.Layout.TILE if tile else nn.Layout.ROW_MAJOR), nn.DataType.BFLOAT16
         mapper = self._mapper if shard else None
-        return self.ttml.autograd.Tensor.from_numpy(np.ascontiguousarray(arr), layout=layout,
-                                                    new_type=dtype, mapper=mapper)
+        t = self.ttml.autograd.Tensor.from_numpy(np.ascontiguousarray(arr), layout=layout,
+                                                 new_type=dtype, mapper=mapper)
+        if dtype != nn.DataType.UINT32:  # a constant: no gradient for ttml to compute and drop
+            t.set_requires_grad(False)
+        return t
 
     def to_host(self, t: Any, replicated: bool = True) -> np.ndarray:
         """Bring a tensor to the host as float32. On a mesh the concat composer returns one copy
@@ -355,8 +360,10 @@ class TtmlBackend:
     def _upload_like(self, arr: np.ndarray, live: Any) -> Any:
         """Upload ``arr`` at the dtype of the live tensor it replaces (TILE; replicated on a mesh)."""
         dtype = live.dtype() if callable(getattr(live, "dtype", None)) else self.ttnn.DataType.BFLOAT16
-        return self.ttml.autograd.Tensor.from_numpy(np.ascontiguousarray(arr, dtype=np.float32),
-                                                    layout=self.ttnn.Layout.TILE, new_type=dtype)
+        t = self.ttml.autograd.Tensor.from_numpy(np.ascontiguousarray(arr, dtype=np.float32),
+                                                 layout=self.ttnn.Layout.TILE, new_type=dtype)
+        t.set_requires_grad(False)  # optimizer state, as ttml creates it (adamw.cpp: requires_grad false)
+        return t
 
     def save_pretrained(self, directory: Path, tokenizer: Any) -> None:
         self.save_weights(directory)
