@@ -281,7 +281,7 @@ class Llama:
         d, hd = cfg.hidden_size, cfg.hidden_size // cfg.num_attention_heads
         kv, m, v = cfg.num_key_value_heads * hd, cfg.intermediate_size, cfg.vocab_size
         params = {}
-        for name in self.layout.parameter_names(cfg.num_hidden_layers):
+        for name in sorted(self.layout.parameter_names(cfg.num_hidden_layers)):  # a set: fix the init order
             parts = name.split("/")
             skip = 3 if parts[1] == "blocks" else 2 if parts[1].startswith("llama_block_") else 1
             suffix = "/".join(parts[skip:])

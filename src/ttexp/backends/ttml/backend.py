@@ -42,6 +42,7 @@ from ttexp.data.batch import Batch
 from ttexp.errors import BackendUnavailable, TtexpError
 from ttexp.models.hf import (
     CONFIG_NAME,
+    WEIGHTS_NAME,
     llama_config,
     read_hf_config,
     spec_from_hf,
@@ -323,14 +324,17 @@ class TtmlBackend:
         write_weights(directory, self.weight_tensors())
 
     def load_weights(self, directory: Path) -> None:
-        """Load every ``*.safetensors`` in ``directory`` (HF names) into the built model.
+        """Load ``model.safetensors`` (or its Hugging Face shards) in ``directory`` into the model.
 
         Raises:
             TtexpError: no safetensors file, an unreadable file, or weights that do not fit.
         """
         from safetensors.numpy import load_file
 
-        files = sorted(Path(directory).glob("*.safetensors"))
+        # model.safetensors, else Hugging Face shards (model-0000N-of-0000M); never a checkpoint's
+        # optimizer or rng tensors, which sit beside the weights.
+        single = Path(directory) / WEIGHTS_NAME
+        files = [single] if single.is_file() else sorted(Path(directory).glob("model-*.safetensors"))
         if not files:
             raise TtexpError(f"No .safetensors file in {directory}: not a ttexp checkpoint or model dir.")
         hf: dict[str, np.ndarray] = {}
