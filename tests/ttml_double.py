@@ -98,9 +98,15 @@ class State:
 class Tensor:
     def __init__(self, value: torch.Tensor, state: State, dtype: DataType, layout: Layout):
         self.value, self.state, self.dtype_, self.layout = value, state, dtype, layout
+        self.uploaded = False
+        self.requires_grad = value.requires_grad
 
     @staticmethod
-    def from_numpy(arr, layout=Layout.TILE, new_type=None, mapper=None):
+    def from_numpy(numpy_tensor, layout=Layout.TILE, new_type=None, mapper=None):
+        """``Tensor.from_numpy(numpy_tensor, layout=TILE, new_type=None, mapper=None)``
+        (``nb_autograd.cpp``, reference/ttml_audit_2026-11.md: the keyword is ``numpy_tensor``).
+        The result requires gradients, as ttml's does, until ``set_requires_grad(False)``."""
+        arr = numpy_tensor
         st = STATE
         if not st.device_open:
             raise ApiViolation("from_numpy before open_device")
@@ -119,7 +125,12 @@ class Tensor:
         value = torch.from_numpy(arr.astype(np.int64) if kind != DataType.FLOAT32 else arr.copy())
         if dtype == DataType.BFLOAT16:
             value = value.to(torch.bfloat16).to(torch.float32)
-        return Tensor(value, st, dtype, layout)
+        t = Tensor(value, st, dtype, layout)
+        t.uploaded, t.requires_grad = True, dtype in (DataType.BFLOAT16, DataType.FLOAT32)
+        return t
+
+    def set_requires_grad(self, requires_grad):
+        self.requires_grad = bool(requires_grad)
 
     def shape(self):
         return list(self.value.shape)
@@ -147,6 +158,12 @@ class Tensor:
 
     def get_requires_grad(self):
         return self.value.requires_grad
+
+    def dtype(self):
+        return self.dtype_
+
+    def __reduce__(self):
+        raise TypeError("cannot pickle 'ttml._ttml.autograd.Tensor' object")
 
 
 class AutoContext:
@@ -215,8 +232,44 @@ class LlamaConfig:
             raise ValueError("max_position_embeddings and hidden_size must be divisible by 32")
 
 
-class NamedParameters(dict):
-    pass
+class NamedParameters:
+    """``ttml.NamedParameters``: a nanobind-bound ``std::map<std::string, TensorPtr>``
+    (``tt-train/sources/ttml/nanobind/__init__.cpp`` @ eed09f269c3c0218370ebb4ae00c9dfd159b83cf,
+    ``nb::bind_map``). A map, not a ``dict`` (``isinstance(p, dict)`` is False), iterated in key
+    order, and, like every nanobind object, not picklable."""
+
+    def __init__(self, items=None):
+        self._d = dict(items or {})
+
+    def __getitem__(self, key):
+        return self._d[key]
+
+    def __setitem__(self, key, value):
+        if not isinstance(key, str) or not isinstance(value, Tensor):
+            raise TypeError(f"NamedParameters maps str to ttml.autograd.Tensor; got {type(key).__name__} "
+                            f"-> {type(value).__name__}")
+        self._d[key] = value
+
+    def __contains__(self, key):
+        return key in self._d
+
+    def __len__(self):
+        return len(self._d)
+
+    def __iter__(self):
+        return iter(sorted(self._d))
+
+    def keys(self):
+        return sorted(self._d)
+
+    def values(self):
+        return [self._d[k] for k in self.keys()]
+
+    def items(self):
+        return [(k, self._d[k]) for k in self.keys()]
+
+    def __reduce__(self):
+        raise TypeError("cannot pickle 'ttml._ttml.NamedParameters' object")
 
 
 class Llama:
@@ -228,7 +281,7 @@ class Llama:
         d, hd = cfg.hidden_size, cfg.hidden_size // cfg.num_attention_heads
         kv, m, v = cfg.num_key_value_heads * hd, cfg.intermediate_size, cfg.vocab_size
         params = {}
-        for name in self.layout.parameter_names(cfg.num_hidden_layers):
+        for name in sorted(self.layout.parameter_names(cfg.num_hidden_layers)):  # a set: fix the init order
             parts = name.split("/")
             skip = 3 if parts[1] == "blocks" else 2 if parts[1].startswith("llama_block_") else 1
             suffix = "/".join(parts[skip:])
@@ -265,6 +318,9 @@ class Llama:
             raise ApiViolation(f"inputs must be UINT32 ROW_MAJOR [B,1,1,T]; got {x.shape()} {x.dtype_}")
         if t % 32:
             raise ApiViolation(f"sequence length {t} is not a multiple of 32")
+        _constant(mask, "the attention mask")
+        if kv_cache is not None:
+            return kv_cache.forward(self, x, mask, new_tokens)
         if mask.shape() != [1, 1, t, t] or mask.dtype_ != DataType.BFLOAT16 or mask.layout != Layout.TILE:
             raise ApiViolation(f"mask must be BFLOAT16 TILE [1,1,{t},{t}]; got {mask.shape()}")
         if not torch.equal(mask.value[0, 0], torch.tril(torch.ones(t, t))):
@@ -277,15 +333,80 @@ class Llama:
         return Tensor(logits[:, None], st, DataType.BFLOAT16, Layout.TILE)
 
 
+class KvCacheConfig:
+    """``ttml.models.KvCacheConfig(num_layers, batch_size, num_groups, max_seq_len, head_dim)``
+    (``ttml/common/generate.py`` @ 216e94b1d8493d157ec8c0032faf1e6679a2e115; exported from
+    ``ttml.models``, reference/ttml_audit_2026-11.md)."""
+
+    def __init__(self, num_layers, batch_size, num_groups, max_seq_len, head_dim):
+        self.num_layers, self.batch_size, self.num_groups = num_layers, batch_size, num_groups
+        self.max_seq_len, self.head_dim = max_seq_len, head_dim
+
+
+class KvCache:
+    """``ttml.models.KvCache(config)``: ``reset``, ``clear``, ``get_cache_position``. The double
+    keeps the tokens and recomputes the prefix, so cached logits equal uncached ones exactly; it
+    checks the config against the model and the mask and position as ``generate.py`` builds them."""
+
+    def __init__(self, config: KvCacheConfig):
+        self.config, self.tokens = config, []
+
+    def reset(self):
+        self.tokens = []
+
+    clear = reset
+
+    def get_cache_position(self):
+        return len(self.tokens)
+
+    def forward(self, model: "Llama", x: Tensor, mask: Tensor, new_tokens):
+        c, m = self.config, model.cfg
+        want = (m.num_hidden_layers, 1, m.num_key_value_heads, m.hidden_size // m.num_attention_heads)
+        if (c.num_layers, c.batch_size, c.num_groups, c.head_dim) != want:
+            raise ApiViolation(f"KvCacheConfig {c.__dict__} does not fit the model {want}")
+        q, done = int(new_tokens), len(self.tokens)
+        if done + q > c.max_seq_len or q < 1 or q > x.shape()[-1]:
+            raise ApiViolation(f"KV cache: {q} new tokens after {done} exceed max_seq_len {c.max_seq_len}")
+        rows, cols = -(-q // 32) * 32, -(-(done + q) // 32) * 32
+        if mask.shape() != [1, 1, rows, cols]:
+            raise ApiViolation(f"KV cache mask must be [1,1,{rows},{cols}]; got {mask.shape()}")
+        want_mask = torch.zeros(q, cols)
+        for i in range(q):
+            want_mask[i, : done + i + 1] = 1
+        if not torch.equal(mask.value[0, 0, :q], want_mask):
+            raise ApiViolation("KV cache mask is not open on columns 0..cached+i for row i")
+        self.tokens += x.value[0, 0, 0, :q].tolist()
+        ids = torch.tensor([self.tokens])
+        p = {k: v.value for k, v in model.params.items()}
+        with torch.set_grad_enabled(STATE.grad_mode == GradMode.ENABLED):
+            logits = ref.forward(p, model.layout, ids, m.num_hidden_layers, m.num_attention_heads,
+                                 m.num_key_value_heads, m.rope_theta)[:, done:]
+        out = torch.zeros(1, rows, logits.shape[-1])
+        out[:, :q] = logits
+        return Tensor(out[:, None], STATE, DataType.BFLOAT16, Layout.TILE)
+
+
 def _val(t):
     return t.value if isinstance(t, Tensor) else t
+
+
+def _constant(t, what: str):
+    """An uploaded constant (mask, padding offsets) must not require gradients: ttml would compute
+    a broadcast gradient for it every step (``binary_ops.cpp`` @ 03b327fc, ``unbroadcast_grad``;
+    reference/ttml_audit_2026-11.md, mismatch 3)."""
+    if isinstance(t, Tensor) and t.uploaded and t.requires_grad:
+        raise ApiViolation(f"{what} was uploaded with requires_grad=True; call set_requires_grad(False)")
+    return _val(t)
 
 
 def _wrap(v):
     return Tensor(v, STATE, DataType.BFLOAT16, Layout.TILE)
 
 
-def cross_entropy_loss(logits: Tensor, target: Tensor, reduce=ReduceType.MEAN):
+def cross_entropy_loss(prediction: Tensor, target: Tensor, reduce=ReduceType.MEAN):
+    """``ops.loss.cross_entropy_loss(prediction, target, reduce=MEAN)`` (``nb_ops.cpp`` @
+    6d90ded4481326e7775376c4263b0fa9ea5dee7e; keyword names per reference/ttml_audit_2026-11.md)."""
+    logits = prediction
     b, one, t, v = logits.shape()
     if one != 1 or target.shape() != [b, t] or target.dtype_ != DataType.UINT32:
         raise ApiViolation(f"cross_entropy_loss wants logits [B,1,T,V], targets UINT32 [B,T]; got "
@@ -298,9 +419,24 @@ def cross_entropy_loss(logits: Tensor, target: Tensor, reduce=ReduceType.MEAN):
     return _wrap(ce.mean().reshape(1, 1, 1, 1))
 
 
+MOMENT_KEYS = {"AdamW": ("exp_avg", "exp_avg_sq"), "AdamWComposite": ("exp_avg", "exp_avg_sq"),
+               "MorehAdamW": ("m_first_moment", "m_second_moment")}
+"""State-dict keys of each optimizer's moments: AdamW ``tt-train/sources/ttml/optimizers/adamw.cpp`` @
+013b217398641b1697a42d986c1318dfee5101ad (``steps, lr, exp_avg, exp_avg_sq, amsgrad``); MorehAdamW
+(reference/ttml_audit_2026-11.md, mismatch 1). Composite AdamW's names are assumed to be AdamW's."""
+
+
+def _bf16(t: torch.Tensor) -> None:
+    """Round in place to bfloat16: ttml keeps parameters and AdamW moments in bf16 (HALF)."""
+    with torch.no_grad():
+        t.copy_(t.to(torch.bfloat16).to(torch.float32))
+
+
 class Optimizer:
     def __init__(self, params, kind: str, settings: dict):
         self.kind, self.settings = kind, dict(settings)
+        self.params = params
+        self.steps = 0
         leaves = [p.value for p in params.values()]
         self.torch = torch.optim.AdamW(leaves, lr=settings["lr"], betas=(settings["beta1"], settings["beta2"]),
                                        eps=settings["epsilon"], weight_decay=settings["weight_decay"])
@@ -324,8 +460,55 @@ class Optimizer:
         if st.mesh_devices > 1 and not st.synced_since_step:
             raise ApiViolation("optimizer.step() on a mesh without synchronising gradients")
         self.torch.step()
+        self.steps += 1
+        for p in self.params.values():  # stored as bf16, as ttml stores them
+            _bf16(p.value)
+            for moment in self.torch.state.get(p.value, {}).values():
+                if moment.dim() > 0:
+                    _bf16(moment)
         st.steps += 1
         st.lr_since_step = st.synced_since_step = False
+
+    def get_state_dict(self) -> dict:
+        """As ttml's: ``steps`` int, ``lr`` float, ``amsgrad`` bool (AdamW only), each moment a
+        :class:`NamedParameters` of bf16 tensors (zeros before the first step)."""
+        first, second = NamedParameters(), NamedParameters()
+        for name, p in self.params.items():
+            s = self.torch.state.get(p.value)
+            for out, key in ((first, "exp_avg"), (second, "exp_avg_sq")):
+                value = s[key] if s else torch.zeros_like(p.value)
+                out[name] = Tensor(value, STATE, DataType.BFLOAT16, Layout.TILE)
+        k1, k2 = MOMENT_KEYS[self.kind]
+        out = {"steps": self.steps, "lr": self.get_lr(), k1: first, k2: second}
+        if self.kind != "MorehAdamW":
+            out["amsgrad"] = False
+        return out
+
+    def set_state_dict(self, state: dict) -> None:
+        """As ttml's: moments read with ``std::get<NamedParameters>`` (anything else raises),
+        ``steps`` with ``get_value_type<size_t>``; unknown keys are an error here."""
+        k1, k2 = MOMENT_KEYS[self.kind]
+        allowed = {"steps", "lr", "amsgrad", k1, k2}
+        if not isinstance(state, dict) or set(state) - allowed or {"steps", k1, k2} - set(state):
+            raise ApiViolation(f"set_state_dict: keys {sorted(state)} are not {self.kind}'s {sorted(allowed)}")
+        if type(state["steps"]) is not int or state["steps"] < 0:
+            raise TypeError(f"set_state_dict: steps must be a size_t, got {state['steps']!r}")
+        for key in (k1, k2):
+            if not isinstance(state[key], NamedParameters):
+                raise TypeError(f"std::bad_variant_access: {key} is a {type(state[key]).__name__}, "
+                                "not NamedParameters")
+            if state[key].keys() != self.params.keys():
+                raise ApiViolation(f"set_state_dict: {key} names differ from the parameters")
+        self.steps = state["steps"]
+        if "lr" in state:
+            self.set_lr(float(state["lr"]))
+            STATE.lr_since_step = False
+        for name, p in self.params.items():
+            if self.steps:
+                self.torch.state[p.value] = {
+                    "step": torch.tensor(float(self.steps)),
+                    "exp_avg": state[k1][name].value.detach().clone().float(),
+                    "exp_avg_sq": state[k2][name].value.detach().clone().float()}
 
 
 REGISTRY_KEYS = {"type", "lr", "beta1", "beta2", "epsilon", "weight_decay", "amsgrad",
@@ -372,7 +555,8 @@ def make(generation: str = "B", layout: TtmlLayout = TtmlLayout()) -> tuple[Any,
     STATE = State()
     AutoContext._instance = None
     binary = SimpleNamespace(
-        mul=lambda a, b: _wrap(_val(a) * _val(b)), sub=lambda a, b: _wrap(_val(a) - _val(b)),
+        mul=lambda a, b: _wrap(_val(a) * _constant(b, "a multiplied mask")),
+        sub=lambda a, b: _wrap(_val(a) - _constant(b, "a subtracted mask")),
         add=lambda a, b: _wrap(_val(a) + _val(b)))
     ops = SimpleNamespace(binary=binary, unary=SimpleNamespace(mean=lambda t: _wrap(t.value.mean().reshape(1, 1, 1, 1))),
                           loss=SimpleNamespace(cross_entropy_loss=cross_entropy_loss), ReduceType=ReduceType)
@@ -391,8 +575,9 @@ def make(generation: str = "B", layout: TtmlLayout = TtmlLayout()) -> tuple[Any,
     autograd = SimpleNamespace(AutoContext=AutoContext, Tensor=Tensor, GradMode=GradMode,
                                DistributedConfig=lambda enable_ddp=False, enable_tp=False: ("ddp", enable_ddp))
     ttml = SimpleNamespace(
-        autograd=autograd, ops=ops, optimizers=optimizers,
-        models=SimpleNamespace(llama=llama, RunnerType=RunnerType, WeightTyingType=WeightTyingType),
+        autograd=autograd, ops=ops, optimizers=optimizers, NamedParameters=NamedParameters,
+        models=SimpleNamespace(llama=llama, RunnerType=RunnerType, WeightTyingType=WeightTyingType,
+                               KvCache=KvCache, KvCacheConfig=KvCacheConfig),
         core=SimpleNamespace(distributed=dist, clip_grad_norm=clip_grad_norm),
     )
     ttnn = SimpleNamespace(Layout=Layout, DataType=DataType)

@@ -1,5 +1,6 @@
-"""On Tenstorrent hardware only: nano trains on one device, agrees with the torch backend, and its
-checkpoint loads in torch. Skipped (and listed as skipped) wherever tt-train's ttml does not import."""
+"""On Tenstorrent hardware only: nano trains on one device, agrees with the torch backend, its
+weights load in torch, a checkpoint with optimizer state resumes exactly, and cached generation
+matches the windowed path. Skipped (and listed as skipped) wherever tt-train's ttml does not import."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ from ttexp.backends.detect import ttml_status
 USABLE, WHY = ttml_status()
 pytestmark = [pytest.mark.ttml, pytest.mark.skipif(not USABLE, reason=f"needs tt-train's ttml: {WHY}")]
 
-OPT = {"beta1": 0.9, "beta2": 0.95, "eps": 1e-8, "fused": None, "use_moreh_adamw": False,
-       "use_kahan_summation": False}
+from ttexp.config.schema import OptimizerConfig  # noqa: E402
+
+OPT = OptimizerConfig(beta1=0.9, beta2=0.95, eps=1e-8, fused=None, use_moreh_adamw=False,
+                      use_kahan_summation=False)  # the backends read attributes, not keys
 
 
 @pytest.fixture(scope="module")
@@ -64,5 +67,57 @@ def test_nano_trains_on_one_device_matches_torch_and_saves_for_torch(nano, tmp_p
         check.build_model(nano, init_from=out)
         x = batches(nano, 1, seed=1)
         assert check.evaluate(x) == pytest.approx(b.evaluate(x), rel=5e-2)
+    finally:
+        b.close()
+
+
+def _device_backend(nano, init_from=None):
+    from ttexp.backends.ttml.backend import TtmlBackend
+
+    b = TtmlBackend([1, 1], False, OPT, 0.0, seed=0)
+    b.build_model(nano, init_from=init_from)
+    return b
+
+
+def test_checkpoint_with_optimizer_state_resumes_on_the_device(nano, tmp_path, tiny_cfg):
+    """The checkpoint module's own files (optimizer moments as named tensors, rebuilt into
+    NamedParameters at their live dtype): a backend resumed from them takes the same next step.
+    One device is open at a time (AutoContext is a singleton)."""
+    from ttexp.train.checkpoint import CheckpointManager, load_checkpoint
+
+    nxt = batches(nano, 1, seed=3)[0]
+    a = _device_backend(nano)
+    try:
+        for x in batches(nano, 2):
+            a.micro_step(x, 1.0)
+            a.optimizer_step(1e-3, 1.0)
+        assert a.optimizer_state().scalars["skeleton"]["steps"] == 2
+        path = CheckpointManager(tmp_path, tiny_cfg(), None, None).save(2, a, {"step": 2}, None)
+        a.micro_step(nxt, 1.0)
+        want = a.optimizer_step(1e-3, 1.0).loss
+    finally:
+        a.close()
+    b = _device_backend(nano)
+    try:
+        assert load_checkpoint(path, b)["step"] == 2
+        b.micro_step(nxt, 1.0)
+        assert b.optimizer_step(1e-3, 1.0).loss == want
+    finally:
+        b.close()
+
+
+def test_cached_generation_matches_the_windowed_path_on_the_device(nano):
+    from dataclasses import replace
+
+    from ttexp.backends.base import SamplingParams
+
+    b = _device_backend(nano)
+    try:
+        if not b.api.has_kv_cache:
+            pytest.skip(f"this ttml has no KV cache ({b.api.describe()})")
+        p = SamplingParams(max_new_tokens=8, temperature=0.0)
+        cached = b.generate([70, 105, 114, 115, 116], p)
+        b.api = replace(b.api, has_kv_cache=False)
+        assert b.generate([70, 105, 114, 115, 116], p) == cached
     finally:
         b.close()

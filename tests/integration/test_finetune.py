@@ -36,7 +36,8 @@ def finetuned(tmp_path_factory, tiny_llama_dir) -> Path:
 
 def test_finetune_writes_every_artifact(finetuned: Path, tiny_llama_dir: Path):
     expected = [".hydra/config.yaml", "training.log", "resolved.yaml", "metrics.jsonl", "validation.txt", "training_curves.png", "result.json",
-                "checkpoints/step_10/model.safetensors", "checkpoints/step_20/optimizer.pt",
+                "checkpoints/step_10/model.safetensors", "checkpoints/step_20/optimizer.safetensors",
+                "checkpoints/step_20/manifest.json",
                 "final_model/config.json", "final_model/model.safetensors", "final_model/tokenizer.json",
                 f"final_model/{ORIGIN_NAME}"]
     assert [f for f in expected if not (finetuned / f).is_file()] == []

@@ -74,16 +74,55 @@ def test_sigkill_then_resume_matches_the_uninterrupted_run_exactly(tmp_path, cor
     assert "=== Resumed from step" in (out / "validation.txt").read_text()
 
 
+def _flip_a_byte_in_tensor_data(ckpt: Path) -> str:
+    f = ckpt / "model.safetensors"
+    data = bytearray(f.read_bytes())
+    header = 8 + int.from_bytes(data[:8], "little")  # safetensors: u64 header length, JSON, data
+    data[header + (len(data) - header) // 2] ^= 0x01  # the file still parses; only the hash knows
+    f.write_bytes(bytes(data))
+    return "model.safetensors is corrupt (SHA-256"
+
+
+def _rehash(ckpt: Path, name: str) -> None:
+    """Make the manifest agree with an edited file, so a check other than the hash must catch it."""
+    from ttexp.train.checkpoint import file_digest
+
+    manifest = json.loads((ckpt / "manifest.json").read_text())
+    manifest["files"][name] = {"bytes": (ckpt / name).stat().st_size, "sha256": file_digest(ckpt / name)}
+    (ckpt / "manifest.json").write_text(json.dumps(manifest))
+
+
+def _wrong_step(ckpt: Path) -> str:
+    f = ckpt / "trainer_state.json"
+    state = json.loads(f.read_text())
+    f.write_text(json.dumps({**state, "step": 35}))
+    _rehash(ckpt, f.name)
+    return "trainer_state.json says step 35, the directory step 40"
+
+
+def _unparseable_config(ckpt: Path) -> str:
+    (ckpt / "config.yaml").write_text("model: [unclosed\n")
+    _rehash(ckpt, "config.yaml")
+    return "config.yaml does not parse"
+
+
+def _truncated_weights(ckpt: Path) -> str:
+    f = ckpt / "model.safetensors"
+    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    return "model.safetensors is corrupt (size"
+
+
+@pytest.mark.parametrize("damage", [_flip_a_byte_in_tensor_data, _wrong_step, _unparseable_config,
+                                    _truncated_weights])
 def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, corpus, uninterrupted,
-                                                                 caplog):
+                                                                 caplog, damage):
     caplog.set_level(logging.INFO, logger="ttexp")
     out = tmp_path / "run"
     shutil.copytree(uninterrupted, out, symlinks=True)
-    weights = out / "checkpoints" / "step_40" / "model.safetensors"
-    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    said = damage(out / "checkpoints" / "step_40")
     result = run_in_process([*ARGS, f"data.path={corpus}", "resume=auto"], out)
     assert result["status"] == "completed", result["error"]
-    assert "Skipping damaged checkpoint" in caplog.text and "model.safetensors is corrupt" in caplog.text
+    assert "Skipping damaged checkpoint" in caplog.text and said in caplog.text
     assert "at step 35" in caplog.text
     assert losses(out) == losses(uninterrupted)
 
@@ -134,15 +173,15 @@ def test_full_disk_while_checkpointing_fails_cleanly_and_keeps_earlier_checkpoin
     from ttexp.backends.torch_backend import TorchBackend
 
     calls = {"n": 0}
-    real = TorchBackend.save_optimizer
+    real = TorchBackend.optimizer_state
 
-    def flaky(self, directory):
+    def flaky(self):
         calls["n"] += 1
         if calls["n"] == 2:
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real(self, directory)
+        return real(self)
 
-    monkeypatch.setattr(TorchBackend, "save_optimizer", flaky)
+    monkeypatch.setattr(TorchBackend, "optimizer_state", flaky)
     result = run_in_process([f"data.path={corpus}", *ARGS, "training.max_steps=20"], tmp_path / "run")
     assert result["status"] == "failed"
     assert "No space left on device" in result["error"]

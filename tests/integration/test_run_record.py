@@ -32,8 +32,10 @@ def test_every_record_file_is_written(run_dir: Path):
     expected = [
         ".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml", "resolved.yaml",
         "training.log", "metrics.jsonl", "validation.txt", "training_curves.png", "result.json",
-        "checkpoints/step_2/model.safetensors", "checkpoints/step_2/optimizer.pt",
-        "checkpoints/step_2/rng.pt", "checkpoints/step_2/trainer_state.json",
+        "checkpoints/step_2/model.safetensors", "checkpoints/step_2/optimizer.safetensors",
+        "checkpoints/step_2/optimizer.json", "checkpoints/step_2/rng.safetensors",
+        "checkpoints/step_2/rng.json", "checkpoints/step_2/trainer_state.json",
+        "checkpoints/step_2/config.yaml", "checkpoints/step_2/manifest.json",
         "checkpoints/step_4/model.safetensors",
         "final_model/config.json", "final_model/model.safetensors", "final_model/tokenizer.json",
     ]

@@ -36,9 +36,9 @@ BACKENDS = {"torch": _torch, "ttml-double": _ttml}
 
 
 def test_the_protocol_lists_what_the_loop_and_tasks_use():
-    assert {"build_model", "micro_step", "optimizer_step", "evaluate", "generate", "save_weights",
-            "load_weights", "save_optimizer", "load_optimizer", "save_pretrained", "load_pretrained",
-            "close"} <= set(PROTOCOL_METHODS)
+    assert {"build_model", "micro_step", "optimizer_step", "evaluate", "generate", "weight_tensors",
+            "load_weights", "optimizer_state", "load_optimizer_state", "save_pretrained",
+            "load_pretrained", "close"} <= set(PROTOCOL_METHODS)
     assert {"name", "device_name", "precision_name"} <= set(PROTOCOL_ATTRIBUTES)
 
 

@@ -45,7 +45,7 @@ def test_detect_generations():
     b = detect_api(ttml_b)
     assert (b.generation, b.model_builder, b.optimizer_factory, b.grad_sync) == \
         ("B", "python_llama", "registry", "synchronize_gradients")
-    assert b.has_clip_grad_norm and not b.has_kv_cache and b.has_parallelism_context and b.has_enable_fabric
+    assert b.has_clip_grad_norm and b.has_kv_cache and b.has_parallelism_context and b.has_enable_fabric
     a = detect_api(cpp_gen_a())
     assert (a.generation, a.model_builder, a.optimizer_factory, a.grad_sync, a.has_clip_grad_norm) == \
         ("A", "cpp_llama_gen_a", "config_classes", "synchronize_parameters", False)

@@ -210,3 +210,53 @@ def test_generation_is_seeded_stays_in_vocab_and_crops_past_the_context():
     g = b.generate([5] * 10, SamplingParams(max_new_tokens=5, temperature=0.0))
     assert g == b.generate([5] * 10, SamplingParams(max_new_tokens=5, temperature=0.0, seed=99))
     assert dbl.state().grad_mode == dbl.GradMode.ENABLED and not dbl.state().graph_dirty
+
+
+def test_optimizer_state_is_named_arrays_and_json_and_rebuilds_named_parameters(tmp_path):
+    import pickle
+
+    a = make()
+    for s in range(2):
+        a.micro_step(batch(4, seed=s), 1.0)
+        a.optimizer_step(1e-2, 1.0)
+    live = a.optimizer.get_state_dict()
+    with pytest.raises(TypeError, match="cannot pickle"):  # what the first format tripped over
+        pickle.dumps(live)
+    state = a.optimizer_state()
+    assert json.loads(json.dumps(state.scalars)) == state.scalars
+    assert all(isinstance(v, np.ndarray) for v in state.tensors.values())
+    assert len(state.tensors) == 2 * len(a.model.parameters())
+    a.save_weights(tmp_path)
+    b = make(init_from=tmp_path)
+    b.load_optimizer_state(state)
+    got = b.optimizer.get_state_dict()
+    assert got["steps"] == 2 and isinstance(got["exp_avg"], dbl.NamedParameters)
+    for x, y in ((a, b),):
+        x.micro_step(batch(4, seed=9), 1.0)
+        y.micro_step(batch(4, seed=9), 1.0)
+        assert x.optimizer_step(1e-2, 1.0).loss == y.optimizer_step(1e-2, 1.0).loss
+    with pytest.raises(TypeError, match="bad_variant_access"):  # plain tensors are not accepted
+        b.optimizer.set_state_dict({**live, "exp_avg": dict(live["exp_avg"].items())})
+
+
+def test_cached_generation_uses_the_kv_cache_and_matches_the_windowed_path():
+    b = make()
+    p = SamplingParams(max_new_tokens=6, temperature=0.0)
+    assert b.api.has_kv_cache
+    cached = b.generate([3, 1, 4, 1, 5], p)
+    b.api = replace(b.api, has_kv_cache=False)
+    assert b.generate([3, 1, 4, 1, 5], p) == cached and len(cached) == 6
+
+
+def test_the_double_rejects_what_ttml_rejects():
+    b = make()
+    arr = np.zeros((1, 1, 32, 32), dtype=np.float32)
+    with pytest.raises(TypeError):  # ttml's keyword is numpy_tensor
+        b.ttml.autograd.Tensor.from_numpy(arr=arr)
+    with pytest.raises(TypeError):
+        b.ttml.ops.loss.cross_entropy_loss(logits=None, target=None)
+    mask = b.ttml.autograd.Tensor.from_numpy(numpy_tensor=arr, layout=b.ttnn.Layout.TILE,
+                                             new_type=b.ttnn.DataType.BFLOAT16)
+    x = b.to_device(np.zeros((1, 1, 1, 32), dtype=np.uint32), tile=False)
+    with pytest.raises(dbl.ApiViolation, match="requires_grad=True"):
+        b.model(x, mask)

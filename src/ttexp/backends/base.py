@@ -15,8 +15,21 @@ from typing import Any, Iterable, Protocol, runtime_checkable
 from ttexp.config.schema import DecodingConfig
 from ttexp.data.batch import Batch
 
-OPTIMIZER_NAME = "optimizer.pt"
-"""The optimizer state a backend writes into a checkpoint directory."""
+
+
+@dataclass
+class NamedState:
+    """State a backend hands to the checkpoint module, which alone decides the files
+    (:mod:`ttexp.train.checkpoint`: safetensors for the tensors, JSON for the scalars).
+
+    Attributes:
+        tensors: name -> host tensor (``torch.Tensor`` or ``np.ndarray``, any shape and dtype
+            safetensors stores). Names are the backend's own; they only have to round-trip.
+        scalars: everything else, JSON-able (numbers, strings, bools, None, lists, str-keyed dicts).
+    """
+
+    tensors: dict[str, Any]
+    scalars: dict[str, Any]
 
 
 @dataclass
@@ -133,14 +146,17 @@ class Backend(Protocol):
         """Continue ``prompt_ids``; return only the new token ids. Uses its own seeded RNG and
         never disturbs the training random state."""
 
-    def save_weights(self, directory: Path) -> None:
-        """Write ``model.safetensors`` (Hugging Face names) into ``directory``."""
+    def weight_tensors(self) -> dict[str, Any]:
+        """The weights on the host under Hugging Face names (a tied LM head once, as the
+        embedding), as torch tensors or NumPy arrays; what ``model.safetensors`` holds."""
 
-    def save_optimizer(self, directory: Path) -> None:
-        """Write the optimizer state into ``directory``."""
+    def optimizer_state(self) -> NamedState:
+        """The optimizer state as named host tensors and JSON-able scalars (never Python objects)."""
 
-    def load_optimizer(self, directory: Path) -> None:
-        """Restore the optimizer state written by :meth:`save_optimizer`."""
+    def load_optimizer_state(self, state: NamedState) -> None:
+        """Restore what :meth:`optimizer_state` handed over, onto the live optimizer (each tensor
+        at the dtype and placement the live state has). Raises TtexpError naming what does not
+        fit (another optimizer, another model)."""
 
     def save_pretrained(self, directory: Path, tokenizer: Any) -> None:
         """Write a model directory that ``transformers.AutoModelForCausalLM`` and

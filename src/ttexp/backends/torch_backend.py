@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from ttexp.backends.base import (
-    OPTIMIZER_NAME,
     Collectives,
+    NamedState,
     OneProcess,
     SamplingParams,
     StepStats,
@@ -27,7 +27,7 @@ from ttexp.backends.sampling import decode
 from ttexp.config.schema import OptimizerConfig
 from ttexp.data.batch import IGNORE_INDEX, Batch
 from ttexp.errors import BackendUnavailable, TtexpError
-from ttexp.models.hf import WEIGHTS_NAME, llama_config
+from ttexp.models.hf import WEIGHTS_NAME, llama_config, write_weights
 from ttexp.models.spec import ModelSpec
 
 log = logging.getLogger("ttexp")
@@ -152,8 +152,8 @@ class TorchBackend:
         major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
         dtype_key = "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
         try:
-            self.model = AutoModelForCausalLM.from_pretrained(
-                path, attn_implementation="sdpa", **{dtype_key: torch.float32})
+            self.model = AutoModelForCausalLM.from_pretrained(  # safetensors only: a .bin can run code
+                path, attn_implementation="sdpa", use_safetensors=True, **{dtype_key: torch.float32})
         except (OSError, ValueError) as exc:
             raise TtexpError(
                 f"Could not load pretrained weights from '{path}': {exc}. Download the model "
@@ -284,7 +284,7 @@ class TorchBackend:
 
     # -- state ---------------------------------------------------------------------------------
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
+    def weight_tensors(self) -> dict[str, torch.Tensor]:
         """Weights under Hugging Face names; a tied LM head is stored once (as the embedding)."""
         sd = self.model.state_dict()
         if self.model.config.tie_word_embeddings:
@@ -292,9 +292,8 @@ class TorchBackend:
         return {k: v.detach().contiguous().cpu() for k, v in sd.items()}
 
     def save_weights(self, directory: Path) -> None:
-        from safetensors.torch import save_file
-
-        save_file(self.state_dict(), str(Path(directory) / WEIGHTS_NAME), metadata={"format": "pt"})
+        """Write ``directory/model.safetensors`` (Hugging Face names)."""
+        write_weights(directory, self.weight_tensors())
 
     def load_weights(self, directory: Path) -> None:
         """Load ``model.safetensors`` from ``directory`` into the built model.
@@ -333,12 +332,40 @@ class TorchBackend:
         if self.model.config.tie_word_embeddings:
             self.model.tie_weights()
 
-    def save_optimizer(self, directory: Path) -> None:
-        torch.save(self.optimizer.state_dict(), Path(directory) / OPTIMIZER_NAME)
+    def optimizer_state(self) -> NamedState:
+        """``optimizer.state_dict()`` split: tensors named ``state.<param index>.<key>``; the
+        param groups and any non-tensor per-parameter entries as JSON."""
+        sd = self.optimizer.state_dict()
+        tensors, other = {}, {}
+        for idx, entries in sd["state"].items():
+            for key, value in entries.items():
+                if torch.is_tensor(value):
+                    tensors[f"state.{idx}.{key}"] = value.detach().cpu()
+                else:
+                    other.setdefault(str(idx), {})[key] = value
+        groups = [{k: list(v) if isinstance(v, tuple) else v for k, v in g.items()}
+                  for g in sd["param_groups"]]
+        return NamedState(tensors, {"param_groups": groups, "state_scalars": other})
 
-    def load_optimizer(self, directory: Path) -> None:
-        state = torch.load(Path(directory) / OPTIMIZER_NAME, map_location=self.device)
-        self.optimizer.load_state_dict(state)
+    def load_optimizer_state(self, state: NamedState) -> None:
+        """Rebuild ``optimizer.state_dict()`` from :meth:`optimizer_state`'s split and load it.
+
+        Raises:
+            TtexpError: the state belongs to another optimizer or model (names the difference).
+        """
+        groups = [{k: tuple(v) if k == "betas" else v for k, v in g.items()}
+                  for g in state.scalars.get("param_groups", [])]
+        entries: dict[int, dict[str, Any]] = {}
+        for name, value in state.tensors.items():
+            _, idx, key = name.split(".", 2)
+            entries.setdefault(int(idx), {})[key] = value
+        for idx, extra in state.scalars.get("state_scalars", {}).items():
+            entries.setdefault(int(idx), {}).update(extra)
+        try:
+            self.optimizer.load_state_dict({"state": entries, "param_groups": groups})
+        except (ValueError, KeyError, TypeError) as exc:
+            raise TtexpError(f"The saved optimizer state does not fit this model's optimizer ({exc}). "
+                             "Resume with the model and optimizer settings it was trained with.") from None
 
     def save_pretrained(self, directory: Path, tokenizer: Any) -> None:
         self.model.save_pretrained(str(directory), safe_serialization=True)

@@ -157,3 +157,29 @@ def llama_config(spec: ModelSpec) -> Any:
     )
     cfg._attn_implementation = "sdpa"
     return cfg
+
+
+def write_tensors(path: Path, tensors: Mapping[str, Any]) -> None:
+    """Write named host tensors (``torch.Tensor`` or ``np.ndarray``, mixed) as one safetensors
+    file, ``metadata={"format": "pt"}`` so ``transformers`` loads it. Used for ``model.safetensors``
+    (Hugging Face names) and for every tensor file of a checkpoint.
+
+    Raises:
+        OSError: the file cannot be written (e.g. a full disk).
+    """
+    import numpy as np
+    import torch
+    from safetensors.torch import save_file
+
+    out = {}
+    for name, t in tensors.items():
+        t = torch.from_numpy(np.ascontiguousarray(t)) if isinstance(t, np.ndarray) else t
+        out[name] = t.detach().contiguous().cpu()
+    save_file(out, str(path), metadata={"format": "pt"})
+
+
+def write_weights(directory: Path, tensors: Mapping[str, Any]) -> Path:
+    """Write ``directory/model.safetensors`` from weights under Hugging Face names; its path."""
+    path = Path(directory) / WEIGHTS_NAME
+    write_tensors(path, tensors)
+    return path

@@ -1,13 +1,22 @@
-"""Checkpoints: complete or absent, verified on load, retained by recency and by validation loss.
+"""Checkpoints: one format for every backend, complete or absent, verified on load, retained by
+recency and by validation loss.
 
-``checkpoints/step_N/`` holds everything needed to continue exactly:
+This module alone decides the files. A backend hands over named tensors and JSON-able scalars
+(:class:`~ttexp.backends.base.NamedState`); ``checkpoints/step_N/`` holds:
 
-* ``model.safetensors``: weights under Hugging Face names (the backend writes it);
-* ``optimizer.pt``: the optimizer state (the backend writes it);
-* ``rng.pt``: Python, NumPy and torch (CPU and CUDA) random states;
+* ``model.safetensors``: weights under Hugging Face names (also loadable by ``init_from=`` and
+  ``eval.checkpoint=``);
+* ``optimizer.safetensors`` + ``optimizer.json``: the optimizer state's tensors and the rest;
+* ``rng.safetensors`` + ``rng.json``: Python, NumPy and torch (CPU and CUDA) random states;
 * ``trainer_state.json``: step, data position, schedule, best validation loss and its step,
   token and time counters;
-* ``config.yaml``: the resolved config of the run that wrote it.
+* ``config.yaml``: the resolved config of the run that wrote it;
+* ``manifest.json``, written last: format and version, and every file above with its size in
+  bytes and SHA-256, so a flipped byte inside tensor data is caught before anything is loaded.
+
+Nothing on a load path deserialises Python objects: tensors are read with safetensors, the rest is
+JSON and YAML. A directory in the first format (``optimizer.pt``, ``rng.pt``, torch's object
+streams) is refused with a message saying how to start from its weights.
 
 The learning-rate schedule and the data sampler are pure functions of the step
 (:mod:`ttexp.train.schedule`, :class:`ttexp.data.text.TextData`), so their state *is* the step; it is
@@ -22,77 +31,134 @@ many are kept (the best is never deleted).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import shutil
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-import torch
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
-from ttexp.backends.base import OPTIMIZER_NAME, Backend
+from ttexp.backends.base import Backend, NamedState
 from ttexp.config.convert import config_dict, config_yaml
 from ttexp.config.schema import RunConfig
 from ttexp.errors import CheckpointError
 from ttexp.files import write_dir_atomic, write_json_atomic
-from ttexp.models.hf import WEIGHTS_NAME
+from ttexp.models.hf import WEIGHTS_NAME, write_tensors, write_weights
 from ttexp.train.rng import rng_state, set_rng_state
 
 log = logging.getLogger("ttexp")
 
-RNG_NAME = "rng.pt"
+OPTIMIZER_TENSORS = "optimizer.safetensors"
+OPTIMIZER_SCALARS = "optimizer.json"
+RNG_TENSORS = "rng.safetensors"
+RNG_SCALARS = "rng.json"
 TRAINER_STATE_NAME = "trainer_state.json"
 CONFIG_NAME = "config.yaml"
+MANIFEST_NAME = "manifest.json"
 INDEX_NAME = "index.json"
 BEST_LINK = "best"
-REQUIRED_FILES = (WEIGHTS_NAME, OPTIMIZER_NAME, RNG_NAME, TRAINER_STATE_NAME, CONFIG_NAME)
+FORMAT_NAME = "ttexp-checkpoint"
+FORMAT_VERSION = 2
+"""Version 1 was the first format (torch object streams, no manifest); it is refused."""
+REQUIRED_FILES = (WEIGHTS_NAME, OPTIMIZER_TENSORS, OPTIMIZER_SCALARS, RNG_TENSORS, RNG_SCALARS,
+                  TRAINER_STATE_NAME, CONFIG_NAME)
+OLD_FORMAT_FILES = ("optimizer.pt", "rng.pt", "optimizer_ttml.pkl")
+
+
+class OldCheckpointFormat(CheckpointError):
+    """A checkpoint in the first format (no manifest, optimizer and random state as torch object
+    streams, which can run code when read)."""
 
 
 # -- verification ---------------------------------------------------------------------------------
 
 
-def verify_checkpoint(path: Path) -> dict[str, Any]:
-    """Check that ``path`` is a complete, readable checkpoint; return its trainer state.
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file, hex, read in 1 MiB blocks (about 1 GB/s on one core)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
-    Reads every file far enough to detect truncation: the safetensors header and its coverage of
-    the file, the zip directory and CRCs of the torch files, and the JSON/YAML.
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    """The parsed manifest of ``path``; raises CheckpointError (or OldCheckpointFormat)."""
+    manifest = path / MANIFEST_NAME
+    if not manifest.is_file():
+        old = [n for n in OLD_FORMAT_FILES if (path / n).exists()]
+        if old:
+            raise OldCheckpointFormat(
+                f"Checkpoint {path} is in ttexp's first format ({', '.join(old)}): those files are "
+                "torch object streams that can run code when read, so this ttexp does not load "
+                f"them. Start a new run from its weights with init_from={path} (model.safetensors "
+                "is still read), or resume it with the ttexp version that wrote it.")
+        raise CheckpointError(f"Checkpoint {path} is incomplete: {MANIFEST_NAME} is missing "
+                              "(it is written last, so the write did not finish).")
+    try:
+        data = json.loads(manifest.read_text())
+    except (ValueError, OSError) as exc:
+        raise CheckpointError(f"Checkpoint {path}: {MANIFEST_NAME} is corrupt ({exc}).") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT_NAME or not isinstance(data.get("files"), dict):
+        raise CheckpointError(f"Checkpoint {path}: {MANIFEST_NAME} is not a ttexp checkpoint manifest.")
+    if data.get("version") != FORMAT_VERSION:
+        raise CheckpointError(f"Checkpoint {path} has format version {data.get('version')!r}; this "
+                              f"ttexp reads version {FORMAT_VERSION}. Use the ttexp that wrote it.")
+    return data
+
+
+def _check_files(path: Path, files: dict[str, Any]) -> None:
+    """Every required file listed, and every listed file present with its size and SHA-256."""
+    missing = [n for n in REQUIRED_FILES if n not in files]
+    if missing:
+        raise CheckpointError(f"Checkpoint {path}: the manifest does not list {', '.join(missing)}.")
+    for name, entry in files.items():
+        f = path / name
+        if "/" in name or "\\" in name or name.startswith(".") or not isinstance(entry, dict):
+            raise CheckpointError(f"Checkpoint {path}: the manifest lists {name!r}, not a file of it.")
+        if not f.is_file():
+            raise CheckpointError(f"Checkpoint {path} is incomplete: {name} is missing.")
+        if f.stat().st_size != entry.get("bytes"):
+            raise CheckpointError(f"Checkpoint {path}: {name} is corrupt (size {f.stat().st_size}, "
+                                  f"manifest {entry.get('bytes')}).")
+        if file_digest(f) != entry.get("sha256"):
+            raise CheckpointError(f"Checkpoint {path}: {name} is corrupt (SHA-256 differs from the "
+                                  "manifest).")
+
+
+def verify_checkpoint(path: Path) -> dict[str, Any]:
+    """Check that ``path`` is a complete, intact checkpoint; return its trainer state.
+
+    Checks the manifest (every file's size and SHA-256), that ``trainer_state.json`` has the step
+    of the ``step_N`` directory, and that ``config.yaml`` parses to a mapping. Reads no tensor.
 
     Raises:
+        OldCheckpointFormat: a checkpoint in the first format (says how to use its weights).
         CheckpointError: names the missing or corrupt file.
     """
     path = Path(path)
     if not path.is_dir():
         raise CheckpointError(f"{path} is not a checkpoint directory.")
-    for name in REQUIRED_FILES:
-        f = path / name
-        if not f.is_file() or f.stat().st_size == 0:
-            raise CheckpointError(f"Checkpoint {path} is incomplete: {name} is missing or empty.")
-    try:
-        from safetensors import safe_open
-
-        with safe_open(str(path / WEIGHTS_NAME), "pt") as f:
-            f.keys()
-    except Exception as exc:
-        raise CheckpointError(f"Checkpoint {path}: {WEIGHTS_NAME} is corrupt ({exc}).") from None
-    for name in (OPTIMIZER_NAME, RNG_NAME):
-        try:
-            with zipfile.ZipFile(path / name) as z:
-                bad = z.testzip()
-        except (zipfile.BadZipFile, OSError) as exc:
-            raise CheckpointError(f"Checkpoint {path}: {name} is corrupt ({exc}).") from None
-        if bad is not None:
-            raise CheckpointError(f"Checkpoint {path}: {name} is corrupt (bad CRC in {bad}).")
+    _check_files(path, _read_manifest(path)["files"])
     try:
         state = json.loads((path / TRAINER_STATE_NAME).read_text())
-        OmegaConf.load(path / CONFIG_NAME)
     except (ValueError, OSError) as exc:
-        raise CheckpointError(f"Checkpoint {path}: trainer state or config is corrupt ({exc}).") from None
-    if not isinstance(state, dict) or not isinstance(state.get("step"), int):
+        raise CheckpointError(f"Checkpoint {path}: {TRAINER_STATE_NAME} is corrupt ({exc}).") from None
+    if not isinstance(state, dict) or type(state.get("step")) is not int:
         raise CheckpointError(f"Checkpoint {path}: {TRAINER_STATE_NAME} has no step.")
+    if path.name.startswith("step_") and path.name[5:] != str(state["step"]):
+        raise CheckpointError(f"Checkpoint {path}: {TRAINER_STATE_NAME} says step {state['step']}, "
+                              f"the directory step {path.name[5:]}.")
+    try:
+        cfg = OmegaConf.load(path / CONFIG_NAME)
+    except Exception as exc:  # yaml's and OmegaConf's own error types
+        raise CheckpointError(f"Checkpoint {path}: {CONFIG_NAME} does not parse ({exc}).") from None
+    if not isinstance(cfg, DictConfig):
+        raise CheckpointError(f"Checkpoint {path}: {CONFIG_NAME} is not a config mapping.")
     return state
 
 
@@ -118,12 +184,22 @@ def earlier_run_message(directory: str) -> Optional[str]:
 
 def newest_valid_checkpoint(directory: Path) -> Optional[tuple[Path, dict[str, Any]]]:
     """The newest checkpoint under ``directory`` that verifies, falling back past damaged ones
-    with a warning for each; None when there is none."""
+    with a warning for each; None when there is none.
+
+    Raises:
+        OldCheckpointFormat: none verifies and at least one is in the first format.
+    """
+    old: Optional[OldCheckpointFormat] = None
     for step, path in reversed(list_checkpoints(directory)):
         try:
             return path, verify_checkpoint(path)
+        except OldCheckpointFormat as exc:
+            old = old or exc
+            log.warning("Skipping checkpoint in the first format: %s", exc)
         except CheckpointError as exc:
             log.warning("Skipping damaged checkpoint: %s Falling back to the one before.", exc)
+    if old is not None:  # starting over would bury a run that can be continued from its weights
+        raise old
     return None
 
 
@@ -207,12 +283,7 @@ class CheckpointManager:
         final = self.dir / f"step_{step}"
 
         def fill(tmp: Path) -> None:
-            backend.save_weights(tmp)
-            backend.save_optimizer(tmp)
-            torch.save(rng_state(), tmp / RNG_NAME)
-            (tmp / CONFIG_NAME).write_text(config_yaml(self.cfg))
-            with open(tmp / TRAINER_STATE_NAME, "w") as f:
-                json.dump(trainer_state, f, indent=2, default=str)
+            write_checkpoint_files(tmp, backend, trainer_state, config_yaml(self.cfg))
 
         try:
             write_dir_atomic(final, fill)
@@ -265,6 +336,44 @@ class CheckpointManager:
             os.replace(tmp, link)
 
 
+def _write_state(directory: Path, state: NamedState, tensors_name: str, scalars_name: str) -> None:
+    write_tensors(directory / tensors_name, state.tensors)
+    (directory / scalars_name).write_text(json.dumps(state.scalars, indent=1))
+
+
+def write_checkpoint_files(directory: Path, backend: Backend, trainer_state: dict[str, Any],
+                           config_text: str) -> None:
+    """Fill ``directory`` with a complete checkpoint, the manifest last.
+
+    Cost: every file is read back once for its SHA-256 (about 1 s per GB on one core).
+
+    Raises:
+        OSError: a file cannot be written; TypeError/ValueError: scalars that are not JSON.
+    """
+    write_weights(directory, backend.weight_tensors())
+    _write_state(directory, backend.optimizer_state(), OPTIMIZER_TENSORS, OPTIMIZER_SCALARS)
+    _write_state(directory, rng_state(), RNG_TENSORS, RNG_SCALARS)
+    (directory / CONFIG_NAME).write_text(config_text)
+    (directory / TRAINER_STATE_NAME).write_text(json.dumps(trainer_state, indent=2, default=str))
+    files = {n: {"bytes": (directory / n).stat().st_size, "sha256": file_digest(directory / n)}
+             for n in REQUIRED_FILES}
+    manifest = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "backend": backend.name,
+                "files": files}
+    (directory / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2))
+
+
+def _read_state(path: Path, tensors_name: str, scalars_name: str) -> NamedState:
+    """Tensors with safetensors, scalars with JSON: nothing here can run code."""
+    from safetensors.torch import load_file
+
+    try:
+        return NamedState(load_file(str(path / tensors_name)),
+                          json.loads((path / scalars_name).read_text()))
+    except Exception as exc:  # safetensors' own error types
+        raise CheckpointError(f"Checkpoint {path}: {tensors_name} or {scalars_name} is unreadable "
+                              f"({exc}).") from None
+
+
 def load_checkpoint(path: Path, backend: Backend) -> dict[str, Any]:
     """Verify ``path`` and restore weights, optimizer state and random states into ``backend``.
 
@@ -272,11 +381,12 @@ def load_checkpoint(path: Path, backend: Backend) -> dict[str, Any]:
     restored last. Returns the trainer state.
 
     Raises:
-        CheckpointError: incomplete or corrupt checkpoint.
-        TtexpError: weights that do not fit the model (from the backend).
+        CheckpointError: incomplete, corrupt or first-format checkpoint.
+        TtexpError: weights or optimizer state that do not fit the model (from the backend).
     """
+    path = Path(path)
     state = verify_checkpoint(path)
-    backend.load_weights(Path(path))
-    backend.load_optimizer(Path(path))
-    set_rng_state(torch.load(Path(path) / RNG_NAME, weights_only=False))
+    backend.load_weights(path)
+    backend.load_optimizer_state(_read_state(path, OPTIMIZER_TENSORS, OPTIMIZER_SCALARS))
+    set_rng_state(_read_state(path, RNG_TENSORS, RNG_SCALARS))
     return state

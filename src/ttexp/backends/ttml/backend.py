@@ -19,13 +19,12 @@ from __future__ import annotations
 import importlib
 import logging
 import math
-import pickle
 from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 
-from ttexp.backends.base import SamplingParams, StepStats
+from ttexp.backends.base import NamedState, SamplingParams, StepStats
 from ttexp.backends.sampling import decode
 from ttexp.backends.ttml.api import (
     build_model,
@@ -36,6 +35,7 @@ from ttexp.backends.ttml.api import (
     plan_mesh,
 )
 from ttexp.backends.ttml.generation import cached_steps, window_steps
+from ttexp.backends.ttml.state import join_state, split_state
 from ttexp.backends.ttml.tensors import causal_mask, layout_batch, logits_padding_mask
 from ttexp.config.schema import OptimizerConfig
 from ttexp.data.batch import Batch
@@ -46,13 +46,12 @@ from ttexp.models.hf import (
     llama_config,
     read_hf_config,
     spec_from_hf,
+    write_weights,
 )
 from ttexp.models.spec import ModelSpec
 from ttexp.models.ttml_weights import detect_layout, hf_to_ttml, ttml_to_hf
 
 log = logging.getLogger("ttexp")
-
-OPTIMIZER_NAME = "optimizer_ttml.pkl"
 
 
 def _import(name: str) -> Any:
@@ -150,15 +149,20 @@ class TtmlBackend:
     # -- tensors -------------------------------------------------------------------------------
 
     def to_device(self, arr: np.ndarray, tile: bool, shard: bool = False) -> Any:
-        """Upload a 32-bit host array: uint32 ids as ROW_MAJOR UINT32; floats as TILE BFLOAT16."""
+        """Upload a 32-bit host array: uint32 ids as ROW_MAJOR UINT32; floats as TILE BFLOAT16
+        without gradients (ttml's uploads require them by default, and a mask that does makes
+        every step compute a broadcast gradient: reference/ttml_audit_2026-11.md, mismatch 3)."""
         nn = self.ttnn
         if arr.dtype == np.uint32:
             layout, dtype = nn.Layout.ROW_MAJOR, nn.DataType.UINT32
         else:
             layout, dtype = (nn.Layout.TILE if tile else nn.Layout.ROW_MAJOR), nn.DataType.BFLOAT16
         mapper = self._mapper if shard else None
-        return self.ttml.autograd.Tensor.from_numpy(np.ascontiguousarray(arr), layout=layout,
-                                                    new_type=dtype, mapper=mapper)
+        t = self.ttml.autograd.Tensor.from_numpy(np.ascontiguousarray(arr), layout=layout,
+                                                 new_type=dtype, mapper=mapper)
+        if dtype != nn.DataType.UINT32:  # a constant: no gradient for ttml to compute and drop
+            t.set_requires_grad(False)
+        return t
 
     def to_host(self, t: Any, replicated: bool = True) -> np.ndarray:
         """Bring a tensor to the host as float32. On a mesh the concat composer returns one copy
@@ -311,24 +315,26 @@ class TtmlBackend:
         """Every parameter on the host, float32, ttml names and 4-D shapes."""
         return {k: self.to_host(getattr(p, "tensor", p)) for k, p in self.model.parameters().items()}
 
-    def state_dict(self) -> dict[str, np.ndarray]:
+    def weight_tensors(self) -> dict[str, np.ndarray]:
         """Weights under Hugging Face names (a tied head stored once, as the embedding)."""
         return ttml_to_hf(self.parameters_numpy(), self.spec, self.layout)
 
     def save_weights(self, directory: Path) -> None:
-        from safetensors.numpy import save_file
-
-        save_file(self.state_dict(), str(Path(directory) / WEIGHTS_NAME), metadata={"format": "pt"})
+        """Write ``directory/model.safetensors`` (Hugging Face names)."""
+        write_weights(directory, self.weight_tensors())
 
     def load_weights(self, directory: Path) -> None:
-        """Load every ``*.safetensors`` in ``directory`` (HF names) into the built model.
+        """Load ``model.safetensors`` (or its Hugging Face shards) in ``directory`` into the model.
 
         Raises:
             TtexpError: no safetensors file, an unreadable file, or weights that do not fit.
         """
         from safetensors.numpy import load_file
 
-        files = sorted(Path(directory).glob("*.safetensors"))
+        # model.safetensors, else Hugging Face shards (model-0000N-of-0000M); never a checkpoint's
+        # optimizer or rng tensors, which sit beside the weights.
+        single = Path(directory) / WEIGHTS_NAME
+        files = [single] if single.is_file() else sorted(Path(directory).glob("model-*.safetensors"))
         if not files:
             raise TtexpError(f"No .safetensors file in {directory}: not a ttexp checkpoint or model dir.")
         hf: dict[str, np.ndarray] = {}
@@ -341,20 +347,27 @@ class TtmlBackend:
         for name, arr in hf_to_ttml(hf, self.spec, self.layout).items():
             getattr(params[name], "tensor", params[name]).assign(self.to_device(arr, tile=True))
 
-    def save_optimizer(self, directory: Path) -> None:
-        """Pickle ``optimizer.get_state_dict()`` with tensors as host arrays (format UNVERIFIED on
-        hardware; absent method -> an empty state, and resuming starts the moments cold)."""
-        get = getattr(self.optimizer, "get_state_dict", None)
-        state = {k: (self.to_host(v) if hasattr(v, "to_numpy") else v) for k, v in (get() if get else {}).items()}
-        with open(Path(directory) / OPTIMIZER_NAME, "wb") as f:
-            pickle.dump(state, f)
+    def optimizer_state(self) -> NamedState:
+        """``optimizer.get_state_dict()`` as named host arrays and JSON scalars (see
+        :func:`ttexp.backends.ttml.state.split_state`)."""
+        return split_state(self.optimizer.get_state_dict(), self.ttml, self.to_host)
 
-    def load_optimizer(self, directory: Path) -> None:
-        with open(Path(directory) / OPTIMIZER_NAME, "rb") as f:
-            state = pickle.load(f)
-        if state and hasattr(self.optimizer, "set_state_dict"):
-            self.optimizer.set_state_dict({k: self.to_device(v, tile=True) if isinstance(v, np.ndarray) else v
-                                           for k, v in state.items()})
+    def load_optimizer_state(self, state: NamedState) -> None:
+        """Rebuild ``ttml.NamedParameters`` at each live tensor's dtype and ``set_state_dict``.
+
+        Raises:
+            TtexpError: the saved state does not match the live optimizer's keys or tensors.
+        """
+        live = self.optimizer.get_state_dict()
+        self.optimizer.set_state_dict(join_state(state, live, self.ttml, self._upload_like))
+
+    def _upload_like(self, arr: np.ndarray, live: Any) -> Any:
+        """Upload ``arr`` at the dtype of the live tensor it replaces (TILE; replicated on a mesh)."""
+        dtype = live.dtype() if callable(getattr(live, "dtype", None)) else self.ttnn.DataType.BFLOAT16
+        t = self.ttml.autograd.Tensor.from_numpy(np.ascontiguousarray(arr, dtype=np.float32),
+                                                 layout=self.ttnn.Layout.TILE, new_type=dtype)
+        t.set_requires_grad(False)  # optimizer state, as ttml creates it (adamw.cpp: requires_grad false)
+        return t
 
     def save_pretrained(self, directory: Path, tokenizer: Any) -> None:
         self.save_weights(directory)
