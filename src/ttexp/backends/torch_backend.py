@@ -27,7 +27,7 @@ from ttexp.backends.sampling import decode
 from ttexp.config.schema import OptimizerConfig
 from ttexp.data.batch import IGNORE_INDEX, Batch
 from ttexp.errors import BackendUnavailable, TtexpError
-from ttexp.models.hf import WEIGHTS_NAME, llama_config
+from ttexp.models.hf import WEIGHTS_NAME, llama_config, refuse_remote_code
 from ttexp.models.spec import ModelSpec
 
 log = logging.getLogger("ttexp")
@@ -151,9 +151,12 @@ class TorchBackend:
         # training bf16 weights with AdamW. The keyword was renamed in transformers 4.56.
         major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
         dtype_key = "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
+        refuse_remote_code(path)  # before transformers could ask whether to run the model's code
         try:
+            # safetensors only: a pytorch_model.bin is a pickle, and loading one can run code
             self.model = AutoModelForCausalLM.from_pretrained(
-                path, attn_implementation="sdpa", **{dtype_key: torch.float32})
+                path, attn_implementation="sdpa", trust_remote_code=False, use_safetensors=True,
+                **{dtype_key: torch.float32})
         except (OSError, ValueError) as exc:
             raise TtexpError(
                 f"Could not load pretrained weights from '{path}': {exc}. Download the model "
@@ -337,7 +340,9 @@ class TorchBackend:
         torch.save(self.optimizer.state_dict(), Path(directory) / OPTIMIZER_NAME)
 
     def load_optimizer(self, directory: Path) -> None:
-        state = torch.load(Path(directory) / OPTIMIZER_NAME, map_location=self.device)
+        # weights_only: tensors and containers only; a crafted pickle cannot run code
+        state = torch.load(Path(directory) / OPTIMIZER_NAME, map_location=self.device,
+                           weights_only=True)
         self.optimizer.load_state_dict(state)
 
     def save_pretrained(self, directory: Path, tokenizer: Any) -> None:
