@@ -20,6 +20,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
+from ttexp.config.overrides import override_problem
 from ttexp.config.schema import register_configs
 from ttexp.errors import exit_code
 
@@ -65,5 +66,15 @@ def main(cfg: DictConfig) -> float | None:
     return float(best)  # Optuna 2 rejects NaN; inf = worst
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """``python -m ttexp``: refuse an override that names no key of the schema (with the closest
+    known key, exit 2) before Hydra composes anything, then run :func:`main`."""
+    problem = override_problem(sys.argv[1:])
+    if problem:
+        print(f"ERROR: {problem}", file=sys.stderr)
+        sys.exit(exit_code("usage"))
     main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -19,12 +19,13 @@ from typing import Any, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.plugins import Plugins
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 from ttexp.config.experiments_source import (
     ExperimentsConfigSource,
     TtexpExperimentsSearchPath,
 )
+from ttexp.config.values import fs_name
 
 
 class Section:
@@ -362,6 +363,8 @@ def register_configs() -> None:
     fails with "Could not load 'ttexp_schema'".
     """
     ConfigStore.instance().store(name="ttexp_schema", node=RunConfig)
+    if not OmegaConf.has_resolver("ttexp_fs_name"):  # hydra.run.dir: the run name as a file name
+        OmegaConf.register_new_resolver("ttexp_fs_name", fs_name)
     for plugin in (ExperimentsConfigSource, TtexpExperimentsSearchPath):
         Plugins.instance().register(plugin)
 
