@@ -22,7 +22,7 @@ from omegaconf import DictConfig, open_dict
 
 from ttexp.config.overrides import override_problem
 from ttexp.config.schema import register_configs
-from ttexp.errors import exit_code
+from ttexp.errors import exit_code, redact
 
 register_configs()
 
@@ -71,7 +71,7 @@ def cli() -> None:
     known key, exit 2) before Hydra composes anything, then run :func:`main`."""
     problem = override_problem(sys.argv[1:])
     if problem:
-        print(f"ERROR: {problem}", file=sys.stderr)
+        print(redact(f"ERROR: {problem}"), file=sys.stderr)
         sys.exit(exit_code("usage"))
     main()
 

@@ -27,7 +27,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from ttexp.errors import exit_code
+from ttexp.errors import exit_code, redact
 
 
 def check_writable(directory: str, key: str) -> None:
@@ -64,7 +64,7 @@ class OutputDirCheck(Callback):
 
                 message = earlier_run_message(directory)
                 if message:  # before Hydra rewrites .hydra/ of that run
-                    print(f"ERROR: {message}", file=sys.stderr)
+                    print(redact(f"ERROR: {message}"), file=sys.stderr)
                     raise SystemExit(exit_code("usage"))
             check_writable(directory, key)
 
