@@ -18,7 +18,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ttexp.config.overrides import override_problem
 from ttexp.config.schema import register_configs
@@ -40,7 +40,8 @@ def main(cfg: DictConfig) -> float | None:
     from ttexp.sweeps.sweep import completed_result, pin_job_device
 
     hc = HydraConfig.get()
-    overrides = list(hc.overrides.task)
+    # as typed: an override like x=${oc.env:TOKEN} is recorded as that text, never its value
+    overrides = list(OmegaConf.to_container(hc.overrides.task, resolve=False))
     multirun = is_multirun(hc)
     if multirun and cfg.sweep.pin_devices:
         pinned = pin_job_device(cfg, int(hc.job.num))

@@ -159,7 +159,7 @@ def hydra_job_context(run_dir: Optional[Path] = None) -> Optional[JobContext]:
         multirun=multirun,
         sweep_dir=Path(hc.sweep.dir) if multirun else None,
         num=int(hc.job.num) if multirun and hc.job.get("num") is not None else None,
-        overrides=list(hc.overrides.task),
+        overrides=list(OmegaConf.to_container(hc.overrides.task, resolve=False)),
     )
 
 
