@@ -41,7 +41,6 @@ def files(tmp_path_factory, corpus):
     (d / "wide").mkdir()
     wide.save_weights(d / "wide")
     make_remote_code_dir(d / "tiny_llama", d / "remote_code", d / "REMOTE_CODE_RAN")
-    make_pickle_only_dir(d / "tiny_llama", d / "bin_only", d / "PICKLE_RAN")
     run_in_process([TINY, f"data.path={corpus}", "training.max_steps=2"], d / "earlier")
     return d
 
@@ -102,6 +101,10 @@ CASES = [
     ("plus adds to a typed section", ["+training.lr=1e-3"],
      "'+' cannot add a key to the typed section training (ttexp would ignore it); did you mean "
      "training.learning_rate?", 2),
+    ("force-add to a typed section", ["++training.lr=1e-3"],
+     "'+' cannot add a key to the typed section training", 2),
+    ("unknown top-level key", ["+learning_rate=1e-3"], "cannot add a key to ttexp's typed config", 2),
+    ("unknown key in a sweep", ["-m", "training.batch_sise=4,8"], "did you mean training.batch_size?", 2),
     ("unknown option", ["model=nope"], "Could not find 'model/nope'", 1),
     ("wrong type", ["training.batch_size=abc"], "could not be converted to Integer", 1),
     ("bad enum", ["backend=cuda"], "Invalid value 'cuda', expected one of [auto, torch, ttml]", 1),
@@ -130,8 +133,6 @@ CASES = [
      "needs pretrained weights", 1),
     ("model asks to run its code", ["task=finetune", "init_from={d}/remote_code"],
      "has 'auto_map': the model asks to run its own Python code", 1),
-    ("pickle-only weights", ["task=finetune", "init_from={d}/bin_only"],
-     "Could not load pretrained weights", 1),
     ("output dir not writable", ["data.path={corpus}", "hydra.run.dir={d}/a_file/run"],
      "cannot write the output directory", 2),
     ("output_dir is under a file", ["data.path={corpus}", "output_dir={d}/a_file/run"],
@@ -140,12 +141,8 @@ CASES = [
      "already holds a run with checkpoints", 2),
     ("output_dir at an earlier run", ["data.path={corpus}", "output_dir={d}/earlier"],
      "already holds a run with checkpoints", 2),
-    ("absolute results file", [*EVAL, "eval.results_file={d}/../escaped.txt"],
-     "must be a file name inside the run directory", 1),
     ("results file climbs out", [*EVAL, "eval.results_file=../../escaped.txt"],
      "eval.results_file=../../escaped.txt must be a file name inside the run directory", 1),
-    ("journal is not Markdown", ["data.path={corpus}", "sweep.journal={d}/journal.py"],
-     "must be a Markdown file", 1),
     ("invalid combination", ["model.num_heads=3"], "model.num_heads=3 does not divide model.hidden_dim=32", 1),
 ]
 
@@ -156,14 +153,14 @@ def test_bad_input(name, args, expected, code, files, corpus, tmp_path):
     if not any(a.startswith("hydra.run.dir=") for a in args):
         args.append(f"hydra.run.dir={tmp_path}/run")
     before = snapshot(files)
-    proc = run_cli(["debug=fast", *args])
+    flags = [a for a in args if a.startswith("-")]  # before the overrides, as Hydra's parser wants
+    proc = run_cli([*flags, "debug=fast", *[a for a in args if a not in flags]])
     out = proc.stdout + proc.stderr
     assert proc.returncode == code, out
     assert expected in out
     assert "Traceback" not in out
     assert snapshot(files) == before, "an earlier run or an input file was changed"
-    for marker in ("REMOTE_CODE_RAN", "PICKLE_RAN"):
-        assert not (files / marker).exists(), f"code from a file ran ({marker})"
+    assert not (files / "REMOTE_CODE_RAN").exists(), "code from a model directory ran"
     assert not (files.parent / "escaped.txt").exists() and not (tmp_path.parent / "escaped.txt").exists()
     result = tmp_path / "run" / "result.json"
     if result.exists():  # runs that got as far as the run directory say why in result.json

@@ -92,8 +92,10 @@ def override_problem(argv: list[str]) -> Optional[str]:
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     try:
-        args, _ = get_args_parser().parse_known_args(argv)
-        parsed = OverridesParser.create().parse_overrides(args.overrides)
+        args, extra = get_args_parser().parse_known_args(argv)
+        # overrides after a flag (`a=1 -m b=2`) are left over by argparse; check them too
+        overrides = list(args.overrides) + [a for a in extra if not a.startswith("-")]
+        parsed = OverridesParser.create().parse_overrides(overrides)
     except Exception:  # noqa: BLE001 - a malformed command line: Hydra's message says more
         return None
     known, groups = schema_keys(), config_groups()

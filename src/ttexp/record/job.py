@@ -144,6 +144,7 @@ def hydra_job_context(run_dir: Optional[Path] = None) -> Optional[JobContext]:
     """The current job's context from Hydra; in a worker rank (no Hydra), the one the controller
     saved into ``run_dir`` (:func:`save_job_context`); None when there is neither."""
     from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
 
     if not HydraConfig.initialized():
         saved = Path(run_dir) / JOB_CONTEXT_NAME if run_dir is not None else None
