@@ -18,10 +18,11 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
+from ttexp.config.overrides import override_problem
 from ttexp.config.schema import register_configs
-from ttexp.errors import exit_code
+from ttexp.errors import exit_code, redact
 
 register_configs()
 
@@ -39,7 +40,8 @@ def main(cfg: DictConfig) -> float | None:
     from ttexp.sweeps.sweep import completed_result, pin_job_device
 
     hc = HydraConfig.get()
-    overrides = list(hc.overrides.task)
+    # as typed: an override like x=${oc.env:TOKEN} is recorded as that text, never its value
+    overrides = list(OmegaConf.to_container(hc.overrides.task, resolve=False))
     multirun = is_multirun(hc)
     if multirun and cfg.sweep.pin_devices:
         pinned = pin_job_device(cfg, int(hc.job.num))
@@ -65,5 +67,15 @@ def main(cfg: DictConfig) -> float | None:
     return float(best)  # Optuna 2 rejects NaN; inf = worst
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """``python -m ttexp``: refuse an override that names no key of the schema (with the closest
+    known key, exit 2) before Hydra composes anything, then run :func:`main`."""
+    problem = override_problem(sys.argv[1:])
+    if problem:
+        print(redact(f"ERROR: {problem}"), file=sys.stderr)
+        sys.exit(exit_code("usage"))
     main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -17,6 +17,7 @@ any job did not complete. Single runs refresh the journal in the task function i
 
 from __future__ import annotations
 
+import shlex
 import sys
 import tempfile
 from pathlib import Path
@@ -26,7 +27,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from ttexp.errors import exit_code
+from ttexp.errors import exit_code, redact
 
 
 def check_writable(directory: str, key: str) -> None:
@@ -55,20 +56,44 @@ class OutputDirCheck(Callback):
         # resolver needs HydraConfig, which Hydra itself sets only when the job starts (after
         # this callback). Setting it now, from the same config, resolves the same directory.
         HydraConfig.instance().set_config(config)
-        run_dir = str(config.hydra.run.dir)
-        if not OmegaConf.select(config, "resume", default=None):
-            from ttexp.train.checkpoint import (
-                earlier_run_message,  # torch: only when a run starts
-            )
+        for directory, key in run_directories(config):
+            if not OmegaConf.select(config, "resume", default=None):
+                from ttexp.train.checkpoint import (
+                    earlier_run_message,  # torch: only when a run starts
+                )
 
-            message = earlier_run_message(run_dir)
-            if message:  # before Hydra rewrites .hydra/ of that run
-                print(f"ERROR: {message}", file=sys.stderr)
-                raise SystemExit(exit_code("usage"))
-        check_writable(run_dir, "hydra.run.dir")
+                message = earlier_run_message(directory)
+                if message:  # before Hydra rewrites .hydra/ of that run
+                    print(redact(f"ERROR: {message}"), file=sys.stderr)
+                    raise SystemExit(exit_code("usage"))
+            check_writable(directory, key)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         check_writable(str(OmegaConf.select(config, "hydra.sweep.dir")), "hydra.sweep.dir")
+        explicit = _explicit_output_dir(config)
+        if explicit:
+            check_writable(explicit, "output_dir")
+
+
+def _explicit_output_dir(config: DictConfig) -> str | None:
+    """``output_dir`` when the command line set it to a path of its own (not Hydra's directory)."""
+    raw = OmegaConf.to_container(config, resolve=False).get("output_dir")
+    if raw is None or "${hydra:" in str(raw):
+        return None
+    try:
+        return str(config.output_dir)
+    except Exception:  # noqa: BLE001 - an unresolvable value: the run reports it
+        return None
+
+
+def run_directories(config: DictConfig) -> list[tuple[str, str]]:
+    """Every directory a single run writes, with the key that sets it: ``hydra.run.dir`` (Hydra's
+    .hydra/ and training.log) and ``output_dir`` when set to another path (ttexp's record)."""
+    dirs = [(str(config.hydra.run.dir), "hydra.run.dir")]
+    explicit = _explicit_output_dir(config)
+    if explicit and Path(explicit).resolve() != Path(dirs[0][0]).resolve():
+        dirs.append((explicit, "output_dir"))
+    return dirs
 
 
 class ExperimentsCallback(Callback):
@@ -107,7 +132,7 @@ class ExperimentsCallback(Callback):
                 print(f"Journal: {journal}")
         except Exception as exc:  # noqa: BLE001 - the exit code below must still reflect the jobs
             print(f"Could not write experiments.md ({type(exc).__name__}: {exc}); run "
-                  f"`python -m ttexp.summarize {sweep_dir}`.", file=sys.stderr)
+                  f"`python -m ttexp.summarize {shlex.quote(str(sweep_dir))}`.", file=sys.stderr)
             failed = []
             for d in job_dirs(sweep_dir):
                 r = read_result(d)

@@ -7,6 +7,28 @@ They are printed as one message, without a traceback. The status goes into ``res
 
 from __future__ import annotations
 
+import os
+import re
+
+SECRET_NAME = re.compile(r"TOKEN|KEY|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH", re.IGNORECASE)
+"""Environment variables whose values are secrets: WANDB_API_KEY, HF_TOKEN, and anything named
+like a token, key, secret, password, credential or auth."""
+SECRET_MIN_LEN = 6
+"""Shorter values are not redacted (a "1" or "true" would blank out unrelated text)."""
+
+
+def redact(text: str) -> str:
+    """``text`` with the value of every secret-named environment variable (:data:`SECRET_NAME`)
+    replaced by ``[NAME redacted]``: applied to every error message, log line and record file
+    that could carry one (a checkpoint's config.yaml can interpolate ``${oc.env:HF_TOKEN}``)."""
+    secrets = sorted(((v, k) for k, v in os.environ.items()
+                      if SECRET_NAME.search(k) and len(v) >= SECRET_MIN_LEN), reverse=True,
+                     key=lambda vk: len(vk[0]))
+    for value, name in secrets:
+        if value in text:
+            text = text.replace(value, f"[{name} redacted]")
+    return text
+
 EXIT_CODES = {"completed": 0, "failed": 1, "usage": 2, "diverged": 3, "interrupted": 130}
 """Exit code per run status. ``usage`` (2): the command line or the output directory is unusable
 and nothing ran (argparse's convention). 130 = 128 + SIGINT, the shell's code for Ctrl-C."""

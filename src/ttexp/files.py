@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
+
+LOW_SPACE_BYTES = 64 * 2**20
+"""Below this many free bytes, a write error without an errno (torch's "file write failed") is
+taken to be a full disk."""
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -59,3 +64,27 @@ def write_dir_atomic(final: Path, fill: Callable[[Path], None]) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return final
+
+
+def disk_full_message(path: Path, exc: BaseException) -> Optional[str]:
+    """"the disk is full at PATH (N bytes free)" when ``exc`` (or an error it wraps) is ENOSPC, or a
+    write error without an errno (torch, safetensors) with under :data:`LOW_SPACE_BYTES` free at
+    ``path``; None for any other error."""
+    chain, e = [], exc
+    while e is not None and len(chain) < 8:
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    where = Path(path)
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    try:
+        free = shutil.disk_usage(where).free
+    except OSError:
+        free = None
+    full = any(getattr(e, "errno", None) == errno.ENOSPC or "No space left" in str(e) for e in chain)
+    if not full and free is not None and free < LOW_SPACE_BYTES:
+        full = any("write" in str(e).lower() for e in chain)
+    if not full:
+        return None
+    return f"the disk is full at {path} ({free:,} bytes free)" if free is not None else \
+        f"the disk is full at {path}"

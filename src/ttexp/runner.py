@@ -23,7 +23,7 @@ from ttexp.config.convert import to_run_config
 from ttexp.config.schema import RunConfig, TaskName, freeze
 from ttexp.config.validate import config_warnings, validate_config
 from ttexp.errors import Interrupted, TtexpError, error_for_status
-from ttexp.record.job import save_job_context
+from ttexp.record.job import resume_command, save_job_context
 from ttexp.record.result import RunResult
 from ttexp.record.run_record import NullRecord, RunRecord
 from ttexp.record.trackers import attach_trackers
@@ -94,8 +94,8 @@ def _run(cfg: RunConfig, record: RunRecord) -> None:
     except Interrupted as exc:
         record.adopt()
         rank0 = record.result.error if record.result.status == "interrupted" else None
-        raise Interrupted(rank0 or f"{exc}; continue with resume=auto hydra.run.dir={record.dir} "
-                          "(and the same overrides).") from None
+        raise Interrupted(rank0 or f"{exc}; continue with: "
+                          f"{resume_command(record.dir, record.result.overrides)}") from None
     record.adopt()
     status, rank0_error = record.result.status, record.result.error or ""
     if status in ("diverged", "interrupted"):  # every rank stopped together, as rank 0 reports

@@ -55,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if ranks.is_main:
             overrides_file = run_dir / ".hydra" / "overrides.yaml"
-            overrides = list(OmegaConf.load(overrides_file)) if overrides_file.exists() else []
+            overrides = (OmegaConf.to_container(OmegaConf.load(overrides_file), resolve=False)  # as typed
+                         if overrides_file.exists() else [])
             record: RunRecord | NullRecord = RunRecord(run_dir, cfg, overrides, fresh=not cfg.resume)
         else:
             record = NullRecord(run_dir)

@@ -27,7 +27,7 @@ from ttexp.backends.sampling import decode
 from ttexp.config.schema import OptimizerConfig
 from ttexp.data.batch import IGNORE_INDEX, Batch
 from ttexp.errors import BackendUnavailable, TtexpError
-from ttexp.models.hf import WEIGHTS_NAME, llama_config, write_weights
+from ttexp.models.hf import WEIGHTS_NAME, llama_config, refuse_remote_code, write_weights
 from ttexp.models.spec import ModelSpec
 
 log = logging.getLogger("ttexp")
@@ -151,9 +151,12 @@ class TorchBackend:
         # training bf16 weights with AdamW. The keyword was renamed in transformers 4.56.
         major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
         dtype_key = "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
+        refuse_remote_code(path)  # before transformers could ask whether to run the model's code
         try:
-            self.model = AutoModelForCausalLM.from_pretrained(  # safetensors only: a .bin can run code
-                path, attn_implementation="sdpa", use_safetensors=True, **{dtype_key: torch.float32})
+            # safetensors only: a pytorch_model.bin is a pickle, and loading one can run code
+            self.model = AutoModelForCausalLM.from_pretrained(
+                path, attn_implementation="sdpa", trust_remote_code=False, use_safetensors=True,
+                **{dtype_key: torch.float32})
         except (OSError, ValueError) as exc:
             raise TtexpError(
                 f"Could not load pretrained weights from '{path}': {exc}. Download the model "

@@ -19,17 +19,26 @@ from typing import Any, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.plugins import Plugins
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 from ttexp.config.experiments_source import (
     ExperimentsConfigSource,
     TtexpExperimentsSearchPath,
 )
+from ttexp.config.values import fs_name
+
+
+ENV_ATTR = "_env"
+"""A section's ``{relative dotted key: (interpolation text, value)}`` for values that came from
+``${oc.env:...}`` (set by ttexp.config.convert.to_run_config; never written resolved)."""
 
 
 class Section:
     """Base of every config section: settable while Hydra composes and ttexp resolves the config,
     read-only once :func:`freeze` has run (after validation, before ``resolved.yaml`` is written)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, ENV_ATTR, {})
 
     def __setattr__(self, name: str, value: Any) -> None:
         if self.__dict__.get("_frozen"):
@@ -258,7 +267,8 @@ class TrainingConfig(Section):
     validation_batch_size: Optional[int] = None
     """Global batch for validation (the lessons' validation_batch_size); null = batch_size."""
     checkpoint_frequency: int = 1000
-    """Save a checkpoint every this many steps; 0 = only the final model."""
+    """Save a checkpoint every this many steps; 0 = none during training. The last step is always
+    checkpointed before final_model/ is written, so a failure there loses no training."""
     log_frequency: int = 10
     """Write a line to training.log and the console every this many steps."""
     keep_last_n: Optional[int] = None
@@ -362,6 +372,8 @@ def register_configs() -> None:
     fails with "Could not load 'ttexp_schema'".
     """
     ConfigStore.instance().store(name="ttexp_schema", node=RunConfig)
+    if not OmegaConf.has_resolver("ttexp_fs_name"):  # hydra.run.dir: the run name as a file name
+        OmegaConf.register_new_resolver("ttexp_fs_name", fs_name)
     for plugin in (ExperimentsConfigSource, TtexpExperimentsSearchPath):
         Plugins.instance().register(plugin)
 
@@ -371,6 +383,7 @@ def evolve(section: Any, **changes: Any) -> Any:
     how a task resolves its config before validation without mutating what it was given."""
     copy = replace(section, **changes)
     object.__setattr__(copy, "_frozen", False)
+    object.__setattr__(copy, ENV_ATTR, dict(getattr(section, ENV_ATTR, {})))
     return copy
 
 

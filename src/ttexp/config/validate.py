@@ -1,6 +1,7 @@
 """Cross-field rules on the composed config, checked before anything runs.
 
-Types and unknown keys are already checked by the schema (:mod:`ttexp.config.schema`) when Hydra
+Single values (finite floats, seed ranges, paths that stay in the run directory) are checked by
+:mod:`ttexp.config.values`. Types and unknown keys are already checked by the schema (:mod:`ttexp.config.schema`) when Hydra
 composes the config. These are the rules that involve several fields. Every broken rule is
 collected and reported in one :class:`~ttexp.errors.ConfigError`, each naming the override key
 and a fix.
@@ -17,6 +18,7 @@ from ttexp.config.schema import (
     RunConfig,
     TrainingConfig,
 )
+from ttexp.config.values import value_rules
 from ttexp.errors import ConfigError
 
 GET_WEIGHTS_HINT = (
@@ -228,6 +230,7 @@ def validate_config(cfg: RunConfig) -> None:
         errs.append("resume and init_from are both set; resume continues a run (weights, optimizer, "
                     "step), init_from starts a new one from weights only. Choose one.")
     errs += _task_rules(cfg, task, data_format, dp)
+    errs += value_rules(cfg)
     if errs:
         raise ConfigError(
             "The configuration is invalid:\n" + "\n".join(f"  - {e}" for e in errs)

@@ -36,6 +36,11 @@ WEIGHTS_NAME = "model.safetensors"
 """Hugging Face's weights file name: model directories, final_model/ and checkpoints use it."""
 CONFIG_NAME = "config.json"
 """Hugging Face's architecture file in a model directory."""
+TOKENIZER_CONFIG_NAME = "tokenizer_config.json"
+"""Hugging Face's tokenizer settings file in a model directory."""
+REMOTE_CODE_KEY = "auto_map"
+"""The key with which a config.json or tokenizer_config.json asks ``transformers`` to import Python
+code shipped with the model (``trust_remote_code``); ttexp never runs it."""
 
 MODEL_TO_HF: dict[str, str] = {
     "vocab_size": "vocab_size",
@@ -66,9 +71,35 @@ def read_hf_config(model_dir: Path) -> dict[str, Any]:
     """
     path = Path(model_dir) / CONFIG_NAME
     try:
-        return json.loads(path.read_text())
+        hf = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise TtexpError(f"Could not read {path}: {exc}. Is {model_dir} a model directory?") from None
+    refuse_remote_code(model_dir)
+    return hf
+
+
+def refuse_remote_code(model_dir: Path) -> None:
+    """Refuse a model directory that asks for its own Python code to be run.
+
+    ``transformers`` imports the modules named under ``auto_map`` when it is allowed to
+    (``trust_remote_code``), and on a terminal it asks whether to; ttexp passes
+    ``trust_remote_code=False`` to every load and refuses such a directory first, with a message,
+    instead of a prompt whose "y" would run a file.
+
+    Raises:
+        TtexpError: ``config.json`` or ``tokenizer_config.json`` has an ``auto_map`` entry.
+    """
+    for name in (CONFIG_NAME, TOKENIZER_CONFIG_NAME):
+        path = Path(model_dir).expanduser() / name
+        try:
+            conf = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue  # absent or unreadable: the loader that needs it says so
+        if isinstance(conf, dict) and REMOTE_CODE_KEY in conf:
+            raise TtexpError(
+                f"{path} has '{REMOTE_CODE_KEY}': the model asks to run its own Python code, which "
+                "ttexp never does (trust_remote_code=False). Use a Llama model directory without "
+                f"'{REMOTE_CODE_KEY}' (ttexp trains Llama-family models with transformers' own code).")
 
 
 def model_keys_from_hf(hf: Mapping[str, Any], source: Any = CONFIG_NAME) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from ttexp.models.hf import (
     WEIGHTS_NAME,
     model_keys_from_hf,
     read_hf_config,
+    refuse_remote_code,
 )
 from ttexp.models.spec import ARCHITECTURE_KEYS
 from ttexp.models.tokenizer import ByteTokenizer
@@ -113,14 +114,16 @@ def load_tokenizer(model_dir: Optional[Path]) -> PromptTokenizer:
     byte-level model records it there).
 
     Raises:
-        TtexpError: the directory has no loadable tokenizer, or no usable EOS.
+        TtexpError: the directory has no loadable tokenizer, or no usable EOS, or it asks to run
+            its own code (``auto_map``).
     """
     if model_dir is None:
         return PromptTokenizer(ByteTokenizer())
     from transformers import AutoTokenizer
 
+    refuse_remote_code(model_dir)
     try:
-        tok = AutoTokenizer.from_pretrained(str(model_dir))
+        tok = AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=False)
     except (OSError, ValueError, TypeError) as exc:
         if not Path(model_dir).expanduser().exists():  # a hub id, and the hub is out of reach
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shlex
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -27,6 +28,15 @@ MULTIRUN_NAME = "multirun.yaml"
 def override_key(override: str) -> str:
     """The key of one override string: ``+training.lr=1`` -> ``training.lr``."""
     return override.split("=", 1)[0].lstrip("+~")
+
+
+def resume_command(run_dir: Path, overrides: list[str]) -> str:
+    """The command that continues the run in ``run_dir``: ``python -m ttexp``, the run's own
+    overrides (its ``resume`` and ``hydra.run.dir`` replaced), ``resume=auto hydra.run.dir=DIR``,
+    each argument shell-quoted (``shlex.quote``), so a directory or value with a space, ``;`` or
+    ``$`` pastes as one argument and never as a shell command."""
+    kept = [o for o in overrides if override_key(o) not in ("resume", "hydra.run.dir")]
+    return shlex.join(["python", "-m", "ttexp", *kept, "resume=auto", f"hydra.run.dir={run_dir}"])
 
 
 def _bookkeeping(key: str) -> bool:
@@ -134,6 +144,7 @@ def hydra_job_context(run_dir: Optional[Path] = None) -> Optional[JobContext]:
     """The current job's context from Hydra; in a worker rank (no Hydra), the one the controller
     saved into ``run_dir`` (:func:`save_job_context`); None when there is neither."""
     from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
 
     if not HydraConfig.initialized():
         saved = Path(run_dir) / JOB_CONTEXT_NAME if run_dir is not None else None
@@ -149,7 +160,7 @@ def hydra_job_context(run_dir: Optional[Path] = None) -> Optional[JobContext]:
         multirun=multirun,
         sweep_dir=Path(hc.sweep.dir) if multirun else None,
         num=int(hc.job.num) if multirun and hc.job.get("num") is not None else None,
-        overrides=list(hc.overrides.task),
+        overrides=list(OmegaConf.to_container(hc.overrides.task, resolve=False)),
     )
 
 

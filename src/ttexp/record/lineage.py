@@ -10,8 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from omegaconf import OmegaConf
-
+from ttexp.config.convert import load_yaml_literal
 from ttexp.errors import TtexpError
 from ttexp.models.pretrained import ModelSource, is_model_dir, read_origin
 from ttexp.record.result import RunResult
@@ -39,7 +38,7 @@ def checkpoint_source(path: Path) -> ModelSource:
     if not resolved.is_file():
         raise TtexpError(f"{path} is a bare weights file without its run's resolved.yaml in "
                          f"{run_dir}; evaluate the run's final_model/ instead.")
-    run_cfg = OmegaConf.load(resolved)
+    run_cfg = load_yaml_literal(resolved)  # a file on disk resolves nothing
     origin = read_origin(run_dir / "final_model") or _result(run_dir).model_source or {}
     model_dir = origin.get("model_dir")
     return ModelSource(model_dir=Path(model_dir) if model_dir else None, weights_dir=path,

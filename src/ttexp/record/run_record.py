@@ -19,6 +19,7 @@ from typing import Any, Optional
 
 from ttexp.config.convert import config_yaml
 from ttexp.config.schema import RunConfig
+from ttexp.errors import redact
 from ttexp.files import write_text_atomic
 from ttexp.models.metrics import perplexity
 from ttexp.record.result import RESULT_NAME, RunResult
@@ -159,7 +160,7 @@ class RunRecord:
     def write_result(self) -> None:
         """Rewrite result.json (atomically) with the wall time so far."""
         self.result.wall_s = round(time.time() - self.started, 3)
-        write_text_atomic(self.dir / RESULT_NAME, self.result.to_json())
+        write_text_atomic(self.dir / RESULT_NAME, redact(self.result.to_json()))
 
     def plot(self, title: str) -> Optional[Path]:
         """Write training_curves.png from the curves logged so far; None when there is nothing."""

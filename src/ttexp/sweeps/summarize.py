@@ -16,6 +16,7 @@ import argparse
 import json
 import math
 import os
+import shlex
 import sys
 import time
 from dataclasses import dataclass, field
@@ -267,7 +268,7 @@ def write_sweep_summary(sweep_dir: Path, plot: bool = True) -> SweepSummary:
     if plot:
         plot_sweep(summary)
     text = (f"# Experiments: sweep {summary.dir.name}\n\nGenerated {time.strftime('%Y-%m-%d %H:%M:%S')} "
-            f"from the result.json files below (`python -m ttexp.summarize {summary.dir}`).\n\n"
+            f"from the result.json files below (`python -m ttexp.summarize {shlex.quote(str(summary.dir))}`).\n\n"
             + render_sweep(summary, summary.dir))
     write_text_atomic(summary.dir / SUMMARY_NAME, text)
     return summary
@@ -354,7 +355,7 @@ def refresh_after_job(run_dir: Path, sweep_dir: Optional[Path], journal: Optiona
     except Exception as exc:  # noqa: BLE001 - the run itself is done and recorded
         logging.getLogger("ttexp").warning(
             "Could not refresh experiments.md (%s: %s); run `python -m ttexp.summarize %s`.",
-            type(exc).__name__, exc, sweep_dir or run_dir)
+            type(exc).__name__, exc, shlex.quote(str(sweep_dir or run_dir)))
 
 
 def main(argv: Optional[list[str]] = None) -> int:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shlex
 from pathlib import Path
 from typing import Any, Callable
 
@@ -85,8 +86,9 @@ def run(cfg: RunConfig, plan: RunPlan, ranks: Ranks, record: RunRecord) -> None:
             save_final=lambda d: save_final_model(d, backend, tokenizer,
                                                   _finetune_files(tokenizer, origin)),
             title=f"{cfg.name}: fine-tuning {plan.spec.name} on {plan.hardware}",
-            closing_lines=[f"Compare it with its base: python -m ttexp task=eval "
-                           f"eval.checkpoint={record.dir / 'final_model'} eval.compare_to=base"],
+            closing_lines=["Compare it with its base: " + shlex.join(
+                ["python", "-m", "ttexp", "task=eval", f"eval.checkpoint={record.dir / 'final_model'}",
+                 "eval.compare_to=base"])],
         ))
     finally:
         backend.close()

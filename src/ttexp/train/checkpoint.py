@@ -46,7 +46,7 @@ from ttexp.backends.base import Backend, NamedState
 from ttexp.config.convert import config_dict, config_yaml
 from ttexp.config.schema import RunConfig
 from ttexp.errors import CheckpointError
-from ttexp.files import write_dir_atomic, write_json_atomic
+from ttexp.files import disk_full_message, write_dir_atomic, write_json_atomic
 from ttexp.models.hf import WEIGHTS_NAME, write_tensors, write_weights
 from ttexp.train.rng import rng_state, set_rng_state
 
@@ -289,7 +289,7 @@ class CheckpointManager:
             write_dir_atomic(final, fill)
         except Exception as exc:  # OSError, or safetensors/torch wrapping one (e.g. a full disk)
             last = self.index[-1].path if self.index else "none"
-            reason = getattr(exc, "strerror", None) or str(exc)
+            reason = disk_full_message(final, exc) or getattr(exc, "strerror", None) or str(exc)
             raise CheckpointError(
                 f"Could not write checkpoint {final} ({reason}). Nothing was lost: the "
                 f"last good checkpoint is {last}. Free space (or fix the directory) and continue "

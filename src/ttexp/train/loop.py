@@ -25,6 +25,7 @@ from ttexp.config.schema import RunConfig
 from ttexp.data.batch import Batch
 from ttexp.errors import Diverged, Interrupted
 from ttexp.models.metrics import perplexity
+from ttexp.record.job import resume_command
 from ttexp.record.run_record import RunRecord
 from ttexp.train.checkpoint import CheckpointManager
 from ttexp.train.plan import RunPlan
@@ -211,8 +212,8 @@ class TrainingLoop:
         if not path or not path.endswith(f"step_{step}"):
             path = str(self.checkpoint(step))
         raise Interrupted(
-            f"Stopped by {name} after step {step}; checkpoint saved to {path}. Continue with "
-            f"resume=auto hydra.run.dir={self.record.dir} (and the same overrides)."
+            f"Stopped by {name} after step {step}; checkpoint saved to {path}. Continue with: "
+            f"{resume_command(self.record.dir, self.record.result.overrides)}"
         )
 
     def _guard(self, step: int, loss: float, grad_norm: float) -> None:

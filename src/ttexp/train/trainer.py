@@ -8,12 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from omegaconf import OmegaConf
-
 from ttexp.backends.base import Backend
+from ttexp.config.convert import load_yaml_literal
 from ttexp.config.schema import RunConfig
 from ttexp.errors import CheckpointError
-from ttexp.files import write_dir_atomic
+from ttexp.files import disk_full_message, write_dir_atomic
+from ttexp.record.job import resume_command
 from ttexp.record.run_record import RunRecord
 from ttexp.train.checkpoint import (
     CONFIG_NAME,
@@ -88,10 +88,32 @@ def train_and_record(cfg: RunConfig, plan: RunPlan, ranks: Ranks, record: RunRec
     finally:
         record_loop(record, loop.result)
         curves = record.plot(inputs.title or f"{cfg.name}: {plan.spec.name} on {plan.hardware}")
+    last = secure_final_state(loop, cfg.training.max_steps)
     save = inputs.save_final or (lambda d: save_final_model(d, backend, inputs.tokenizer))
-    final_dir = save(record.dir / "final_model")
+    try:
+        final_dir = save(record.dir / "final_model")
+    except Exception as exc:  # a full disk, a lost mount: the training itself is kept
+        reason = disk_full_message(record.dir / "final_model", exc) or f"{type(exc).__name__}: {exc}"
+        raise CheckpointError(
+            f"Could not write {record.dir / 'final_model'}: {reason}. No training is lost: the "
+            f"checkpoint {last} holds the final step. Free space and run again with: "
+            f"{resume_command(record.dir, record.result.overrides)}") from None
     _log_end(record, loop.result, final_dir, curves, inputs.closing_lines)
     record.update(final_model=str(final_dir), curves=str(curves) if curves else None)
+
+
+def secure_final_state(loop: TrainingLoop, final_step: int) -> str:
+    """Make sure the last step is in a checkpoint before ``final_model/`` is written (which may
+    fail, e.g. on a full disk): saves one unless the loop's last checkpoint is that step (with
+    ``training.checkpoint_frequency=0`` this is the run's only checkpoint). Returns its path.
+
+    Raises:
+        CheckpointError: the checkpoint cannot be written (the message says why, e.g. a full disk).
+    """
+    last = loop.result.last_checkpoint
+    if last and Path(last).name == f"step_{final_step}":
+        return last
+    return str(loop.checkpoint(final_step))
 
 
 def _log_start(cfg: RunConfig, record: RunRecord, plan: RunPlan, backend: Backend, num_params: int,
@@ -170,7 +192,7 @@ def resume_if_requested(cfg: RunConfig, loop: TrainingLoop, backend: Backend, re
                     "directory or a run directory that has one."
                 )
             path = found[0]
-    saved_cfg = OmegaConf.load(path / CONFIG_NAME)
+    saved_cfg = load_yaml_literal(path / CONFIG_NAME)  # a file on disk resolves nothing
     mismatches = model_mismatches(saved_cfg, cfg)
     if mismatches:
         raise CheckpointError(
