@@ -153,7 +153,7 @@ class TorchBackend:
         dtype_key = "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
         refuse_remote_code(path)  # before transformers could ask whether to run the model's code
         try:
-            # safetensors only: a pytorch_model.bin is a pickle, and loading one can run code
+            # safetensors only: a pytorch_model.bin is a Python object stream that can run code
             self.model = AutoModelForCausalLM.from_pretrained(
                 path, attn_implementation="sdpa", trust_remote_code=False, use_safetensors=True,
                 **{dtype_key: torch.float32})
