@@ -34,6 +34,15 @@ def earlier(tmp_path_factory, corpus) -> Path:
     return out
 
 
+def _rehash(ckpt: Path, name: str) -> None:
+    """Make the checkpoint's manifest agree with an edited file (as an attacker could)."""
+    from ttexp.train.checkpoint import MANIFEST_NAME, file_digest
+
+    manifest = json.loads((ckpt / MANIFEST_NAME).read_text())
+    manifest["files"][name] = {"bytes": (ckpt / name).stat().st_size, "sha256": file_digest(ckpt / name)}
+    (ckpt / MANIFEST_NAME).write_text(json.dumps(manifest))
+
+
 def _crafted_checkpoint(earlier: Path, dst: Path) -> Path:
     ckpt = dst / "checkpoints" / "step_3"
     shutil.copytree(earlier / "checkpoints" / "step_3", ckpt)
@@ -46,7 +55,7 @@ def test_crafted_optimizer_pickle_runs_no_code_on_resume(earlier, corpus, tmp_pa
     torch.save({"state": Payload(marker)}, ckpt / "optimizer.pt")
     result = run_in_process(["debug=fast", f"data.path={corpus}", f"resume={ckpt}"], tmp_path / "run")
     assert not marker.exists(), "unpickling the optimizer file ran code"
-    assert result["status"] == "failed"  # a checkpoint of the pickled format is refused unread
+    assert result["status"] == "completed"  # the manifest names the files read: the stray one is not
 
 
 def test_crafted_rng_pickle_runs_no_code_on_resume(earlier, corpus, tmp_path):
@@ -135,6 +144,7 @@ def test_checkpoint_config_cannot_pull_a_secret_into_the_record(earlier, corpus,
     ckpt = _crafted_checkpoint(earlier, tmp_path / "src")
     text = (ckpt / "config.yaml").read_text()
     (ckpt / "config.yaml").write_text(text.replace("num_layers: 2", "num_layers: ${oc.env:HF_TOKEN}"))
+    _rehash(ckpt, "config.yaml")  # a crafted checkpoint with a consistent manifest
     env = {**os.environ, "HF_TOKEN": SECRET}
     proc = subprocess.run([sys.executable, "-m", "ttexp", "debug=fast", f"data.path={corpus}",
                            f"resume={ckpt}", f"hydra.run.dir={tmp_path}/run"], cwd=ROOT, env=env,
