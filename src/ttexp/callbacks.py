@@ -103,8 +103,10 @@ class OutputDirCheck(Callback):
 
 
 class ExperimentsCallback(Callback):
-    """``on_multirun_start``: make sure the sweep has its ``multirun.yaml``. ``on_multirun_end``: write ``<sweep>/experiments.md`` and ``sweep_curves.png``, regenerate the
-    journal (``sweep.journal``), print where they are, and exit 1 if a job failed."""
+    """``on_multirun_start``: make sure the sweep has its ``multirun.yaml``. ``on_multirun_end``:
+    with ``sweep.halving``, promote the best jobs rung by rung (:mod:`ttexp.sweeps.halving`); then
+    write ``<sweep>/experiments.md`` and its plots, regenerate the journal (``sweep.journal``),
+    print where they are, and exit 1 if a job failed."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Save ``multirun.yaml`` (the sweep's command and config) if no sweeper writes it: the
