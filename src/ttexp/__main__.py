@@ -47,6 +47,9 @@ def main(cfg: DictConfig) -> float | None:
         pinned = pin_job_device(cfg, int(hc.job.num))
         if pinned:
             logging.getLogger("ttexp").info("sweep.pin_devices: job %s runs on %s", hc.job.num, pinned)
+    if multirun and cfg.sweep.halving.rungs and cfg.training.stop_at_step is None:
+        with open_dict(cfg):  # successive halving: the grid trains to the first rung
+            cfg.training.stop_at_step = int(cfg.sweep.halving.rungs[0])
     result = completed_result(Path(cfg.output_dir), overrides) if cfg.sweep.resume else None
     if result is not None:
         logging.getLogger("ttexp").info("sweep.resume: %s already completed; skipped.", cfg.output_dir)

@@ -21,7 +21,7 @@ import shlex
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
@@ -45,6 +45,37 @@ def check_writable(directory: str, key: str) -> None:
               f"({exc.strerror or type(exc).__name__}). Choose another with {key}=DIR.",
               file=sys.stderr)
         raise SystemExit(exit_code("usage")) from None
+
+
+def continue_job(job_dir: Path, stop_at: Optional[int]) -> None:
+    """Resume the sweep job in ``job_dir`` from its newest checkpoint (``resume=auto``) and train
+    to step ``stop_at`` (None = ``training.max_steps``): one successive-halving promotion. The job
+    keeps its own config (``resolved.yaml``), overrides and record; its log goes to its own
+    ``training.log``, as when Hydra ran it."""
+    import logging
+
+    from ttexp.runner import run
+    from ttexp.sweeps.sweep import job_overrides
+    from ttexp.worker import load_resolved_config
+
+    cfg = load_resolved_config(job_dir)
+    cfg.resume, cfg.output_dir = "auto", str(job_dir)
+    cfg.training.stop_at_step = stop_at
+    logger = logging.getLogger("ttexp")
+    files = [h for h in logger.handlers if isinstance(h, logging.FileHandler)]
+    mine = logging.FileHandler(job_dir / "training.log", mode="a")
+    mine.setFormatter(files[0].formatter if files else logging.Formatter(
+        "%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+    for h in files:
+        logger.removeHandler(h)
+    logger.addHandler(mine)
+    try:
+        run(cfg, overrides=job_overrides(job_dir))
+    finally:
+        logger.removeHandler(mine)
+        mine.close()
+        for h in files:
+            logger.addHandler(h)
 
 
 class OutputDirCheck(Callback):
@@ -97,8 +128,10 @@ def run_directories(config: DictConfig) -> list[tuple[str, str]]:
 
 
 class ExperimentsCallback(Callback):
-    """``on_multirun_start``: make sure the sweep has its ``multirun.yaml``. ``on_multirun_end``: write ``<sweep>/experiments.md`` and ``sweep_curves.png``, regenerate the
-    journal (``sweep.journal``), print where they are, and exit 1 if a job failed."""
+    """``on_multirun_start``: make sure the sweep has its ``multirun.yaml``. ``on_multirun_end``:
+    with ``sweep.halving``, promote the best jobs rung by rung (:mod:`ttexp.sweeps.halving`); then
+    write ``<sweep>/experiments.md`` and its plots, regenerate the journal (``sweep.journal``),
+    print where they are, and exit 1 if a job failed."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Save ``multirun.yaml`` (the sweep's command and config) if no sweeper writes it: the
@@ -121,6 +154,11 @@ class ExperimentsCallback(Callback):
         from ttexp.sweeps.sweep import job_dirs, read_result
 
         sweep_dir = Path(config.hydra.sweep.dir)
+        rungs = [int(r) for r in OmegaConf.select(config, "sweep.halving.rungs", default=[]) or []]
+        if rungs:
+            from ttexp.sweeps.halving import run_halving
+
+            run_halving(sweep_dir, rungs, float(config.sweep.halving.keep), continue_job)
         try:
             summary = write_sweep_summary(sweep_dir)
             failed = [(r.job, r.status, r.result.error if r.result else None) for r in summary.failed]

@@ -57,7 +57,9 @@ def test_result_json_holds_the_runs_facts(run_dir: Path):
     assert r["num_parameters"] == r["plan"]["num_parameters"] > 0
     assert r["data"]["sha256"] == "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
     assert "training.max_steps=4" in r["overrides"]
-    assert set(r["git"]) == {"commit", "dirty", "repo"}
+    assert set(r["git"]) == {"commit", "dirty", "dirty_files", "changed_by_ttexp", "repo"}
+    assert r["versions"]["torch"] == torch.__version__ and r["max_steps"] == 4
+    assert set(r["versions"]) == {"python", "torch", "transformers", "hydra-core", "omegaconf", "ttml", "ttexp"}
     # Speed against the hardware (reference/perf_anchors.md §6).
     assert r["flops_per_token"] == r["plan"]["flops_per_token"] > 0
     assert r["peak_flops"] > 0 and "measured CPU" in r["peak_flops_source"]

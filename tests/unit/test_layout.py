@@ -22,7 +22,7 @@ LAYERS = [
     {"tasks"},
     {"sweeps"},
     {"runner", "callbacks", "worker", "__main__", "tools",
-     "bench", "doctor", "import_config", "summarize", "validate_data"},
+     "bench", "compare", "doctor", "import_config", "summarize", "validate_data"},
 ]
 """Bottom to top: a module may import its own layer and the ones below, never one above."""
 

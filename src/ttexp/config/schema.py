@@ -229,6 +229,18 @@ class LoggerConfig(Section):
 
 
 @dataclass
+class HalvingConfig(Section):
+    """Successive halving over exact resume (README, "Successive halving")."""
+
+    rungs: List[int] = field(default_factory=list)
+    """Optimizer steps at which the sweep cuts: every job trains to rungs[0], the best ``keep``
+    fraction by validation loss continues from its own checkpoint to the next rung, and the
+    survivors of the last cut train to training.max_steps. [] = off (a plain grid)."""
+    keep: float = 0.33
+    """Fraction of the jobs at a rung that go on (at least one), rounded up."""
+
+
+@dataclass
 class SweepConfig(Section):
     """Sweeps and the experiments.md summaries (README, "Sweeps and experiments.md")."""
 
@@ -244,12 +256,18 @@ class SweepConfig(Section):
     outputs_root: str = "outputs"
     """Runs and sweeps under this folder are listed in the journal; others only get their own
     experiments.md (a sweep) or nothing (a single run)."""
+    halving: HalvingConfig = field(default_factory=HalvingConfig)
+    """Successive halving: ``sweep.halving.rungs=[100,300]`` (steps) and ``sweep.halving.keep``."""
 
 
 @dataclass
 class TrainingConfig(Section):
     max_steps: int = 1000
     """Optimizer steps to train for (absolute: a resumed run stops at the same step)."""
+    stop_at_step: Optional[int] = None
+    """Stop after this optimizer step (validated and checkpointed there) while the learning-rate
+    schedule still runs to max_steps, so resume=auto later continues the same curve; successive
+    halving (sweep.halving) sets it per rung. null = train to max_steps."""
     batch_size: int = 16
     """Global batch: sequences per micro-step over all data-parallel devices."""
     gradient_accumulation_steps: int = 1

@@ -9,7 +9,7 @@ and a fix.
 
 from __future__ import annotations
 
-from typing import List
+from typing import Any, List
 
 from ttexp.config.schema import (
     GenerationConfig,
@@ -140,6 +140,23 @@ def _training_rules(t: TrainingConfig, dp: int, hw_name: str) -> List[str]:
     return errs
 
 
+def _halving_rules(t: TrainingConfig, h: Any) -> List[str]:
+    """training.stop_at_step and sweep.halving (rungs, keep) against training.max_steps."""
+    errs = []
+    stop = t.stop_at_step
+    if stop is not None and not 1 <= stop <= t.max_steps:
+        errs.append(f"training.stop_at_step={stop} must be in [1, training.max_steps={t.max_steps}], "
+                    "or null to train to max_steps.")
+    rungs = list(h.rungs)
+    if rungs and (any(b <= a for a, b in zip(rungs, rungs[1:])) or rungs[0] < 1
+                  or rungs[-1] >= t.max_steps):
+        errs.append(f"sweep.halving.rungs={rungs} must be increasing steps in [1, training.max_steps="
+                    f"{t.max_steps}); the survivors of the last rung train to max_steps.")
+    if not 0 < h.keep < 1:
+        errs.append(f"sweep.halving.keep={h.keep} must be a fraction in (0, 1), e.g. 0.33.")
+    return errs
+
+
 def _generation_rules(g: GenerationConfig) -> List[str]:
     errs = []
     if g.max_new_tokens < 1:
@@ -218,6 +235,7 @@ def validate_config(cfg: RunConfig) -> None:
         errs.append(f"sweep.pin_devices={pin} gives each sweep job one device, but hardware="
                     f"{cfg.hardware.name} is a mesh of several; use hardware=n150 (or p150) for "
                     "the jobs, or unset sweep.pin_devices.")
+    errs += _halving_rules(cfg.training, cfg.sweep.halving)
     if not 0 <= cfg.scheduler.min_lr_ratio <= 1:
         errs.append(f"scheduler.min_lr_ratio={cfg.scheduler.min_lr_ratio} must be in [0, 1].")
     task, data_format = cfg.task.name.value, cfg.data.format.value

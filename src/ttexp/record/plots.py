@@ -94,3 +94,40 @@ def _smooth(values: list[float]) -> list[float]:
             total -= values[i - window]
         out.append(total / min(i + 1, window))
     return out
+
+
+def plot_loss_grid(path: Path, xs: list[str], ys: list[str], grid: list[list], x_label: str,
+                   y_label: str, title: str) -> None:
+    """A heat map of best validation loss: one cell per (x, y) value, its loss written in it.
+
+    Args:
+        path: PNG file to write.
+        xs, ys: the tick labels of the two swept keys (columns, rows), in ascending order.
+        grid: ``grid[row][col]`` = the loss in nats/token at (xs[col], ys[row]); None = no run.
+        x_label, y_label: the swept keys.
+        title: figure title (the sweep).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    values = np.array([[np.nan if v is None else v for v in row] for row in grid], dtype=float)
+    fig, ax = plt.subplots(figsize=(1.4 * len(xs) + 3, 1.0 * len(ys) + 2.5))
+    image = ax.imshow(values, cmap="viridis_r", aspect="auto")
+    ax.set_xticks(range(len(xs)), xs)
+    ax.set_yticks(range(len(ys)), ys)
+    ax.set_xlabel(x_label)
+    ax.set_ylabel(y_label)
+    low = np.nanmin(values)
+    for r, row in enumerate(grid):
+        for c, v in enumerate(row):
+            if v is not None:
+                ax.text(c, r, f"{v:.3f}" + (" ★" if v == low else ""), ha="center", va="center",
+                        color="white" if v > np.nanmean(values) else "black", fontsize=9)
+    fig.colorbar(image, ax=ax, label="best validation loss (nats/token)")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -39,7 +39,10 @@ class RunResult:
     wall_s: Optional[float] = None
     """Seconds from the record's creation to its last write."""
     git: dict[str, Any] = field(default_factory=dict)
-    """``commit``, ``dirty`` and ``repo`` of the project the run was launched from."""
+    """``commit``, ``dirty``, ``dirty_files``, ``changed_by_ttexp`` and ``repo`` of the project the
+    run was launched from, taken before the run wrote anything (:mod:`ttexp.record.provenance`)."""
+    versions: dict[str, Any] = field(default_factory=dict)
+    """Installed versions of python, torch, transformers, hydra-core, omegaconf, ttml, ttexp."""
     error: Optional[str] = None
     # -- the plan and the device
     backend: Optional[str] = None
@@ -51,6 +54,9 @@ class RunResult:
     data: Optional[dict[str, Any]] = None
     """Path, SHA-256 and sizes of the data the run read."""
     # -- training figures
+    max_steps: Optional[int] = None
+    """training.max_steps: the schedule's length. ``steps_done < max_steps`` in a completed run
+    means it stopped at training.stop_at_step (a successive-halving rung)."""
     steps_done: Optional[int] = None
     final_train_loss: Optional[float] = None
     final_val_loss: Optional[float] = None

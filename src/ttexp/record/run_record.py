@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import subprocess
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -22,6 +21,7 @@ from ttexp.config.schema import RunConfig
 from ttexp.errors import redact
 from ttexp.files import write_text_atomic
 from ttexp.models.metrics import perplexity
+from ttexp.record.provenance import package_versions, project_git_info
 from ttexp.record.result import RESULT_NAME, RunResult
 
 METRICS_NAME = "metrics.jsonl"
@@ -30,32 +30,6 @@ CURVES_NAME = "training_curves.png"
 RESOLVED_NAME = "resolved.yaml"
 
 log = logging.getLogger("ttexp")
-
-
-def git_info(start: Path) -> dict[str, Any]:
-    """Commit and dirty flag of the git work tree containing ``start`` (nulls outside git)."""
-    def git(*args: str) -> Optional[str]:
-        try:
-            out = subprocess.run(
-                ["git", "-C", str(start), *args], capture_output=True, text=True, timeout=10
-            )
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return out.stdout.strip() if out.returncode == 0 else None
-
-    commit = git("rev-parse", "HEAD")
-    dirty = git("status", "--porcelain", "--untracked-files=no")
-    return {"commit": commit, "dirty": None if dirty is None else bool(dirty)}
-
-
-def project_git_info() -> dict[str, Any]:
-    """The git state of the project the run was launched from (the current directory), else of
-    ttexp's own source tree (an editable install), with ``repo`` saying which."""
-    for where in (Path.cwd(), Path(__file__).parent):
-        info = git_info(where)
-        if info["commit"]:
-            return {**info, "repo": str(where)}
-    return {"commit": None, "dirty": None, "repo": None}
 
 
 class RunRecord:
@@ -78,7 +52,8 @@ class RunRecord:
             hardware=cfg.hardware.name, overrides=list(overrides),
             output_dir=str(self.dir.resolve()),
             started_at=time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.started)),
-            git=project_git_info(),
+            git=project_git_info(), versions=package_versions(),
+            max_steps=cfg.training.max_steps if cfg.task.name.value != "eval" else None,
         )
         mode = "w" if fresh else "a"
         self._metrics = open(self.dir / METRICS_NAME, mode, buffering=1)

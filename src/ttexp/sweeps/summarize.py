@@ -13,9 +13,6 @@ command does the same by hand (after a crash, or for a SLURM sweep whose control
 from __future__ import annotations
 
 import argparse
-import json
-import math
-import os
 import shlex
 import sys
 import time
@@ -24,9 +21,34 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ttexp.files import write_text_atomic
-from ttexp.record.job import format_value, parse_overrides, short_key, swept_keys
+from ttexp.record.job import (
+    format_value,
+    parse_overrides,
+    read_multirun,
+    short_key,
+    swept_keys,
+)
+from ttexp.record.provenance import JOURNAL_MARKER
 from ttexp.record.result import RESULT_NAME, RunResult
-from ttexp.record.run_record import CURVES_NAME, METRICS_NAME
+from ttexp.record.run_record import CURVES_NAME
+from ttexp.sweeps.figures import (
+    HEATMAP_NAME,
+    SWEEP_PLOT_NAME,
+    plot_heatmap,
+    plot_overlay,
+)
+from ttexp.sweeps.halving import rung_label
+from ttexp.sweeps.markdown import (
+    md_cell,
+    md_duration,
+    md_link,
+    md_loss,
+    md_settings_table,
+    md_shown,
+    md_status,
+    md_verdict_lines,
+)
+from ttexp.sweeps.stats import SEED_KEY, Setting, Verdict, group_settings, verdict
 from ttexp.sweeps.sweep import (
     is_sweep_dir,
     job_dirs,
@@ -36,9 +58,8 @@ from ttexp.sweeps.sweep import (
 )
 
 SUMMARY_NAME = "experiments.md"
-SWEEP_PLOT_NAME = "sweep_curves.png"
 # Text above this line in the journal is the team's own and is kept; below it is regenerated.
-GENERATED_MARKER = "<!-- ttexp: everything below this line is regenerated from result.json files -->"
+GENERATED_MARKER = JOURNAL_MARKER
 JOURNAL_HEADER = """# Experiments
 
 The team's journal. Write notes and conclusions above the marker line below; ttexp keeps them.
@@ -76,111 +97,71 @@ class SweepSummary:
     best: Optional[JobRow] = None
     plot: Optional[Path] = None
     failed: list[JobRow] = field(default_factory=list)
+    rungs: list[int] = field(default_factory=list)
+    """sweep.halving.rungs of a successive-halving sweep; [] for a plain grid."""
+    settings: list[Setting] = field(default_factory=list)
+    """Settings of the non-seed keys, best first (several seeds each in a seed sweep)."""
+    verdict: Optional[Verdict] = None
+    """A seed sweep's verdict; None for a single-seed sweep."""
+    heatmap: Optional[Path] = None
 
 
 def collect_sweep(sweep_dir: Path) -> SweepSummary:
-    """Read every job of ``sweep_dir`` from disk (no plotting, nothing written)."""
+    """Read every job of ``sweep_dir`` from disk (no plotting, nothing written).
+
+    The best run is the completed one with the lowest best validation loss; in a halving sweep only
+    the jobs that reached the furthest step compete; in a seed sweep (``training.seed`` swept) no
+    single job is best: the settings are compared (:func:`ttexp.sweeps.stats.verdict`) and the
+    best job of the winning setting is named only when the setting wins by more than the noise.
+    """
     sweep_dir = Path(sweep_dir)
     rows = []
     for d in job_dirs(sweep_dir):
         rows.append(JobRow(job=str(d.relative_to(sweep_dir)), dir=d,
                            params=parse_overrides(job_overrides(d)), result=read_result(d)))
     swept = swept_keys(sweep_dir, [r.params for r in rows])
+    halving = ((read_multirun(sweep_dir).get("sweep") or {}).get("halving") or {}).get("rungs") or []
     done = [r for r in rows if r.status == "completed" and r.best_val_loss is not None]
+    if halving and done:
+        furthest = max(r.result.steps_done or 0 for r in done)
+        done = [r for r in done if (r.result.steps_done or 0) == furthest]
+    settings = group_settings([(r.job, r.params, r.best_val_loss if r in done else None,
+                                r.result.final_val_loss if r.result else None) for r in rows],
+                              [k for k in swept if k != SEED_KEY])
     best = min(done, key=lambda r: r.best_val_loss) if done else None
+    judged = None
+    if SEED_KEY in swept:
+        judged = verdict(settings, _describe)
+        best = min((r for r in done if r.job in judged.best.jobs), key=lambda r: r.best_val_loss,
+                   default=None) if judged.best else None
     failed = [r for r in rows if r.status != "completed"]
-    plot = sweep_dir / SWEEP_PLOT_NAME
-    return SweepSummary(sweep_dir, swept, rows, best, plot if plot.is_file() else None, failed)
+    plot, heat = sweep_dir / SWEEP_PLOT_NAME, sweep_dir / HEATMAP_NAME
+    return SweepSummary(sweep_dir, swept, rows, best, plot if plot.is_file() else None, failed,
+                        [int(x) for x in halving], settings, judged,
+                        heat if heat.is_file() else None)
 
 
-def _curves(run_dir: Path) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
-    """(train loss, validation loss) points from metrics.jsonl; empty lists when there is none."""
-    train, val = [], []
-    try:
-        lines = (run_dir / METRICS_NAME).read_text().splitlines()
-    except OSError:
-        return train, val
-    for line in lines:
-        try:
-            m = json.loads(line)
-        except ValueError:
-            continue  # a line being written right now
-        if m.get("train/loss") is not None:
-            train.append((m["step"], m["train/loss"]))
-        if m.get("val/loss") is not None:
-            val.append((m["step"], m["val/loss"]))
-    return train, val
-
-
-def _label(row: JobRow, swept: list[str]) -> str:
-    parts = [f"{short_key(k)}={format_value(row.params[k])}" for k in swept if k in row.params]
-    return f"{row.job}: " + " ".join(parts) if parts else f"job {row.job}"
+def _describe(params: dict[str, Any]) -> str:
+    return ", ".join(f"{short_key(k)}={format_value(v)}" for k, v in params.items()) or "the one setting"
 
 
 def plot_sweep(summary: SweepSummary) -> Optional[Path]:
-    """Write ``sweep_curves.png`` (every run's curves overlaid); None when no run logged a step."""
-    from ttexp.record.plots import plot_sweep_curves  # matplotlib: only when plotting
-
-    runs = []
-    for row in summary.rows:
-        train, val = _curves(row.dir)
-        runs.append({"label": _label(row, summary.swept), "train": train, "val": val,
-                     "best": row is summary.best, "ok": row.status == "completed"})
-    if not any(r["train"] or r["val"] for r in runs):
-        return None
-    path = summary.dir / SWEEP_PLOT_NAME
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.png")
-    plot_sweep_curves(tmp, runs, f"sweep {summary.dir}")
-    os.replace(tmp, path)
-    summary.plot = path
-    return path
+    """Write ``sweep_curves.png`` (every run's curves overlaid) and, when exactly two numeric keys
+    vary, ``sweep_heatmap.png``; returns the overlay's path (None when no run logged a step)."""
+    title = f"sweep {summary.dir}"
+    summary.plot = plot_overlay(summary.dir / SWEEP_PLOT_NAME, summary.rows, summary.swept,
+                                summary.best, title)
+    summary.heatmap = plot_heatmap(summary.dir / HEATMAP_NAME, summary.rows, summary.swept, title)
+    return summary.plot
 
 
 # -- markdown -------------------------------------------------------------------------------------
 
 
-def _cell(text: Any) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
-def _loss(x: Optional[float]) -> str:
-    return f"{x:.4f}" if isinstance(x, (int, float)) and math.isfinite(x) else "–"
-
-
-def _duration(seconds: Optional[float]) -> str:
-    if not isinstance(seconds, (int, float)):
-        return "–"
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    m, s = divmod(int(round(seconds)), 60)
-    h, m = divmod(m, 60)
-    return f"{h}h {m:02d}m" if h else f"{m}m {s:02d}s"
-
-
-def _status(row: JobRow) -> str:
-    if row.status == "completed":
-        return "completed"
-    error = row.result.error if row.result else None
-    return f"**{row.status}**" + (f": {error[:120]}" if error else "")
-
-
-def _link(target: Path, base: Path) -> str:
-    """A relative link from the markdown file's folder ``base`` (forward slashes)."""
-    return Path(os.path.relpath(target, base)).as_posix()
-
-
-def _shown(path: Path) -> str:
-    """A path as a person would type it: relative to the current directory when inside it."""
-    try:
-        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
-
-
 def _links(row: JobRow, base: Path) -> str:
-    links = [f"[dir]({_link(row.dir, base)}/)"]
+    links = [f"[dir]({md_link(row.dir, base)}/)"]
     if (row.dir / CURVES_NAME).is_file():
-        links.append(f"[curves]({_link(row.dir / CURVES_NAME, base)})")
+        links.append(f"[curves]({md_link(row.dir / CURVES_NAME, base)})")
     url = ((row.result.wandb if row.result else None) or {}).get("url")
     if url:
         links.append(f"[W&B]({url})")
@@ -189,15 +170,15 @@ def _links(row: JobRow, base: Path) -> str:
 
 def _result_cells(row: JobRow, best: bool) -> list[str]:
     r = row.result or RunResult(status=row.status)
-    best_loss = _loss(r.best_val_loss)
+    best_loss = md_loss(r.best_val_loss)
     if r.best_val_step is not None and best_loss != "–":
         best_loss += f" (step {r.best_val_step})"
     if best:
         best_loss = f"**{best_loss}**"
     tps = r.tokens_per_s
-    return [_loss(r.final_val_loss), best_loss,
+    return [md_loss(r.final_val_loss), best_loss,
             f"{tps:,.0f}" if isinstance(tps, (int, float)) and tps else "–",
-            _duration(r.wall_s) if row.status != "running" else "–", _status(row)]
+            md_duration(r.wall_s) if row.status != "running" else "–", md_status(row)]
 
 
 def render_sweep(summary: SweepSummary, base: Path, level: int = 2) -> str:
@@ -207,34 +188,36 @@ def render_sweep(summary: SweepSummary, base: Path, level: int = 2) -> str:
     for row in s.rows:
         counts[row.status] = counts.get(row.status, 0) + 1
     started = min((r.result.started_at or "" for r in s.rows if r.result), default="")
-    out = [f"{'#' * level} Sweep `{_shown(s.dir)}`", ""]
+    out = [f"{'#' * level} Sweep `{md_shown(s.dir)}`", ""]
     command = sweep_command(s.dir)
     if command:
         out.append(f"- Command: `{command}`")
     out.append(f"- Jobs: {len(s.rows)} (" + ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
                + ")" + (f", started {started}" if started else ""))
-    if s.best is not None:
-        params = ", ".join(f"{k}={format_value(s.best.params[k])}" for k in s.swept if k in s.best.params)
-        out.append(f"- **Best: job {s.best.job}** ({params or 'no swept keys'}): best validation loss "
-                   f"{_loss(s.best.best_val_loss)} at step {s.best.result.best_val_step}")
-    else:
-        out.append("- Best: none (no completed run with a validation loss)")
+    out += md_verdict_lines(s)
     if s.failed:
         out.append("- Not completed: " + ", ".join(f"{r.job} ({r.status})" for r in s.failed)
                    + f". Once the sweep has ended, re-run them (completed jobs are skipped): "
                    f"`{sweep_command(s.dir, resume=True)}`")
     out.append("")
     if s.plot is not None:
-        out += [f"![curves of every run]({_link(s.plot, base)})", ""]
-    header = ["", "job", *s.swept, "final val loss", "best val loss", "tokens/s", "wall", "status", "links"]
+        out += [f"![curves of every run]({md_link(s.plot, base)})", ""]
+    if s.heatmap is not None:
+        out += [f"![best validation loss over the two swept keys]({md_link(s.heatmap, base)})", ""]
+    if s.verdict is not None:
+        out += md_settings_table(s)
+    rung = ["reached"] if s.rungs else []
+    header = ["", "job", *s.swept, *rung, "final val loss", "best val loss", "tokens/s", "wall",
+              "status", "links"]
     out.append("| " + " | ".join(header) + " |")
     out.append("|" + "---|" * len(header))
     for row in s.rows:
         is_best = row is s.best
         cells = ["★" if is_best else "", row.job,
                  *[format_value(row.params[k]) if k in row.params else "–" for k in s.swept],
+                 *([rung_label(row.result, s.rungs)] if s.rungs else []),
                  *_result_cells(row, is_best), _links(row, base)]
-        out.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+        out.append("| " + " | ".join(md_cell(c) for c in cells) + " |")
     out.append("")
     return "\n".join(out)
 
@@ -251,7 +234,7 @@ def render_single_runs(run_dirs: list[Path], base: Path) -> str:
                              if "/" not in format_value(v) and not k.startswith("hydra"))
         cells = [row.job, (row.result.name or "–") if row.result else "–", overrides or "–",
                  *_result_cells(row, False), _links(row, base)]
-        out.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+        out.append("| " + " | ".join(md_cell(c) for c in cells) + " |")
     if len(rows) > MAX_SINGLE_RUNS:
         out.append(f"\n{len(rows) - MAX_SINGLE_RUNS} older runs not shown.")
     out.append("")
@@ -311,7 +294,7 @@ def write_journal(journal: Path, roots: list[Path]) -> Path:
     base = journal.parent.resolve()
     parts = [kept, GENERATED_MARKER, "",
              f"Regenerated {time.strftime('%Y-%m-%d %H:%M:%S')} from the runs under "
-             f"{', '.join(_shown(r) for r in roots)}: {len(sweeps)} sweep(s), {len(singles)} single "
+             f"{', '.join(md_shown(r) for r in roots)}: {len(sweeps)} sweep(s), {len(singles)} single "
              f"run(s).", ""]
     for sweep in sweeps:
         summary = collect_sweep(sweep)

@@ -123,20 +123,26 @@ class TrainingLoop:
             Interrupted: SIGINT or SIGTERM (after saving a checkpoint).
         """
         t = self.t
-        with TrainingProgress(t.max_steps, start_step) as bar, self._catch_signals():
-            for step in range(start_step, t.max_steps):
+        # training.stop_at_step ends the loop early while lr() keeps the max_steps schedule, so a
+        # later resume=auto continues the very curve an uninterrupted run follows (halving rungs).
+        last = min(t.stop_at_step or t.max_steps, t.max_steps)
+        with TrainingProgress(last, start_step) as bar, self._catch_signals():
+            for step in range(start_step, last):
                 stats, lr, tps = self.train_step(step)
                 done = step + 1
                 tick = time.perf_counter()
                 bar.update(done, stats.loss, lr, tps)
                 self._log_step(done, start_step, stats.loss, stats.grad_norm, lr)
                 self.result.log_s += time.perf_counter() - tick
-                if _due(done, t.validation_frequency, t.max_steps):
+                if _due(done, t.validation_frequency, last):
                     self.validate(done)
                 if t.checkpoint_frequency > 0 and done % t.checkpoint_frequency == 0:
                     self.checkpoint(done)
                 if self.ranks.any(self._signal is not None):  # every rank stops at the same step
                     self._stop(done)
+        if start_step < last < t.max_steps and self.result.steps_done == last and \
+                not (self.result.last_checkpoint or "").endswith(f"step_{last}"):
+            self.checkpoint(last)  # what the next rung resumes from
         return self.result
 
     def train_step(self, step: int) -> tuple[Any, float, float]:
