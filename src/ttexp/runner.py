@@ -20,7 +20,8 @@ from typing import Callable, Optional
 from omegaconf import DictConfig
 
 from ttexp.config.convert import to_run_config
-from ttexp.config.schema import RunConfig, TaskName, freeze
+from ttexp.config.section import freeze
+from ttexp.config.schema import RunConfig, TaskName
 from ttexp.config.validate import config_warnings, validate_config
 from ttexp.errors import Interrupted, TtexpError, error_for_status
 from ttexp.record.job import resume_command, save_job_context

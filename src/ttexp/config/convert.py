@@ -17,7 +17,8 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from ttexp.config.schema import ENV_ATTR, RunConfig
+from ttexp.config.section import ENV_ATTR
+from ttexp.config.schema import RunConfig
 
 _ENV_MARK = "oc.env"
 

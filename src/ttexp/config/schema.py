@@ -13,9 +13,9 @@ Units: steps are optimizer steps; batch sizes are sequences; lengths are tokens.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, List, Optional
+from typing import List, Optional
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.plugins import Plugins
@@ -25,39 +25,8 @@ from ttexp.config.experiments_source import (
     ExperimentsConfigSource,
     TtexpExperimentsSearchPath,
 )
+from ttexp.config.section import Section
 from ttexp.config.values import fs_name
-
-
-ENV_ATTR = "_env"
-"""A section's ``{relative dotted key: (interpolation text, value)}`` for values that came from
-``${oc.env:...}`` (set by ttexp.config.convert.to_run_config; never written resolved)."""
-
-
-class Section:
-    """Base of every config section: settable while Hydra composes and ttexp resolves the config,
-    read-only once :func:`freeze` has run (after validation, before ``resolved.yaml`` is written)."""
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, ENV_ATTR, {})
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if self.__dict__.get("_frozen"):
-            raise AttributeError(
-                f"The run config is frozen after validation: {type(self).__name__}.{name} cannot "
-                "change. Resolve settings before ttexp.config.validate.validate_config.")
-        object.__setattr__(self, name, value)
-
-
-def freeze(section: Any) -> Any:
-    """Make ``section`` and every section inside it read-only (lists too become tuples); returns it."""
-    if isinstance(section, Section):
-        for f in fields(section):  # type: ignore[arg-type]
-            value = getattr(section, f.name)
-            if isinstance(value, list):
-                object.__setattr__(section, f.name, tuple(value))
-            freeze(value)
-        object.__setattr__(section, "_frozen", True)
-    return section
 
 
 class Backend(Enum):
@@ -394,14 +363,5 @@ def register_configs() -> None:
         OmegaConf.register_new_resolver("ttexp_fs_name", fs_name)
     for plugin in (ExperimentsConfigSource, TtexpExperimentsSearchPath):
         Plugins.instance().register(plugin)
-
-
-def evolve(section: Any, **changes: Any) -> Any:
-    """A copy of an unfrozen or frozen ``section`` with ``changes`` applied (the original is kept):
-    how a task resolves its config before validation without mutating what it was given."""
-    copy = replace(section, **changes)
-    object.__setattr__(copy, "_frozen", False)
-    object.__setattr__(copy, ENV_ATTR, dict(getattr(section, ENV_ATTR, {})))
-    return copy
 
 

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from ttexp.config.schema import ModelConfig, RunConfig, evolve
+from ttexp.config.section import evolve
+from ttexp.config.schema import ModelConfig, RunConfig
 from ttexp.config.validate import GET_WEIGHTS_HINT
 from ttexp.errors import TtexpError
 from ttexp.models.hf import (

@@ -24,7 +24,8 @@ from transformers.utils import logging as hf_logging
 
 from ttexp.backends.base import SamplingParams
 from ttexp.backends.factory import create_backend
-from ttexp.config.schema import RunConfig, evolve
+from ttexp.config.section import evolve
+from ttexp.config.schema import RunConfig
 from ttexp.data.corpus import resolve_corpus
 from ttexp.data.pairs import PairData, load_pair_data, resolve_pairs_file
 from ttexp.data.text import TextData, tokenize_corpus

@@ -21,7 +21,8 @@ from typing import Any, Callable
 from transformers.utils import logging as hf_logging
 
 from ttexp.backends.factory import create_backend
-from ttexp.config.schema import RunConfig, evolve
+from ttexp.config.section import evolve
+from ttexp.config.schema import RunConfig
 from ttexp.data.pairs import load_pair_data
 from ttexp.models.pretrained import (
     ORIGIN_NAME,
