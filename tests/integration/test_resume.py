@@ -85,10 +85,10 @@ def _flip_a_byte_in_tensor_data(ckpt: Path) -> str:
 
 def _rehash(ckpt: Path, name: str) -> None:
     """Make the manifest agree with an edited file, so a check other than the hash must catch it."""
-    from ttexp.train.checkpoint import file_digest
+    from ttexp.files import sha256_of
 
     manifest = json.loads((ckpt / "manifest.json").read_text())
-    manifest["files"][name] = {"bytes": (ckpt / name).stat().st_size, "sha256": file_digest(ckpt / name)}
+    manifest["files"][name] = {"bytes": (ckpt / name).stat().st_size, "sha256": sha256_of(ckpt / name)}
     (ckpt / "manifest.json").write_text(json.dumps(manifest))
 
 

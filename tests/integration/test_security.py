@@ -36,10 +36,11 @@ def earlier(tmp_path_factory, corpus) -> Path:
 
 def _rehash(ckpt: Path, name: str) -> None:
     """Make the checkpoint's manifest agree with an edited file (as an attacker could)."""
-    from ttexp.train.checkpoint import MANIFEST_NAME, file_digest
+    from ttexp.files import sha256_of
+    from ttexp.train.checkpoint import MANIFEST_NAME
 
     manifest = json.loads((ckpt / MANIFEST_NAME).read_text())
-    manifest["files"][name] = {"bytes": (ckpt / name).stat().st_size, "sha256": file_digest(ckpt / name)}
+    manifest["files"][name] = {"bytes": (ckpt / name).stat().st_size, "sha256": sha256_of(ckpt / name)}
     (ckpt / MANIFEST_NAME).write_text(json.dumps(manifest))
 
 

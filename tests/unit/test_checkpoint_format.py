@@ -52,7 +52,7 @@ def test_a_checkpoint_is_safetensors_and_json_with_a_manifest_of_sizes_and_hashe
     assert set(manifest["files"]) == FILES - {"manifest.json"}
     for name, entry in manifest["files"].items():
         assert entry["bytes"] == (saved / name).stat().st_size
-        assert entry["sha256"] == ck.file_digest(saved / name)
+        assert entry["sha256"] == ck.sha256_of(saved / name)
         assert not (saved / name).read_bytes().startswith((b"\x80", b"PK"))  # no pickle, no zip
     assert ck.verify_checkpoint(saved)["step"] == 7
 
@@ -98,7 +98,7 @@ def test_a_wrong_step_with_a_matching_manifest_is_still_caught(saved):
     (saved / "trainer_state.json").write_text('{"step": 8}')
     manifest = json.loads((saved / "manifest.json").read_text())
     manifest["files"]["trainer_state.json"] = {"bytes": (saved / "trainer_state.json").stat().st_size,
-                                               "sha256": ck.file_digest(saved / "trainer_state.json")}
+                                               "sha256": ck.sha256_of(saved / "trainer_state.json")}
     (saved / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(CheckpointError, match="says step 8, the directory step 7"):
         ck.verify_checkpoint(saved)

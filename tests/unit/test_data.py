@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from ttexp.config.schema import DataConfig
-from ttexp.data.corpus import cache_dir, resolve_corpus, search_paths, sha256_of
+from ttexp.files import sha256_of
+from ttexp.data.corpus import cache_dir, resolve_corpus, search_paths
 from ttexp.data.text import TextData, tokenize_corpus
 from ttexp.errors import DataError
 from ttexp.models.tokenizer import ByteTokenizer

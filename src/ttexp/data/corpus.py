@@ -10,7 +10,6 @@ Search order for a corpus named by ``data.filename`` (DESIGN.md, "Data"):
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import tempfile
@@ -20,6 +19,7 @@ from typing import Optional
 
 from ttexp.config.schema import DataConfig
 from ttexp.errors import DataError
+from ttexp.files import sha256_of
 
 log = logging.getLogger("ttexp")
 
@@ -46,13 +46,6 @@ def search_paths(filename: str) -> list[Path]:
     return candidates + [cache_dir() / filename]
 
 
-def sha256_of(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def resolve_corpus(data_cfg: DataConfig) -> Path:

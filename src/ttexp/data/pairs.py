@@ -25,7 +25,8 @@ import numpy as np
 
 from ttexp.config.schema import DataConfig
 from ttexp.data.batch import IGNORE_INDEX, Batch
-from ttexp.data.corpus import resolve_corpus, sha256_of
+from ttexp.files import sha256_of
+from ttexp.data.corpus import resolve_corpus
 from ttexp.data.pair_check import validate_file
 from ttexp.data.template import DEFAULT_TEMPLATE, format_prompt
 from ttexp.errors import DataError

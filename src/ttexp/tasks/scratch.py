@@ -11,7 +11,8 @@ from pathlib import Path
 
 from ttexp.backends.factory import create_backend
 from ttexp.config.schema import RunConfig
-from ttexp.data.corpus import resolve_corpus, sha256_of
+from ttexp.files import sha256_of
+from ttexp.data.corpus import resolve_corpus
 from ttexp.data.text import TextData, tokenize_corpus
 from ttexp.models.tokenizer import ByteTokenizer
 from ttexp.record.run_record import RunRecord
