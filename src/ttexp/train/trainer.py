@@ -88,7 +88,7 @@ def train_and_record(cfg: RunConfig, plan: RunPlan, ranks: Ranks, record: RunRec
     finally:
         record_loop(record, loop.result)
         curves = record.plot(inputs.title or f"{cfg.name}: {plan.spec.name} on {plan.hardware}")
-    last = secure_final_state(loop, cfg.training.max_steps)
+    last = secure_final_state(loop, loop.result.steps_done)  # stop_at_step may end it early
     save = inputs.save_final or (lambda d: save_final_model(d, backend, inputs.tokenizer))
     try:
         final_dir = save(record.dir / "final_model")
