@@ -93,11 +93,13 @@ def test_nano_trickster_equals_our_preset(tmp_path, monkeypatch, capsys):
 def test_trickster_n150_equals_the_finetune_task_with_the_lessons_choices(tmp_path, monkeypatch, capsys):
     got, _, err = convert(tmp_path, monkeypatch, TRICKSTER_N150, "imported_trickster", capsys)
     ours = compose_cfg(["task=finetune", "model=tinyllama", "hardware=n150",
-                        "optimizer.use_moreh_adamw=true", "generation.temperature=0.0", "generation.top_k=50"])
+                        "optimizer.use_moreh_adamw=true", "generation.temperature=0.0", "generation.top_k=50",
+                        "training.validation_batch_size=2"])
     keys = ("model", "hardware", "task", "optimizer", "scheduler", "training", "generation")
     assert sections(got, *keys) == sections(ours, *keys)
     assert got.training.batch_size * got.training.gradient_accumulation_steps == 32
-    for key in ("validation_batch_size=2", "num_epochs=3", "tokenizer_type='bpe'", "use_wandb=False",
+    assert got.training.validation_batch_size == 2
+    for key in ("num_epochs=3", "tokenizer_type='bpe'", "use_wandb=False",
                 "wandb_project=", "checkpoint_dir=", "save_strategy="):
         assert key in err, key
     assert "eval_every" not in err and "model_save_interval" not in err  # aliases, mapped
@@ -132,3 +134,116 @@ def test_conflicting_aliases_are_reported(tmp_path, capsys):
     assert main([str(f)]) == 0
     out = capsys.readouterr()
     assert "validation_frequency: 50" in out.out and "eval_every=70 (conflicts" in out.err
+
+
+# tt-train's own layout (training_configs/ next to model_configs/), see tests/fixtures/tt_train/.
+TT_CONFIGS = Path(__file__).resolve().parents[1] / "fixtures" / "tt_train" / "tt-train" / "configs"
+
+
+def import_file(tmp_path: Path, monkeypatch, capsys, src: Path, name: str):
+    """Run the command as a user would (-o experiments/NAME.yaml from the current directory), then
+    compose ``experiment=NAME`` exactly as the header's command says."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TTEXP_EXPERIMENTS_DIR", raising=False)
+    assert main([str(src), "-o", f"experiments/{name}.yaml"]) == 0, capsys.readouterr().err
+    err = capsys.readouterr().err
+    text = (tmp_path / "experiments" / f"{name}.yaml").read_text()
+    assert f"#   python -m ttexp experiment={name}\n" in text  # the printed command, no prefix needed
+    cfg = compose_cfg([f"experiment={name}"])
+    validate_config(cfg)
+    return cfg, text, err
+
+
+def test_model_config_relative_to_the_configs_folder_and_no_scheduler_means_constant(
+        tmp_path, monkeypatch, capsys):
+    cfg, _, err = import_file(tmp_path, monkeypatch, capsys,
+                              TT_CONFIGS / "training_configs" / "training_shakespeare_nanollama3.yaml", "nl3")
+    m = cfg.model
+    assert (m.hidden_dim, m.num_heads, m.num_kv_heads, m.num_layers, m.vocab_size, m.max_seq_len) == \
+        (384, 6, 3, 6, 32000, 256)
+    assert m.rope_theta == 500000.0 and m.dropout == 0.0 and cfg.task.name.value == "scratch"
+    assert "gives no intermediate_dim" in err
+    # tt-train without a scheduler trains at a constant rate: not our default warmup-cosine
+    assert cfg.scheduler.name.value == "constant" and cfg.scheduler.min_lr_ratio == 1.0
+    assert cfg.training.warmup_steps == 0 and cfg.training.learning_rate == 3e-4
+    assert "model read from" in err and "runner_type='default'" in err
+
+
+def test_runtime_root_reference_scheduler_config_and_nested_optimizer(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TT_METAL_RUNTIME_ROOT", str(TT_CONFIGS.parents[1]))
+    src = tmp_path / "elsewhere" / "run.yaml"  # away from the configs tree: only the env var finds it
+    src.parent.mkdir()
+    src.write_text((TT_CONFIGS / "training_configs" / "training_runtime_root_scheduler.yaml").read_text())
+    cfg, _, err = import_file(tmp_path, monkeypatch, capsys, src, "rr")
+    assert cfg.model.hidden_dim == 384 and cfg.model.num_kv_heads == 3
+    assert cfg.training.learning_rate == 1e-3  # scheduler_config.max_lr, not optimizer.lr
+    assert "max_lr=" in err and "replaces the learning rate 0.0003" in err
+    assert cfg.training.warmup_steps == 100 and cfg.scheduler.name.value == "warmup_cosine"
+    assert abs(cfg.scheduler.min_lr_ratio - 0.1) < 1e-12  # min_lr / max_lr
+    assert cfg.optimizer.beta2 == 0.999 and cfg.optimizer.eps == 1e-8 and cfg.optimizer.use_moreh_adamw is False
+    assert cfg.training.weight_decay == 0.01 and cfg.training.validation_batch_size == 4
+    assert cfg.hardware.name == "n300"
+
+
+def test_unset_runtime_root_says_it_cannot_resolve(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("TT_METAL_RUNTIME_ROOT", raising=False)
+    monkeypatch.delenv("TT_METAL_HOME", raising=False)
+    src = TT_CONFIGS / "training_configs" / "training_runtime_root_scheduler.yaml"
+    assert main([str(src)]) == 0
+    out = capsys.readouterr()
+    assert "model_config='${TT_METAL_RUNTIME_ROOT}" in out.err and "cannot find it" in out.err
+    assert "cannot find it" in out.out  # and in the preset's header
+
+
+def test_hold_past_max_steps_is_warmup_then_constant(tmp_path, monkeypatch, capsys):
+    cfg, _, err = import_file(tmp_path, monkeypatch, capsys,
+                              TT_CONFIGS / "training_configs" / "training_gsm8k_hold.yaml", "hold")
+    assert cfg.scheduler.name.value == "constant" and cfg.training.warmup_steps == 20
+    assert cfg.training.learning_rate == 1e-4  # "1e-4" is a string to YAML 1.1; read as a number
+
+
+def test_identity_scheduler_drops_a_warmup(tmp_path, capsys):
+    f = tmp_path / "c.yaml"
+    f.write_text(yaml.safe_dump({"training_config": {"scheduler_type": "identity", "warmup_steps": 50,
+                                                     "learning_rate": 1e-3}}))
+    assert main([str(f)]) == 0
+    out = capsys.readouterr()
+    preset = yaml.safe_load(out.out)
+    assert {"override /scheduler": "constant"} in preset["defaults"]
+    assert preset["training"]["warmup_steps"] == 0 and "warmup_steps=50 dropped" in out.err
+
+
+def test_gpt2_nanogpt_is_named_not_imported(tmp_path, capsys):
+    src = TT_CONFIGS / "training_configs" / "training_shakespeare_nanogpt.yaml"  # "nanogpt.yaml"
+    assert main([str(src), "-o", str(tmp_path / "g.yaml")]) == 1
+    err = capsys.readouterr().err
+    assert "GPT-2-style nanogpt" in err and "Llama" in err and not (tmp_path / "g.yaml").exists()
+    f = tmp_path / "unresolved.yaml"  # not found, but the name says nanogpt
+    f.write_text(yaml.safe_dump({"training_config": {"model_config": "nowhere/nanogpt.yaml"}}))
+    assert main([str(f)]) == 1 and "GPT-2-style nanogpt" in capsys.readouterr().err
+
+
+def test_a_shipped_preset_name_is_refused_or_renamed(tmp_path, monkeypatch, capsys):
+    f = tmp_path / "trickster_n150.yaml"
+    f.write_text(yaml.safe_dump(TRICKSTER_N150))
+    monkeypatch.chdir(tmp_path)
+    assert main([str(f), "-o", "experiments/trickster_n150.yaml"]) == 1
+    assert "ttexp ships" in capsys.readouterr().err and not (tmp_path / "experiments").exists()
+    assert main([str(f)]) == 0  # the name came from the file: renamed, with a message
+    out = capsys.readouterr()
+    assert "named trickster_n150_imported" in out.err
+    assert "name: trickster_n150_imported" in out.out and "experiment=trickster_n150_imported" in out.out
+
+
+def test_output_outside_experiments_prints_a_working_command(tmp_path, monkeypatch, capsys):
+    f = tmp_path / "src.yaml"
+    f.write_text(yaml.safe_dump(NANO_TRICKSTER))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TTEXP_EXPERIMENTS_DIR", raising=False)
+    assert main([str(f), "-o", "presets/mine.yaml"]) == 0
+    command = f"TTEXP_EXPERIMENTS_DIR={tmp_path / 'presets'} python -m ttexp experiment=mine"
+    assert f"#   {command}\n" in (tmp_path / "presets" / "mine.yaml").read_text()
+    monkeypatch.setenv("TTEXP_EXPERIMENTS_DIR", str(tmp_path / "presets"))
+    assert compose_cfg(["experiment=mine"]).model.hidden_dim == 256
+    assert main([str(f), "-o", "presets/mine.yaml", "--name", "other"]) == 1
+    assert "disagree" in capsys.readouterr().err

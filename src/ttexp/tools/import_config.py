@@ -1,65 +1,64 @@
 """Turn a tt-train or lesson YAML config into a ttexp experiment preset.
 
-    python -m ttexp.import_config configs/trickster_n150.yaml -o experiments/trickster_n150.yaml
-    python -m ttexp.import_config training_shakespeare_nanogpt.yaml --name shakespeare
-    python -m ttexp experiment=trickster_n150          # then run it
+    python -m ttexp.import_config training_shakespeare_nanollama3.yaml -o experiments/shakespeare.yaml
+    python -m ttexp experiment=shakespeare          # the command the preset's header prints
 
-Reads the sections tt-train and the lessons use (reference/ttml_api.md §6,
-reference/lessons_and_templates.md §2.2, §2.8): ``training_config`` (flat optimizer keys, or
-tt-train's nested ``optimizer: {type, lr, ...}`` block), ``device_config``, ``eval_config``,
-``transformer_config`` / the lessons' ``model_config``, ``scheduler_config``. The lessons' aliases
-(``eval_every``, ``eval_interval``, ``model_save_interval``, ``save_interval``, ``grad_clip``,
-``log_interval``, ``mlp_dim``, ``num_groups`` ...) are mapped here, in one place. Every key that
-has no ttexp equivalent is listed, in the preset's header and on stderr; nothing is dropped
-silently.
+Reads tt-train's and the lessons' sections (reference/ttml_api.md §6, lessons_and_templates.md §2.2,
+§2.8): training_config (flat optimizer keys or the nested ``optimizer:`` block), device_config,
+eval_config, transformer_config / model_config, scheduler_config; the lessons' aliases (eval_every,
+save_interval, grad_clip, num_groups ...) are mapped in one place. Every key with no ttexp equivalent
+is listed in the preset's header and on stderr; nothing is dropped silently.
+Checked against tenstorrent/tt-metal tt-train/configs/ (commit abbreviations): training_configs/
+training_shakespeare_nanogpt.yaml @0385722, _nanollama3.yaml @0d3cba3, training_gsm8k_tinyllama.yaml
+@03730d7 (scheduler_config: max_lr, min_lr, warmup_steps, hold_steps), training_shakespeare_qwen3_17b
+.yaml @23a79f5 (nested optimizer; model_config "${TT_METAL_RUNTIME_ROOT}/tt-train/configs/..."),
+training_shakespeare_llama3_2_1B_fixed.yaml @8dad25a ("configs/model_configs/..."); model_configs/
+nanogpt.yaml @23704ad (model_type gpt2) and nanollama3.yaml @3545b84; device_configs/n300_ddp.yaml
+@3545b84; lora_configs/default_lora.yaml @6653423 (lora_config: not mapped, ttexp has no LoRA).
+Resolution and scheduler defaults (min_lr 0, hold_steps 0): sources/ttml/ttml/common/config.py @0036c3e.
+A ``model_config`` is looked for as given (``${VAR}`` expanded), relative to the file's folder and its
+parents (and their ``model_configs/``), then under ``$TT_METAL_RUNTIME_ROOT`` / ``$TT_METAL_HOME``
+``/tt-train/configs/``; its ``transformer_config`` becomes ``model.*``. Not found: a shipped model preset
+of the same stem, else the import says it cannot and keeps the default model.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from ttexp.config.experiments_source import experiments_dir
 from ttexp.errors import TtexpError
 
 MESH_PRESETS = {(1, 1): "n150", (1, 2): "n300", (1, 8): "t3k", (1, 32): "galaxy"}
 MODEL_PRESETS = ("nano", "mini", "midi", "mega", "tinyllama")
+GPT2 = ("tt-train's GPT-2-style nanogpt (model_type gpt2: LayerNorm, learned position embeddings, "
+        "GELU MLP); ttexp builds only the Llama family (RMSNorm, RoPE, SwiGLU)")
 
 # source key -> ttexp key; the first alias present wins (so list the canonical one first)
 TRAINING_KEYS: dict[str, tuple[str, ...]] = {
-    "training.seed": ("seed",),
-    "training.batch_size": ("batch_size",),
-    "training.max_steps": ("max_steps",),
-    "training.gradient_accumulation_steps": ("gradient_accumulation_steps",),
-    "training.learning_rate": ("learning_rate",),
-    "training.weight_decay": ("weight_decay",),
-    "training.warmup_steps": ("warmup_steps",),
+    **{f"training.{k}": (k,) for k in (
+        "seed", "batch_size", "validation_batch_size", "max_steps", "gradient_accumulation_steps",
+        "learning_rate", "weight_decay", "warmup_steps", "keep_best_n", "keep_last_n", "use_clip_grad_norm")},
     "training.validation_frequency": ("validation_frequency", "eval_every", "eval_interval"),
     "training.checkpoint_frequency": ("checkpoint_frequency", "model_save_interval", "save_interval"),
     "training.log_frequency": ("log_interval", "log_frequency"),
-    "training.keep_best_n": ("keep_best_n",),
-    "training.keep_last_n": ("keep_last_n",),
-    "training.use_clip_grad_norm": ("use_clip_grad_norm",),
     "training.clip_grad_norm_max_norm": ("clip_grad_norm_max_norm", "grad_clip"),
-    "optimizer.beta1": ("beta1",),
-    "optimizer.beta2": ("beta2",),
-    "optimizer.eps": ("eps", "epsilon"),
-    "optimizer.use_moreh_adamw": ("use_moreh_adamw",),
-    "optimizer.use_kahan_summation": ("use_kahan_summation",),
+    "optimizer.beta1": ("beta1",), "optimizer.beta2": ("beta2",), "optimizer.eps": ("eps", "epsilon"),
+    "optimizer.use_moreh_adamw": ("use_moreh_adamw",), "optimizer.use_kahan_summation": ("use_kahan_summation",),
     "data.path": ("data_path",),
 }
 MODEL_KEYS: dict[str, tuple[str, ...]] = {
-    "model.vocab_size": ("vocab_size",),
-    "model.hidden_dim": ("hidden_dim", "embedding_dim"),
-    "model.num_layers": ("num_layers", "num_blocks"),
-    "model.num_heads": ("num_heads",),
-    "model.num_kv_heads": ("num_kv_heads", "num_groups"),
-    "model.mlp_dim": ("mlp_dim", "intermediate_dim"),
-    "model.max_seq_len": ("max_seq_len", "max_sequence_length"),
-    "model.rope_theta": ("theta", "rope_theta"),
+    "model.vocab_size": ("vocab_size",), "model.hidden_dim": ("hidden_dim", "embedding_dim"),
+    "model.num_layers": ("num_layers", "num_blocks"), "model.num_heads": ("num_heads",),
+    "model.num_kv_heads": ("num_kv_heads", "num_groups"), "model.mlp_dim": ("mlp_dim", "intermediate_dim"),
+    "model.max_seq_len": ("max_seq_len", "max_sequence_length"), "model.rope_theta": ("theta", "rope_theta"),
     "model.dropout": ("dropout", "dropout_prob"),
 }
 EVAL_KEYS = {f"generation.{k}": (k,) for k in ("temperature", "top_k", "top_p", "repetition_penalty")}
@@ -72,10 +71,12 @@ SCHEDULERS = {"identity": "constant", "constant": "constant", "warmup_linear": "
 class Conversion:
     """The preset being built: group choices, key values, and what could not be mapped."""
 
-    def __init__(self) -> None:
+    def __init__(self, source_path: Path | None = None) -> None:
         self.groups: dict[str, str] = {}
         self.values: dict[str, Any] = {}
         self.unmapped: list[str] = []
+        self.notes: list[str] = []
+        self.source_path = source_path
 
     def take(self, section: str, src: dict, table: dict[str, tuple[str, ...]]) -> set[str]:
         """Copy into :attr:`values` each ttexp key of ``table`` found under one of its aliases in
@@ -97,6 +98,60 @@ class Conversion:
         self.unmapped += [f"{section}.{k}={v!r}" for k, v in src.items() if k not in used]
 
 
+def model_config_candidates(ref: str, source_path: Path | None) -> list[Path]:
+    """Where a tt-train ``model_config`` reference may live, in the order they are tried (see the
+    module docstring). ``${VAR}`` is expanded from the environment; an unset one leaves no candidate."""
+    ref = os.path.expandvars(ref)
+    if "$" in ref:
+        return []
+    path = Path(ref)
+    if path.is_absolute():
+        return [path]
+    found = [path]
+    if source_path is not None:
+        for folder in [source_path.resolve().parent, *source_path.resolve().parent.parents][:5]:
+            found += [folder / path, folder / "model_configs" / path]
+    for var in ("TT_METAL_RUNTIME_ROOT", "TT_METAL_HOME"):
+        if os.environ.get(var):
+            root = Path(os.environ[var]) / "tt-train"
+            found += [root / "configs" / path, root / path, root / "configs" / "model_configs" / path]
+    return found
+
+
+def _model_config_ref(c: Conversion, ref: str) -> None:
+    tried = model_config_candidates(ref, c.source_path)
+    path = next((p for p in tried if p.is_file()), None)
+    stem = Path(ref).stem
+    if path is None:
+        if stem.startswith(("nanogpt", "gpt2")):
+            raise TtexpError(f"training_config.model_config={ref!r} names {GPT2}. (Judged by its name: "
+                             "the file was not found.) Import a Llama model config such as "
+                             "model_configs/nanollama3.yaml instead.")
+        where = ", ".join(str(p) for p in tried) or "nowhere (an environment variable in it is unset)"
+        if stem in MODEL_PRESETS:
+            c.groups["model"] = stem
+            c.notes.append(f"model_config {ref!r} not found (tried {where}); using ttexp's model "
+                           f"preset {stem!r} of the same name")
+        else:
+            c.unmapped.append(f"training_config.model_config={ref!r} (cannot find it; tried {where}; "
+                              "set $TT_METAL_RUNTIME_ROOT or pass the file's real path)")
+        return
+    mc = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(mc, dict) or not isinstance(mc.get("transformer_config"), dict):
+        raise TtexpError(f"model_config {path} has no transformer_config section; ttexp can import "
+                         "only tt-train transformer model configs.")
+    if stem in MODEL_PRESETS:
+        c.groups["model"] = stem
+    else:  # tt-train trains these from scratch, whatever their vocabulary
+        c.groups["task"] = "scratch"
+    _model(c, mc["transformer_config"], f"model_config({path.name}).transformer_config")
+    c.skip(f"model_config({path.name})", mc, {"transformer_config"})
+    if not any(k in mc["transformer_config"] for k in MODEL_KEYS["model.mlp_dim"]):
+        c.notes.append(f"{path.name} gives no intermediate_dim (tt-train derives one); model.mlp_dim is "
+                       "the model preset's: check it and set model.mlp_dim to match")
+    c.notes.append(f"model read from {path}")
+
+
 def _optimizer_block(c: Conversion, opt: dict) -> None:
     used = {"type"}
     kind = str(opt.get("type", "AdamW"))
@@ -108,11 +163,12 @@ def _optimizer_block(c: Conversion, opt: dict) -> None:
         c.unmapped.append(f"training_config.optimizer.type={kind!r} (ttexp trains with AdamW)")
     for key, dest in NESTED_OPTIMIZER.items():
         if key in opt:
+            if dest in c.values and c.values[dest] != opt[key]:
+                c.notes.append(f"training_config.optimizer.{key}={opt[key]!r} replaces "
+                               f"{dest}={c.values[dest]!r} from the flat training_config keys")
             c.values[dest] = opt[key]
             used.add(key)
-    for key in ("amsgrad", "stochastic_rounding"):
-        if key in opt and opt[key] is False:
-            used.add(key)  # false is what ttexp does
+    used |= {k for k in ("amsgrad", "stochastic_rounding") if opt.get(k) is False}  # what ttexp does
     c.skip("training_config.optimizer", opt, used)
 
 
@@ -128,26 +184,33 @@ def _training(c: Conversion, tc: dict) -> None:
         if name:
             c.groups["scheduler"] = name
             used.add("scheduler_type")
-    if "model_config" in tc and isinstance(tc["model_config"], str):
-        stem = Path(tc["model_config"]).stem
-        if stem in MODEL_PRESETS:
-            c.groups["model"] = stem
-            used.add("model_config")
-    if str(tc.get("model_type", "llama")) == "llama":
-        used.add("model_type")
+    if isinstance(tc.get("model_config"), str):
+        _model_config_ref(c, tc["model_config"])
+        used.add("model_config")
+    _check_model_type(tc, "training_config")
+    used.add("model_type")
     if isinstance(tc.get("transformer_config"), dict):  # the oldest layout nested it here
         _model(c, tc["transformer_config"], "training_config.transformer_config")
         used.add("transformer_config")
     c.skip("training_config", tc, used)
 
 
+def _check_model_type(mc: dict, section: str) -> None:
+    kind = str(mc.get("model_type", "llama"))
+    if kind == "gpt2" or "positional_embedding_type" in mc:
+        raise TtexpError(f"{section}.model_type={kind!r} is {GPT2}. Import a Llama model config "
+                         "(e.g. tt-train's model_configs/nanollama3.yaml) instead.")
+    if kind != "llama":
+        raise TtexpError(f"{section}.model_type={kind!r}: ttexp builds only the Llama family "
+                         "(model_type llama); this architecture cannot be imported.")
+
+
 def _model(c: Conversion, mc: dict, section: str) -> None:
-    used = c.take(section, mc, MODEL_KEYS)
+    _check_model_type(mc, section)
+    used = c.take(section, mc, MODEL_KEYS) | {"model_type"}
     if "weight_tying" in mc:
         c.values["model.tie_word_embeddings"] = str(mc["weight_tying"]).lower() == "enabled"
         used.add("weight_tying")
-    if str(mc.get("model_type", "llama")) == "llama":
-        used.add("model_type")
     c.skip(section, mc, used)
 
 
@@ -165,18 +228,54 @@ def _device(c: Conversion, dc: dict) -> None:
     c.skip("device_config", dc, used)
 
 
-def convert(source: dict, name: str) -> Conversion:
+def _scheduler(c: Conversion, sc: dict) -> None:
+    """tt-train's scheduler_config: linear warmup to max_lr, hold, decay to min_lr (defaults min_lr 0,
+    hold_steps 0 from ttml/common/config.py). max_lr replaces training_config's learning rate."""
+    used = {"max_lr", "min_lr", "warmup_steps", "hold_steps"}
+    peak = c.values.get("training.learning_rate")
+    if "max_lr" in sc:
+        if peak is not None and float(peak) != float(sc["max_lr"]):
+            c.notes.append(f"scheduler_config.max_lr={sc['max_lr']!r} replaces the learning rate "
+                           f"{peak!r} given in training_config")
+        peak = c.values["training.learning_rate"] = float(sc["max_lr"])
+    warmup = int(sc.get("warmup_steps", c.values.get("training.warmup_steps") or 0))
+    c.values["training.warmup_steps"] = warmup
+    hold, min_lr = int(sc.get("hold_steps", 0)), float(sc.get("min_lr", 0.0))
+    max_steps = c.values.get("training.max_steps")
+    if max_steps is not None and warmup + hold >= int(max_steps):
+        c.groups["scheduler"] = "constant"  # the decay never starts within max_steps
+        c.notes.append(f"warmup {warmup} + hold {hold} >= max_steps {max_steps}: imported as a warmup, "
+                       "then the constant peak (scheduler=constant)")
+    elif hold:
+        c.unmapped.append(f"scheduler_config.hold_steps={hold} (ttexp has no hold phase: the decay "
+                          "starts right after warmup)")
+    c.groups.setdefault("scheduler", "warmup_cosine")
+    if c.groups["scheduler"] != "constant":
+        if not peak:
+            raise TtexpError("scheduler_config.min_lr needs a peak learning rate: give "
+                             "scheduler_config.max_lr or training_config.learning_rate.")
+        c.values["scheduler.min_lr_ratio"] = min_lr / float(peak)
+    c.skip("scheduler_config", sc, used)
+
+
+def convert(source: dict, name: str, source_path: Path | None = None) -> Conversion:
     """Map a parsed tt-train / lesson config to a preset (see the module docstring).
 
+    Args:
+        source: the parsed YAML file.
+        name: the preset's name (``experiment=NAME``).
+        source_path: the file, to resolve a relative ``model_config`` reference against.
+
     Raises:
-        TtexpError: ``source`` has none of the known sections.
+        TtexpError: ``source`` has none of the known sections; it names an architecture ttexp cannot
+            build (tt-train's GPT-2-style nanogpt, MoE ...); a referenced model config is malformed.
     """
     known = ("training_config", "device_config", "eval_config", "transformer_config", "model_config",
              "scheduler_config")
     if not isinstance(source, dict) or not any(k in source for k in known):
         raise TtexpError(f"No tt-train sections ({', '.join(known)}) in the file; is it a tt-train or "
                          "lesson config?")
-    c = Conversion()
+    c = Conversion(source_path)
     c.values["name"] = name
     _training(c, dict(source.get("training_config") or {}))
     for section in ("transformer_config", "model_config"):
@@ -186,25 +285,44 @@ def convert(source: dict, name: str) -> Conversion:
     if isinstance(source.get("eval_config"), dict):
         used = c.take("eval_config", source["eval_config"], EVAL_KEYS)
         c.skip("eval_config", source["eval_config"], used)
-    sc = dict(source.get("scheduler_config") or {})
-    used = set()
-    if "warmup_steps" in sc and "training.warmup_steps" not in c.values:
-        c.values["training.warmup_steps"], _ = sc["warmup_steps"], used.add("warmup_steps")
-    if "max_lr" in sc and "training.learning_rate" not in c.values:
-        c.values["training.learning_rate"], _ = sc["max_lr"], used.add("max_lr")
-    c.skip("scheduler_config", sc, used)
+    if isinstance(source.get("scheduler_config"), dict):
+        _scheduler(c, source["scheduler_config"])
     for key, value in source.items():
         if key not in known:
             c.unmapped.append(f"{key}: {value!r}")
     c.groups.setdefault("model", "tinyllama" if c.values.get("model.vocab_size") == 32000 else "nano")
     c.groups.setdefault("task", "finetune" if c.groups["model"] == "tinyllama" else "scratch")
-    if "scheduler" not in c.groups and c.values.get("training.warmup_steps"):
-        c.groups["scheduler"] = "warmup_cosine"
+    if "scheduler" not in c.groups:
+        # The lessons give warmup_steps for a warmup-cosine run; tt-train without a scheduler trains
+        # at a constant learning rate, and so must the import (not our default schedule).
+        c.groups["scheduler"] = "warmup_cosine" if c.values.get("training.warmup_steps") else "constant"
+    if c.groups["scheduler"] == "constant" and "scheduler_config" not in source:
+        if c.values.get("training.warmup_steps"):  # tt-train's identity scheduler has no warmup
+            c.notes.append(f"training_config.warmup_steps={c.values['training.warmup_steps']} dropped: "
+                           "the source's schedule is constant (identity)")
+        c.values["training.warmup_steps"] = 0
     return c
 
 
-def to_yaml(c: Conversion, source_path: str) -> str:
-    """The preset text: ``# @package _global_``, group overrides, nested values, unmapped keys."""
+def shipped_presets() -> set[str]:
+    """Names of the experiment presets ttexp ships (``ttexp/conf/experiment/*.yaml``)."""
+    folder = resources.files("ttexp.conf") / "experiment"
+    return {Path(p.name).stem for p in folder.iterdir() if p.name.endswith(".yaml")}
+
+
+def run_command(name: str, output: Path | None) -> str:
+    """The command that runs the preset once it is written to ``output`` (stdout: save it first as
+    ``experiments/NAME.yaml``); ``TTEXP_EXPERIMENTS_DIR`` is set when ``output`` lies elsewhere."""
+    if output is None:
+        return f"python -m ttexp experiment={name}   # after saving this as experiments/{name}.yaml"
+    folder = output.resolve().parent
+    prefix = "" if folder == Path(experiments_dir()) else f"TTEXP_EXPERIMENTS_DIR={folder} "
+    return f"{prefix}python -m ttexp experiment={name}"
+
+
+def to_yaml(c: Conversion, source_path: str, command: str | None = None) -> str:
+    """The preset text: ``# @package _global_``, the command that runs it, group overrides, nested
+    values, notes and unmapped keys."""
     nested: dict[str, Any] = {}
     for key, value in c.values.items():
         node = nested
@@ -215,7 +333,8 @@ def to_yaml(c: Conversion, source_path: str) -> str:
     order = ("model", "hardware", "task", "scheduler")
     defaults = [{f"override /{g}": c.groups[g]} for g in order if g in c.groups]
     head = ["# @package _global_", f"# Imported from {source_path} by python -m ttexp.import_config.",
-            f"#   python -m ttexp experiment={c.values['name']}"]
+            f"#   {command or run_command(c.values['name'], None)}"]
+    head += [f"# Note: {n}" for n in c.notes]
     if c.unmapped:
         head.append("# Not mapped (no ttexp equivalent):")
         head += [f"#   {u}" for u in c.unmapped]
@@ -223,27 +342,57 @@ def to_yaml(c: Conversion, source_path: str) -> str:
     return "\n".join(head) + "\n" + body
 
 
+def preset_name(path: Path, output: Path | None, name: str | None) -> tuple[str, str]:
+    """The preset's name and output file, and a message ('' if none). Hydra finds a preset by its file
+    name, so the name is the output's stem. A name that shadows a shipped preset is refused when the
+    user chose it (``--name`` / ``-o``) and renamed ``NAME_imported`` when taken from the source file.
+
+    Raises:
+        TtexpError: ``--name`` and ``-o`` disagree, or the chosen name is a shipped preset's.
+    """
+    if output is not None and name is not None and output.stem != name:
+        raise TtexpError(f"--name {name} and -o {output} disagree: experiment=NAME loads NAME.yaml, so "
+                         f"write to {output.with_name(name + '.yaml')} or drop --name.")
+    chosen = name or (output.stem if output is not None else None)
+    shipped = shipped_presets()
+    if chosen in shipped:
+        raise TtexpError(f"{chosen!r} is a preset ttexp ships (conf/experiment/{chosen}.yaml); an imported "
+                         f"one of that name would be ambiguous. Pick another, e.g. -o experiments/"
+                         f"{chosen}_imported.yaml.")
+    chosen = chosen or path.stem
+    if chosen in shipped:
+        return f"{chosen}_imported", f"{chosen!r} is a preset ttexp ships; the import is named {chosen}_imported"
+    return chosen, ""
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ttexp.import_config", description=__doc__.split("\n")[0])
     parser.add_argument("file", help="a tt-train or lesson YAML config")
-    parser.add_argument("-o", "--output", help="write the preset here (default: stdout)")
-    parser.add_argument("--name", help="the preset's name (default: the file's stem)")
+    parser.add_argument("-o", "--output", help="write the preset here, e.g. experiments/NAME.yaml "
+                        "(default: stdout)")
+    parser.add_argument("--name", help="the preset's name (default: the output's stem, else the file's)")
     args = parser.parse_args(argv)
     path = Path(args.file)
+    output = Path(args.output) if args.output else None
     try:
+        name, message = preset_name(path, output, args.name)
         source = yaml.safe_load(path.read_text())
-        conv = convert(source, args.name or path.stem)
+        conv = convert(source, name, path)
     except (OSError, yaml.YAMLError, TtexpError) as exc:
         print(f"Cannot import {path}: {exc}", file=sys.stderr)
         return 1
-    text = to_yaml(conv, str(path))
-    if args.output:
-        Path(args.output).write_text(text)
-        print(f"Wrote {args.output}", file=sys.stderr)
+    if message:
+        print(message, file=sys.stderr)
+    command = run_command(name, output)
+    text = to_yaml(conv, str(path), command)
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text)
+        print(f"Wrote {output}; run it with: {command}", file=sys.stderr)
     else:
         sys.stdout.write(text)
-    for u in conv.unmapped:
-        print(f"not mapped: {u}", file=sys.stderr)
+    for line in [f"note: {n}" for n in conv.notes] + [f"not mapped: {u}" for u in conv.unmapped]:
+        print(line, file=sys.stderr)
     return 0
 
 
