@@ -63,8 +63,9 @@ def close_mesh(ttml: Any, ctx: Any, api: TtmlApi) -> None:
 
 
 def init_data_parallel(ttml: Any, ctx: Any, api: TtmlApi, plan: MeshPlan) -> None:
-    """The older API's parallelism context (after ``open_device``); nothing for the mesh API,
-    whose ``sync_gradients`` would be a no-op under a parallelism context (sft_trainer.py)."""
+    """The older API's parallelism context (after ``open_device``); none for the mesh API: tt-train's
+    named-mesh DDP opens no parallelism context, and ``synchronize_gradients`` is what goes with one
+    (tt-train's trainers pair them so; sync_gradients needs a named mesh)."""
     if plan.enable_ddp and not api.has_device_mesh and api.has_parallelism_context:
         if not ctx.is_parallelism_context_initialized():
             ctx.initialize_parallelism_context(ttml.autograd.DistributedConfig(enable_ddp=True))
