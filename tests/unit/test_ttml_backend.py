@@ -296,3 +296,15 @@ def test_single_device_on_the_mesh_api_needs_no_fabric_and_never_syncs():
     b.optimizer_step(1e-3, 1.0)
     st = dbl.state()
     assert st.fabric is None and st.syncs == 0 and st.named_mesh.shape == (1, 1)
+
+
+@pytest.mark.parametrize("generation", ["B", "C"])
+def test_backend_auto_probe_opens_and_closes_the_mesh_the_way_the_backend_will(generation, monkeypatch):
+    from ttexp.backends.detect import ttml_device_status
+
+    ttml, _ = dbl.make(generation)
+    monkeypatch.setitem(sys.modules, "ttml", ttml)
+    ok, why = ttml_device_status([1, 2])
+    st = dbl.state()
+    assert ok, why
+    assert st.opened == st.closed == 1 and st.fabric == 2 and st.named_mesh is None

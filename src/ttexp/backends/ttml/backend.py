@@ -91,9 +91,10 @@ class TtmlBackend:
         self.api = detect_api(self.ttml)
         self.mesh = plan_mesh(mesh_shape, enable_ddp, device_ids)
         if self.mesh.num_devices > 1 and self.api.grad_sync is None:
-            raise BackendUnavailable("This ttml has neither sync_gradients (with open_device_mesh) "
-                                     "nor synchronize_gradients / synchronize_parameters, so data parallel cannot average "
-                                     "gradients; use hardware=n150 or update tt-train.")
+            raise BackendUnavailable(
+                "This ttml has neither sync_gradients (with open_device_mesh) nor "
+                "synchronize_gradients / synchronize_parameters, so data parallel cannot average "
+                "gradients; use hardware=n150 or update tt-train.")
         if clip_grad_norm and not self.api.has_clip_grad_norm:
             raise BackendUnavailable("training.use_clip_grad_norm=true but this ttml has no "
                                      "ttml.core.clip_grad_norm; set training.use_clip_grad_norm=false "
