@@ -35,7 +35,12 @@ from ttexp.backends.ttml.api import (
     plan_mesh,
 )
 from ttexp.backends.ttml.generation import cached_steps, window_steps
-from ttexp.backends.ttml.mesh import close_mesh, init_data_parallel, open_mesh, sync_gradients
+from ttexp.backends.ttml.mesh import (
+    close_mesh,
+    init_data_parallel,
+    open_mesh,
+    sync_gradients,
+)
 from ttexp.backends.ttml.state import join_state, split_state
 from ttexp.backends.ttml.tensors import causal_mask, layout_batch, logits_padding_mask
 from ttexp.config.schema import OptimizerConfig

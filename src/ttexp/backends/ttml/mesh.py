@@ -66,9 +66,9 @@ def init_data_parallel(ttml: Any, ctx: Any, api: TtmlApi, plan: MeshPlan) -> Non
     """The older API's parallelism context (after ``open_device``); none for the mesh API: tt-train's
     named-mesh DDP opens no parallelism context, and ``synchronize_gradients`` is what goes with one
     (tt-train's trainers pair them so; sync_gradients needs a named mesh)."""
-    if plan.enable_ddp and not api.has_device_mesh and api.has_parallelism_context:
-        if not ctx.is_parallelism_context_initialized():
-            ctx.initialize_parallelism_context(ttml.autograd.DistributedConfig(enable_ddp=True))
+    if (plan.enable_ddp and not api.has_device_mesh and api.has_parallelism_context
+            and not ctx.is_parallelism_context_initialized()):
+        ctx.initialize_parallelism_context(ttml.autograd.DistributedConfig(enable_ddp=True))
 
 
 def sync_gradients(ttml: Any, api: TtmlApi, parameters: Any) -> None:
