@@ -3,7 +3,8 @@
 It stands in for nothing in the product: tests hand it to :class:`TtmlBackend` so the backend's
 control flow runs on CPU. It implements the surface the backend uses, as reference/ttml_api.md
 documents it (Gen B names by default; ``generation="A"`` swaps in the Gen A optimizer classes
-and ``synchronize_parameters``), computes with torch (ttml's Llama layout, via
+and ``synchronize_parameters``; ``generation="C"`` adds the mesh API: ``Mesh``,
+``open_device_mesh``, ``sync_gradients``), computes with torch (ttml's Llama layout, via
 ``ttml_reference``), and raises on every documented constraint the real API has or that
 tt-train's loop relies on:
 
@@ -84,6 +85,7 @@ class State:
         self.resets = 0
         self.backwards = 0
         self.parallelism = 0
+        self.named_mesh = None
         self.seed = None
         self.grad_mode = GradMode.ENABLED
         self.synced_since_step = False
@@ -543,7 +545,66 @@ def _sync(parameters):
 def _enable_fabric(n):
     if STATE.device_open:
         raise ApiViolation("enable_fabric after open_device")
+    if STATE.fabric is not None:
+        raise ApiViolation("enable_fabric called twice (open_device_mesh enables it itself)")
     STATE.fabric = n
+
+
+# -- the current data-parallel API (generation "C"): tt-train/sources/ttml/ttml/mesh.py @
+# e92a955c34bb4c0690b87315d75a5e9602280d9b, re-exported as ttml.Mesh, ttml.open_device_mesh,
+# ttml.close_device_mesh, ttml.maybe_mesh, ttml.sync_gradients (used so by
+# tt-train/sources/ttml/ttml/trainers/sft_trainer.py @ db9660afbd9414c67ebdcacb0db497c7d687d985).
+
+class Mesh:
+    """``Mesh(shape: tuple[int, ...], axis_names: tuple[str, ...])``; ValueError on a length mismatch."""
+
+    def __init__(self, shape, axis_names):
+        if len(shape) != len(axis_names):
+            raise ValueError("each axis in a mesh must have an assigned name")
+        self.shape, self.axis_names = tuple(shape), tuple(axis_names)
+
+    def num_devices(self):
+        return int(np.prod(self.shape))
+
+    def has_axis(self, name):
+        return name in self.axis_names
+
+    def axis_size(self, name):
+        if name not in self.axis_names:
+            raise RuntimeError(f"Mesh has no axis named '{name}'.")
+        return self.shape[self.axis_names.index(name)]
+
+
+def open_device_mesh(mesh, device_ids=None):
+    """``open_device_mesh(mesh: tuple | Mesh, device_ids: tuple | None = None)``: enables the
+    fabric itself for more than one device, then ``AutoContext.open_device(list(shape), list(ids))``."""
+    if not isinstance(mesh, Mesh):
+        mesh = Mesh(mesh, tuple(f"_{i}" for i in range(len(mesh))))
+    if mesh.num_devices() > 1:
+        _enable_fabric(mesh.num_devices())
+    AutoContext.get_instance().open_device(list(mesh.shape), list(device_ids or ()))
+    STATE.named_mesh = mesh
+
+
+def close_device_mesh():
+    try:
+        AutoContext.get_instance().close_device()
+    finally:
+        STATE.named_mesh = None
+
+
+def maybe_mesh():
+    return STATE.named_mesh
+
+
+def sync_gradients(parameters, axis_names=("dp",)):
+    """Averages over the named axes; a silent no-op without a named mesh or such an axis (as real)."""
+    if not isinstance(parameters, NamedParameters):
+        raise ApiViolation(f"sync_gradients takes NamedParameters, not {type(parameters).__name__}")
+    m = STATE.named_mesh
+    if m is None or not any(m.has_axis(a) and m.axis_size(a) > 1 for a in axis_names):
+        return
+    _sync(parameters)
 
 
 STATE = State()
@@ -565,6 +626,10 @@ def make(generation: str = "B", layout: TtmlLayout = TtmlLayout()) -> tuple[Any,
                            shard_tensor_to_mesh_mapper=lambda device, dim: ("shard", dim),
                            concat_mesh_to_tensor_composer=lambda device, dim: ("concat", dim))
     optimizers = SimpleNamespace(create_optimizer=create_optimizer)
+    mesh_api = {}
+    if generation == "C":
+        mesh_api = dict(Mesh=Mesh, open_device_mesh=open_device_mesh, close_device_mesh=close_device_mesh,
+                        maybe_mesh=maybe_mesh, sync_gradients=sync_gradients)
     if generation == "A":
         dist.synchronize_parameters = _sync
         optimizers = SimpleNamespace(AdamWConfig=AdamWConfig,
@@ -578,7 +643,7 @@ def make(generation: str = "B", layout: TtmlLayout = TtmlLayout()) -> tuple[Any,
         autograd=autograd, ops=ops, optimizers=optimizers, NamedParameters=NamedParameters,
         models=SimpleNamespace(llama=llama, RunnerType=RunnerType, WeightTyingType=WeightTyingType,
                                KvCache=KvCache, KvCacheConfig=KvCacheConfig),
-        core=SimpleNamespace(distributed=dist, clip_grad_norm=clip_grad_norm),
+        core=SimpleNamespace(distributed=dist, clip_grad_norm=clip_grad_norm), **mesh_api,
     )
     ttnn = SimpleNamespace(Layout=Layout, DataType=DataType)
     return ttml, ttnn

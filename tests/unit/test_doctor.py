@@ -74,7 +74,7 @@ def test_ttml_on_a_ready_n300(clean_env, corpus, capsys, monkeypatch):
     root = clean_env / "tt-metal"
     root.mkdir()
     mgd = clean_env / "mgd.textproto"
-    mgd.write_text("")
+    mgd.write_text(MGD_N300)
     monkeypatch.setenv("TT_METAL_RUNTIME_ROOT", str(root))
     monkeypatch.setenv("TT_MESH_GRAPH_DESC_PATH", str(mgd))
     devices(clean_env, 2)
@@ -82,6 +82,32 @@ def test_ttml_on_a_ready_n300(clean_env, corpus, capsys, monkeypatch):
     assert code == 0, out
     assert "API generation B" in out and "2 Tenstorrent device(s) visible; hardware=n300 needs 2" in out
     assert dbl.state().opened == 0  # read-only: no device was opened
+    assert "(dims [1, 2])" in out
+
+
+MGD_N300 = """mesh_descriptors {
+  name: "M0"
+  arch: WORMHOLE_B0
+  device_topology { dims: [ 1, 2 ] dim_types: [ LINE, RING ] }
+  host_topology { dims: [ 1 ] }
+}
+"""
+
+
+def test_mesh_graph_descriptor_for_another_mesh_blocks(clean_env, corpus, capsys, monkeypatch):
+    ttml, _ = dbl.make("C")
+    monkeypatch.setitem(sys.modules, "ttml", ttml)
+    monkeypatch.setenv("TT_METAL_HOME", str(clean_env))
+    mgd = clean_env / "t3k.textproto"
+    mgd.write_text(MGD_N300.replace("[ 1, 2 ]", "[ 2, 4 ]"))
+    monkeypatch.setenv("TT_MESH_GRAPH_DESC_PATH", str(mgd))
+    devices(clean_env, 2)
+    code, out = report(capsys, "backend=ttml", "hardware=n300", f"data.path={corpus}")
+    assert code == 1
+    assert "describes a [2, 4] mesh but the run opens [1, 2]" in out
+    mgd.write_text("not a descriptor")
+    code, out = report(capsys, "backend=ttml", "hardware=n300", f"data.path={corpus}")
+    assert code == 0 and "no device_topology dims found" in out, out
 
 
 def test_mesh_larger_than_the_machine_and_missing_mgd_file(clean_env, corpus, capsys, monkeypatch):

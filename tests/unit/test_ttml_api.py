@@ -50,7 +50,11 @@ def test_detect_generations():
     assert (a.generation, a.model_builder, a.optimizer_factory, a.grad_sync, a.has_clip_grad_norm) == \
         ("A", "cpp_llama_gen_a", "config_classes", "synchronize_parameters", False)
     ttml_b.open_device_mesh = object
-    assert detect_api(ttml_b).generation == "C"
+    half = detect_api(ttml_b)  # open_device_mesh without Mesh / sync_gradients: keep the old sync
+    assert (half.generation, half.grad_sync, half.has_device_mesh) == ("C", "synchronize_gradients", False)
+    c = detect_api(dbl.make("C")[0])
+    assert (c.generation, c.grad_sync, c.has_device_mesh) == ("C", "sync_gradients", True)
+    assert not b.has_device_mesh
 
 
 def test_detect_names_what_is_missing():

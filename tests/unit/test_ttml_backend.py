@@ -260,3 +260,51 @@ def test_the_double_rejects_what_ttml_rejects():
     x = b.to_device(np.zeros((1, 1, 1, 32), dtype=np.uint32), tile=False)
     with pytest.raises(dbl.ApiViolation, match="requires_grad=True"):
         b.model(x, mask)
+
+
+def test_current_mesh_api_opens_a_named_mesh_and_syncs_over_dp_without_a_parallelism_context():
+    one = make()
+    l1 = [one.micro_step(batch(seed=s), 1.0) or one.optimizer_step(1e-3, 1.0).loss for s in range(3)]
+    two = make(mesh=(1, 2), generation="C")
+    assert two.api.grad_sync == "sync_gradients" and two.api.has_device_mesh
+    st = dbl.state()
+    assert st.named_mesh.shape == (1, 2) and st.named_mesh.axis_size("dp") == 2
+    l2 = [two.micro_step(batch(seed=s), 1.0) or two.optimizer_step(1e-3, 1.0).loss for s in range(3)]
+    # open_device_mesh enabled the fabric (a second enable_fabric would have raised); no old context
+    assert st.fabric == 2 and st.parallelism == 0 and st.syncs == st.steps == 3
+    np.testing.assert_allclose(l2, l1, rtol=1e-5)
+    two.close()
+    assert st.named_mesh is None and not st.device_open
+
+
+def test_sync_gradients_without_a_named_mesh_is_caught_by_the_double():
+    """The trap of mixing the APIs: ttml.sync_gradients after a plain open_device is a silent no-op,
+    and the double's optimizer refuses a step on a mesh whose gradients were never averaged."""
+    ttml, _ = dbl.make("C")
+    ttml.core.distributed.enable_fabric(2)
+    ttml.autograd.AutoContext.get_instance().open_device([1, 2])
+    params = dbl.NamedParameters()
+    ttml.sync_gradients(params, ("dp",))
+    assert dbl.state().syncs == 0
+    with pytest.raises(ValueError, match="assigned name"):
+        ttml.Mesh((1, 2), ("dp",))
+
+
+def test_single_device_on_the_mesh_api_needs_no_fabric_and_never_syncs():
+    b = make(generation="C")
+    b.micro_step(batch(), 1.0)
+    b.optimizer_step(1e-3, 1.0)
+    st = dbl.state()
+    assert st.fabric is None and st.syncs == 0 and st.named_mesh.shape == (1, 1)
+
+
+@pytest.mark.parametrize("generation", ["B", "C"])
+def test_backend_auto_probe_opens_and_closes_the_mesh_the_way_the_backend_will(generation, monkeypatch):
+    from ttexp.backends.detect import ttml_device_status
+
+    ttml, _ = dbl.make(generation)
+    monkeypatch.setitem(sys.modules, "ttml", ttml)
+    ok, why = ttml_device_status([1, 2])
+    st = dbl.state()
+    assert ok, why
+    assert st.opened == st.closed == 1 and st.fabric == 2 and st.named_mesh is None

@@ -35,18 +35,14 @@ def ttml_device_status(mesh_shape: list[int]) -> tuple[bool, str]:
         return ok, why
     try:
         from ttexp.backends.ttml.api import detect_api, plan_mesh
+        from ttexp.backends.ttml.mesh import close_mesh, open_mesh
 
         ttml = importlib.import_module("ttml")
         api = detect_api(ttml)
         mesh = plan_mesh(mesh_shape, enable_ddp=int(mesh_shape[0]) * int(mesh_shape[1]) > 1)
         ctx = ttml.autograd.AutoContext.get_instance()
-        if mesh.enable_fabric and api.has_enable_fabric:
-            ttml.core.distributed.enable_fabric(mesh.num_devices)
-        if mesh.device_ids is not None:
-            ctx.open_device(mesh.mesh_shape, mesh.device_ids)
-        else:
-            ctx.open_device(mesh.mesh_shape)
-        ctx.close_device()
+        open_mesh(ttml, ctx, api, mesh)  # the same API the backend will use
+        close_mesh(ttml, ctx, api)
     except Exception as exc:  # no device, a busy device, a wrong mesh: all mean "not here"
         return False, f"ttml imports but no device opened for mesh {list(mesh_shape)} ({type(exc).__name__}: {exc})"
     return True, f"ttml imports ({api.describe()}) and a device opened for mesh {list(mesh_shape)}"

@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import platform
+import re
 import sys
 from dataclasses import dataclass
 from importlib import metadata
@@ -126,7 +127,7 @@ def check_devices(mesh_shape: list[int], hardware: str, wants_ttml: bool) -> lis
     if need > 1:
         mgd = os.environ.get("TT_MESH_GRAPH_DESC_PATH")
         if mgd and Path(mgd).is_file():
-            checks.append(Check(OK, "TT_MESH_GRAPH_DESC_PATH", mgd))
+            checks.append(check_mgd(Path(mgd), list(mesh_shape), bad))
         elif mgd:
             checks.append(Check(bad, "TT_MESH_GRAPH_DESC_PATH", f"{mgd} does not exist"))
         else:
@@ -134,6 +135,37 @@ def check_devices(mesh_shape: list[int], hardware: str, wants_ttml: bool) -> lis
                                 f"not set; a {need}-chip mesh may not open without the mesh graph "
                                 "descriptor for this system (tt-train/configs/mgd/*.textproto)"))
     return checks
+
+
+def mgd_dims(text: str) -> list[int] | None:
+    """The ``dims`` of the ``device_topology`` block of a mesh graph descriptor (textproto), or
+    None when absent. ttml compares them with the mesh shape before it opens a multi-chip mesh
+    (``tt-train/sources/ttml/ttml/mesh.py`` @ e92a955c34bb4c0690b87315d75a5e9602280d9b)."""
+    topo = re.search(r"device_topology\s*\{([^}]*)\}", text)
+    dims = re.search(r"\bdims\s*:\s*\[([^\]]*)\]", topo.group(1)) if topo else None
+    if not dims:
+        return None
+    try:
+        return [int(d) for d in dims.group(1).replace(",", " ").split()]
+    except ValueError:
+        return None
+
+
+def check_mgd(path: Path, mesh_shape: list[int], bad: str) -> Check:
+    """TT_MESH_GRAPH_DESC_PATH against the mesh: ttml's ``open_device_mesh`` raises when the
+    descriptor's dims differ from the mesh shape (one mesh only; multi-host files are not checked)."""
+    text = path.read_text(errors="replace")
+    if text.count("mesh_descriptors {") > 1:
+        return Check(INFO, "TT_MESH_GRAPH_DESC_PATH", f"{path}: multi-host descriptor, dims not checked")
+    dims = mgd_dims(text)
+    if dims is None:
+        return Check(WARN, "TT_MESH_GRAPH_DESC_PATH", f"{path}: no device_topology dims found; ttml "
+                     "will skip its check (is this a mesh graph descriptor textproto?)")
+    if dims != [int(n) for n in mesh_shape]:
+        return Check(bad, "TT_MESH_GRAPH_DESC_PATH", f"{path} describes a {dims} mesh but the run opens "
+                     f"{list(mesh_shape)}; point it at this system's descriptor "
+                     "(tt-train/configs/mgd/*.textproto) or pick the matching hardware= preset")
+    return Check(OK, "TT_MESH_GRAPH_DESC_PATH", f"{path} (dims {dims})")
 
 
 def check_wandb(logger_name: str) -> list[Check]:

@@ -45,10 +45,15 @@ class TtmlApi:
             (``create_llama_model`` + ``LlamaConfig``, Gen A).
         optimizer_factory: 'registry' (``ttml.optimizers.create_optimizer(dict, params)``) or
             'config_classes' (``AdamWConfig.make`` + ``AdamW`` / ``MorehAdamW``).
-        grad_sync: 'synchronize_gradients', the older 'synchronize_parameters' (which also
-            averages gradients, ``core/distributed/distributed.cpp`` @ 90b63baa…), or None.
+        grad_sync: 'sync_gradients' (``ttml.sync_gradients(params, ("dp",))`` on a mesh opened by
+            ``ttml.open_device_mesh(ttml.Mesh(shape, names))``, ``ttml/mesh.py`` @ e92a955c…),
+            else ``core.distributed.synchronize_gradients``, else the older
+            'synchronize_parameters' (which also averages gradients,
+            ``core/distributed/distributed.cpp`` @ 90b63baa…), or None.
         has_clip_grad_norm: ``ttml.core.clip_grad_norm`` (``nb_core.cpp`` @ 01b9eefe…).
         has_kv_cache: ``ttml.models.KvCache`` and ``KvCacheConfig``, used with the Python Llama.
+        has_device_mesh: ``ttml.Mesh``, ``ttml.open_device_mesh`` and ``ttml.sync_gradients`` all
+            exist (the current data-parallel API); preferred over the parallelism context.
         has_parallelism_context: ``AutoContext.initialize_parallelism_context`` + ``DistributedConfig``.
         has_enable_fabric: ``ttml.core.distributed.enable_fabric``.
         has_moreh_adamw: the optimizer class ``MorehAdamW`` (config_classes only).
@@ -60,6 +65,7 @@ class TtmlApi:
     grad_sync: str | None
     has_clip_grad_norm: bool
     has_kv_cache: bool
+    has_device_mesh: bool
     has_parallelism_context: bool
     has_enable_fabric: bool
     has_moreh_adamw: bool
@@ -99,8 +105,9 @@ def detect_api(ttml: Any) -> TtmlApi:
             "This ttml has no AdamW (neither ttml.optimizers.create_optimizer nor AdamWConfig + "
             "AdamW); update tt-train, or use backend=torch.")
     dist = _get(ttml, "core.distributed")
-    sync = next((n for n in ("synchronize_gradients", "synchronize_parameters")
-                 if _get(dist, n) is not None), None)
+    device_mesh = all(_get(ttml, n) is not None for n in ("Mesh", "open_device_mesh", "sync_gradients"))
+    sync = "sync_gradients" if device_mesh else next(
+        (n for n in ("synchronize_gradients", "synchronize_parameters") if _get(dist, n) is not None), None)
     ctx_cls = _get(ttml, "autograd.AutoContext")
     if _get(ttml, "open_device_mesh") is not None:
         generation = "C"
@@ -113,6 +120,7 @@ def detect_api(ttml: Any) -> TtmlApi:
         has_clip_grad_norm=_get(ttml, "core.clip_grad_norm") is not None,
         has_kv_cache=(model == "python_llama" and _get(ttml, "models.KvCache") is not None
                       and _get(ttml, "models.KvCacheConfig") is not None),
+        has_device_mesh=device_mesh,
         has_parallelism_context=(_get(ctx_cls, "initialize_parallelism_context") is not None
                                  and _get(ttml, "autograd.DistributedConfig") is not None),
         has_enable_fabric=_get(dist, "enable_fabric") is not None,

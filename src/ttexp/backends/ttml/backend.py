@@ -35,6 +35,12 @@ from ttexp.backends.ttml.api import (
     plan_mesh,
 )
 from ttexp.backends.ttml.generation import cached_steps, window_steps
+from ttexp.backends.ttml.mesh import (
+    close_mesh,
+    init_data_parallel,
+    open_mesh,
+    sync_gradients,
+)
 from ttexp.backends.ttml.state import join_state, split_state
 from ttexp.backends.ttml.tensors import causal_mask, layout_batch, logits_padding_mask
 from ttexp.config.schema import OptimizerConfig
@@ -90,9 +96,10 @@ class TtmlBackend:
         self.api = detect_api(self.ttml)
         self.mesh = plan_mesh(mesh_shape, enable_ddp, device_ids)
         if self.mesh.num_devices > 1 and self.api.grad_sync is None:
-            raise BackendUnavailable("This ttml has no synchronize_gradients (nor the older "
-                                     "synchronize_parameters), so data parallel cannot average "
-                                     "gradients; use hardware=n150 or update tt-train.")
+            raise BackendUnavailable(
+                "This ttml has neither sync_gradients (with open_device_mesh) nor "
+                "synchronize_gradients / synchronize_parameters, so data parallel cannot average "
+                "gradients; use hardware=n150 or update tt-train.")
         if clip_grad_norm and not self.api.has_clip_grad_norm:
             raise BackendUnavailable("training.use_clip_grad_norm=true but this ttml has no "
                                      "ttml.core.clip_grad_norm; set training.use_clip_grad_norm=false "
@@ -118,20 +125,12 @@ class TtmlBackend:
     # -- device --------------------------------------------------------------------------------
 
     def _open_device(self, seed: int) -> None:
-        """enable_fabric (multi-device) -> open_device -> parallelism context (§2 order)."""
+        """Open the mesh, seed, start data parallel (mesh.py picks the API; §2 order)."""
         dist = getattr(self.ttml.core, "distributed", None)
-        if self.mesh.enable_fabric and self.api.has_enable_fabric:
-            dist.enable_fabric(self.mesh.num_devices)
-        if self.mesh.device_ids is not None:
-            self.ctx.open_device(self.mesh.mesh_shape, self.mesh.device_ids)
-        else:
-            self.ctx.open_device(self.mesh.mesh_shape)
+        open_mesh(self.ttml, self.ctx, self.api, self.mesh)
         self._opened = True
         self.ctx.set_seed(int(seed))
-        if self.mesh.enable_ddp and self.api.has_parallelism_context:
-            if not self.ctx.is_parallelism_context_initialized():
-                cfg = self.ttml.autograd.DistributedConfig(enable_ddp=True)
-                self.ctx.initialize_parallelism_context(cfg)
+        init_data_parallel(self.ttml, self.ctx, self.api, self.mesh)
         device = self.ctx.get_device()
         self._mapper = self._composer = None
         if self.mesh.num_devices > 1:  # batches shard on dim 0; read-backs concatenate on dim 0
@@ -144,7 +143,7 @@ class TtmlBackend:
             self.model = self.optimizer = None
             self._masks.clear()
             self._losses.clear()
-            self.ctx.close_device()
+            close_mesh(self.ttml, self.ctx, self.api)
 
     # -- tensors -------------------------------------------------------------------------------
 
@@ -263,7 +262,7 @@ class TtmlBackend:
     def optimizer_step(self, lr: float, max_grad_norm: float | None) -> StepStats:
         params = self.model.parameters()
         if self.mesh.num_devices > 1:  # average before clipping: the norm is of the mean gradient
-            getattr(self.ttml.core.distributed, self.api.grad_sync)(params)
+            sync_gradients(self.ttml, self.api, params)
         grad_norm = 0.0
         if max_grad_norm is not None:
             norm = self.ttml.core.clip_grad_norm(params, float(max_grad_norm), 2.0)
