@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -26,6 +26,7 @@ import yaml
 from ttexp.record.result import RESULT_NAME, RunResult
 from ttexp.record.run_record import RESOLVED_NAME
 from ttexp.sweeps.figures import plot_overlay
+from ttexp.sweeps.summarize import JobRow
 from ttexp.sweeps.sweep import is_sweep_dir, job_dirs
 
 NOT_CONFIG = {"output_dir", "resume", "training.stop_at_step"}
@@ -35,22 +36,11 @@ METRICS = ("best_val_loss", "final_val_loss", "tokens_per_s", "mfu", "wall_s", "
 
 
 @dataclass
-class Run:
-    """One run as compare reads it (duck-types the rows that the overlay plot takes)."""
+class Run(JobRow):
+    """One run as compare reads it: a summary row (the overlay plot takes it as it is) plus its
+    resolved config, flattened to dotted keys; ``params`` holds the keys that differ."""
 
-    job: str
-    dir: Path
-    result: RunResult
-    config: dict[str, Any]
-    params: dict[str, Any]
-
-    @property
-    def status(self) -> str:
-        return self.result.status
-
-    @property
-    def best_val_loss(self) -> Optional[float]:
-        return self.result.best_val_loss
+    config: dict[str, Any] = field(default_factory=dict)
 
 
 def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -88,7 +78,7 @@ def load_run(run_dir: Path, label: str) -> Run:
         config = flatten(yaml.safe_load((run_dir / RESOLVED_NAME).read_text()) or {})
     except (OSError, yaml.YAMLError):
         config = {}
-    return Run(label, run_dir, result, config, {})
+    return Run(label, run_dir, {}, result, config)
 
 
 def compare(runs: list[Run]) -> dict[str, Any]:
