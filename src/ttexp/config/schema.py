@@ -141,6 +141,32 @@ class DataConfig(Section):
     """JSONL only: the text the model sees before each response; {prompt} is the prompt."""
 
 
+class AdapterName(Enum):
+    none = "none"  # full fine-tuning: every parameter is trained
+    lora = "lora"  # low-rank adapters (Hu et al. 2021, arXiv:2106.09685); only they are trained
+
+
+@dataclass
+class AdapterConfig(Section):
+    """Parameter-efficient fine-tuning (``adapter=lora``), in PEFT's ``LoraConfig`` terms.
+
+    ``target_modules`` uses Hugging Face Llama module names (``q_proj``, ``k_proj``, ``v_proj``,
+    ``o_proj``, ``gate_proj``, ``up_proj``, ``down_proj``); the ttml backend translates them to
+    ttml's names. The update added to a target's weight is ``(lora_alpha / r) * B @ A``.
+    """
+
+    name: AdapterName = AdapterName.none
+    r: int = 8
+    """Rank of each adapter: A is (r, in_features), B is (out_features, r)."""
+    lora_alpha: float = 16.0
+    """Scale numerator: the update is multiplied by lora_alpha / r."""
+    lora_dropout: float = 0.0
+    """Dropout on the adapter's input during training."""
+    target_modules: List[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+    bias: str = "none"
+    """PEFT's bias setting: 'none', 'all' or 'lora_only' (which biases are trained)."""
+
+
 @dataclass
 class OptimizerConfig(Section):
     name: str = "adamw"
@@ -267,6 +293,9 @@ class TrainingConfig(Section):
     precision: Precision = Precision.auto
     compile: bool = False
     """torch.compile the model (costs ~30 s on a 2-core CPU; pays off on long runs)."""
+    activation_checkpointing: bool = False
+    """Recompute each decoder layer's activations in backward instead of keeping them: less
+    memory for activations, about one more forward's worth of compute per step."""
 
 
 @dataclass
@@ -330,6 +359,7 @@ class RunConfig(Section):
     hardware: HardwareConfig = field(default_factory=HardwareConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    adapter: AdapterConfig = field(default_factory=AdapterConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
