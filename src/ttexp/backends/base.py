@@ -128,6 +128,22 @@ class Backend(Protocol):
         """Replace the built model's weights with ``directory/model.safetensors`` (Hugging Face
         names). Raises TtexpError listing every missing, unexpected or mis-shaped tensor."""
 
+    def apply_adapter(self, adapter: Any) -> int:
+        """Freeze the loaded model and add LoRA adapters as ``adapter`` (an
+        :class:`~ttexp.config.schema.AdapterConfig`, Hugging Face target names) says; rebuild the
+        optimizer over the adapter's parameters alone and return their number. Consumes random
+        numbers (the adapters' initialisation). Raises BackendUnavailable where the backend has
+        no LoRA."""
+
+    def adapter_state(self) -> NamedState | None:
+        """The adapter as PEFT stores it: tensors under ``adapter_model.safetensors``' names and,
+        under ``scalars["adapter_config"]``, what ``adapter_config.json`` holds; None without one."""
+
+    def load_adapter_tensors(self, tensors: dict[str, Any]) -> None:
+        """Copy an adapter's tensors (``adapter_state``'s names, e.g. read from a PEFT
+        ``adapter_model.safetensors``) into the applied adapter. Raises TtexpError when there is
+        none, or names or shapes differ."""
+
     def micro_step(self, batch: Batch, loss_scale: float) -> None:
         """Forward, loss and backward for one micro-batch; gradients accumulate. The loss that is
         back-propagated is ``mean token loss of batch * loss_scale``; the loop sets ``loss_scale``

@@ -24,14 +24,14 @@ from ttexp.backends.base import (
     StepStats,
 )
 from ttexp.backends.sampling import decode
-from ttexp.config.schema import OptimizerConfig
+from ttexp.backends import torch_lora
+from ttexp.config.schema import AdapterConfig, OptimizerConfig
 from ttexp.data.batch import IGNORE_INDEX, Batch
 from ttexp.errors import BackendUnavailable, TtexpError
 from ttexp.models.hf import WEIGHTS_NAME, llama_config, refuse_remote_code, write_weights
 from ttexp.models.spec import ModelSpec
 
 log = logging.getLogger("ttexp")
-
 
 
 def cpu_has_native_bf16() -> bool:
@@ -167,6 +167,18 @@ class TorchBackend:
         self.optimizer = self._make_optimizer()
         return sum(p.numel() for p in self.model.parameters())
 
+    def apply_adapter(self, adapter: AdapterConfig) -> int:  # PEFT: ttexp.backends.torch_lora
+        self.model = torch_lora.wrap_with_lora(self.model, adapter).to(self.device).train()
+        self._forward = torch.compile(self.model) if self.compile else self.model
+        self.optimizer = self._make_optimizer()  # over the adapter alone (the rest is frozen)
+        return sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+
+    def adapter_state(self) -> NamedState | None:
+        return torch_lora.adapter_state(self.model) if torch_lora.has_adapter(self.model) else None
+
+    def load_adapter_tensors(self, tensors: dict[str, Any]) -> None:
+        torch_lora.load_adapter_tensors(self.model, tensors)  # raises TtexpError without an adapter
+
     def _make_optimizer(self) -> torch.optim.Optimizer:
         decay = [p for p in self.model.parameters() if p.requires_grad and p.dim() >= 2]
         no_decay = [p for p in self.model.parameters() if p.requires_grad and p.dim() < 2]
@@ -288,8 +300,9 @@ class TorchBackend:
     # -- state ---------------------------------------------------------------------------------
 
     def weight_tensors(self) -> dict[str, torch.Tensor]:
-        """Weights under Hugging Face names; a tied LM head is stored once (as the embedding)."""
-        sd = self.model.state_dict()
+        """Weights under Hugging Face names; a tied LM head is stored once (as the embedding).
+        With a LoRA adapter, the frozen base's weights (the adapter is in :meth:`adapter_state`)."""
+        sd = torch_lora.base_state_dict(self.model) if torch_lora.has_adapter(self.model) else self.model.state_dict()
         if self.model.config.tie_word_embeddings:
             sd.pop("lm_head.weight", None)
         return {k: v.detach().contiguous().cpu() for k, v in sd.items()}
@@ -371,9 +384,13 @@ class TorchBackend:
                              "Resume with the model and optimizer settings it was trained with.") from None
 
     def save_pretrained(self, directory: Path, tokenizer: Any) -> None:
-        self.model.save_pretrained(str(directory), safe_serialization=True)
+        """With LoRA: the merged model plus ``adapter/`` (PEFT); the model stays merged."""
+        if torch_lora.has_adapter(self.model):
+            self.model = torch_lora.save_merged_and_adapter(self.model, Path(directory))
+            self._forward = self.model
+        else:
+            self.model.save_pretrained(str(directory), safe_serialization=True)
         tokenizer.save_pretrained(str(directory))
-
 
     def close(self) -> None:
         self.model = None

@@ -12,6 +12,8 @@ from __future__ import annotations
 from typing import Any, List
 
 from ttexp.config.schema import (
+    AdapterConfig,
+    AdapterName,
     GenerationConfig,
     HardwareConfig,
     ModelConfig,
@@ -199,6 +201,39 @@ def _task_rules(cfg: RunConfig, task: str, data_format: str, dp: int) -> List[st
     return errs
 
 
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+"""The Hugging Face Llama projections (``transformers`` ``LlamaAttention``/``LlamaMLP`` module
+names) that ``adapter.target_modules`` may name; each backend translates them to its own."""
+LORA_BIAS = ("none", "all", "lora_only")
+"""PEFT's ``LoraConfig.bias`` choices."""
+
+
+def _adapter_rules(a: AdapterConfig, task: str) -> List[str]:
+    """LoRA's numbers and names, and no LoRA on a random initialisation."""
+    if a.name != AdapterName.lora:
+        return []
+    errs = []
+    if a.r < 1:
+        errs.append(f"adapter.r={a.r} must be at least 1 (the rank of each adapter; 8 is common).")
+    if not 0 <= a.lora_dropout < 1:
+        errs.append(f"adapter.lora_dropout={a.lora_dropout} must be in [0, 1).")
+    unknown = [m for m in a.target_modules if m not in LORA_TARGETS]
+    if not a.target_modules or unknown:
+        errs.append(f"adapter.target_modules={list(a.target_modules)} must name one or more Llama "
+                    f"projections of {list(LORA_TARGETS)} (Hugging Face names); e.g. "
+                    "adapter.target_modules=[q_proj,v_proj].")
+    if a.bias not in LORA_BIAS:
+        errs.append(f"adapter.bias={a.bias} must be one of {list(LORA_BIAS)}.")
+    if task == "scratch":
+        # LoRA trains a low-rank change to frozen weights: on a random initialisation the frozen
+        # part is noise and stays noise, so the run would learn a fraction of what it could.
+        errs.append("adapter=lora freezes the model's weights and trains low-rank changes to them, "
+                    "which only makes sense on pretrained weights; task=scratch starts from a "
+                    "random initialisation. Use adapter=none for task=scratch, or task=finetune "
+                    "with model.pretrained_path=DIR for LoRA.")
+    return errs
+
+
 def config_warnings(cfg: RunConfig) -> List[str]:
     """Settings that are legal but probably not what the user meant (logged, never fatal)."""
     t, out = cfg.training, []
@@ -248,6 +283,7 @@ def validate_config(cfg: RunConfig) -> None:
         errs.append("resume and init_from are both set; resume continues a run (weights, optimizer, "
                     "step), init_from starts a new one from weights only. Choose one.")
     errs += _task_rules(cfg, task, data_format, dp)
+    errs += _adapter_rules(cfg.adapter, task)
     errs += value_rules(cfg)
     if errs:
         raise ConfigError(

@@ -23,9 +23,10 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ttexp.config.section import evolve
-from ttexp.config.schema import ModelConfig, RunConfig
+from ttexp.config.schema import AdapterConfig, AdapterName, ModelConfig, RunConfig
 from ttexp.config.validate import GET_WEIGHTS_HINT
 from ttexp.errors import TtexpError
+from ttexp.models.adapter import adapter_from_peft, read_adapter_config, read_adapter_weights
 from ttexp.models.hf import (
     CONFIG_NAME,
     WEIGHTS_NAME,
@@ -175,11 +176,14 @@ class ModelSource:
         weights_dir: a directory whose ``model.safetensors`` replaces the weights; None = those of
             ``model_dir``.
         model_cfg: the ``model`` config section to use when ``model_dir`` is None.
+        adapter_dir: a PEFT LoRA adapter directory to load onto those weights (``task=eval`` of
+            ``final_model/adapter/`` or of a LoRA checkpoint); None = no adapter.
     """
 
     model_dir: Optional[Path] = None
     weights_dir: Optional[Path] = None
     model_cfg: Any = None
+    adapter_dir: Optional[Path] = None
 
     @property
     def weights(self) -> Path:
@@ -234,15 +238,25 @@ def read_origin(model_dir: Path) -> Optional[dict[str, Any]]:
         return None
 
 
-def load_model(backend: Any, source: ModelSource, spec: Any) -> int:
-    """Load ``source`` into ``backend`` (creates its optimizer too); returns the parameter count.
+def load_model(backend: Any, source: ModelSource, spec: Any,
+               adapter: Optional[AdapterConfig] = None) -> int:
+    """Load ``source`` into ``backend`` (creates its optimizer too), then add ``adapter`` (LoRA to
+    train) or the adapter of ``source.adapter_dir`` (LoRA to evaluate); returns the parameter count
+    of the model without adapters.
 
     Raises:
-        TtexpError: weights missing, unreadable or of another shape (from the backend).
+        TtexpError: weights or adapter missing, unreadable or of another shape (from the backend).
+        BackendUnavailable: the backend has no LoRA.
     """
     if source.model_dir is not None:
         n = backend.load_pretrained(str(source.model_dir))
         if source.weights_dir is not None:
             backend.load_weights(source.weights_dir)
-        return n
-    return backend.build_model(spec, init_from=source.weights_dir)
+    else:
+        n = backend.build_model(spec, init_from=source.weights_dir)
+    if source.adapter_dir is not None:
+        backend.apply_adapter(adapter_from_peft(read_adapter_config(source.adapter_dir)))
+        backend.load_adapter_tensors(read_adapter_weights(source.adapter_dir))
+    elif adapter is not None and adapter.name == AdapterName.lora:
+        backend.apply_adapter(adapter)
+    return n

@@ -12,6 +12,7 @@ from typing import Optional
 
 from ttexp.config.convert import load_yaml_literal
 from ttexp.errors import TtexpError
+from ttexp.models.adapter import is_adapter_dir, read_adapter_config
 from ttexp.models.pretrained import ModelSource, is_model_dir, read_origin
 from ttexp.record.result import RunResult
 
@@ -27,6 +28,8 @@ def checkpoint_source(path: Path) -> ModelSource:
     if not path.is_dir():
         raise TtexpError(f"eval.checkpoint={path} is not a directory: give a final_model/, a "
                          "checkpoints/step_N/ or a run directory.")
+    if is_adapter_dir(path):
+        return adapter_source(path)
     if is_model_dir(path):
         return ModelSource(model_dir=path)
     if is_model_dir(path / "final_model"):
@@ -43,6 +46,27 @@ def checkpoint_source(path: Path) -> ModelSource:
     model_dir = origin.get("model_dir")
     return ModelSource(model_dir=Path(model_dir) if model_dir else None, weights_dir=path,
                        model_cfg=run_cfg.model)
+
+
+def adapter_source(path: Path) -> ModelSource:
+    """A PEFT LoRA adapter directory (``final_model/adapter/`` or a LoRA checkpoint) on its base:
+    the base its ``adapter_config.json`` names (``base_model_name_or_path``), else the one its
+    run recorded.
+
+    Raises:
+        TtexpError: the adapter config is unreadable, or no base can be found for it.
+    """
+    base = read_adapter_config(path).get("base_model_name_or_path")
+    if not base or not Path(base).expanduser().exists():
+        for run_dir in (path.parent.parent, path.parent.parent.parent):
+            origin = read_origin(run_dir / "final_model") or _result(run_dir).model_source or {}
+            if origin.get("model_dir"):
+                base = origin["model_dir"]
+                break
+    if not base:
+        raise TtexpError(f"{path} is a LoRA adapter whose base model is not recorded; evaluate "
+                         "the merged final_model/ instead, or load it with PEFT onto its base.")
+    return ModelSource(model_dir=Path(base).expanduser(), adapter_dir=path)
 
 
 def _result(run_dir: Path) -> RunResult:

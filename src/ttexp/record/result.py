@@ -51,6 +51,8 @@ class RunResult:
     plan: Optional[dict[str, Any]] = None
     """:meth:`ttexp.train.plan.RunPlan.to_dict`."""
     num_parameters: Optional[int] = None
+    trainable_parameters: Optional[int] = None
+    """Fine-tunes: parameters the optimizer updates (the LoRA adapters alone with adapter=lora)."""
     data: Optional[dict[str, Any]] = None
     """Path, SHA-256 and sizes of the data the run read."""
     # -- training figures

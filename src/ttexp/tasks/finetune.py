@@ -18,11 +18,12 @@ import shlex
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 from transformers.utils import logging as hf_logging
 
 from ttexp.backends.factory import create_backend
 from ttexp.config.section import evolve
-from ttexp.config.schema import RunConfig
+from ttexp.config.schema import AdapterConfig, AdapterName, RunConfig
 from ttexp.data.pairs import load_pair_data
 from ttexp.models.pretrained import (
     ORIGIN_NAME,
@@ -75,7 +76,9 @@ def run(cfg: RunConfig, plan: RunPlan, ranks: Ranks, record: RunRecord) -> None:
     backend = create_backend(cfg, plan.backend, ranks)
     try:
         log.info("Loading weights from %s", base)
-        num_params = load_model(backend, source, plan.spec)
+        num_params = load_model(backend, source, plan.spec, cfg.adapter)
+        trained = trainable_parameters(backend, num_params)
+        record.update(trainable_parameters=trained)
         origin = {"base_model": base, "model_dir": _str(source.model_dir),
                   "prompt_template": cfg.data.prompt_template, "eos_token_id": tokenizer.eos_token_id,
                   # the held-out split, so task=eval scores the same examples
@@ -83,7 +86,8 @@ def run(cfg: RunConfig, plan: RunPlan, ranks: Ranks, record: RunRecord) -> None:
                             "val_fraction": cfg.data.val_fraction, "seed": t.seed}}
         train_and_record(cfg, plan, ranks, record, TrainingInputs(
             backend, data, tokenizer, num_params, [info.line()],
-            model_lines=[f"Model {plan.spec.name}: {num_params:,} parameters (from {base})"],
+            model_lines=[f"Model {plan.spec.name}: {num_params:,} parameters (from {base})"]
+            + adapter_lines(cfg.adapter, trained, num_params),
             save_final=lambda d: save_final_model(d, backend, tokenizer,
                                                   _finetune_files(tokenizer, origin)),
             title=f"{cfg.name}: fine-tuning {plan.spec.name} on {plan.hardware}",
@@ -93,6 +97,24 @@ def run(cfg: RunConfig, plan: RunPlan, ranks: Ranks, record: RunRecord) -> None:
         ))
     finally:
         backend.close()
+
+
+def trainable_parameters(backend: Any, num_params: int) -> int:
+    """What the optimizer updates: the adapter's parameters under LoRA, else every parameter."""
+    state = backend.adapter_state()
+    if state is None:
+        return num_params
+    return sum(int(np.prod(t.shape)) for t in state.tensors.values())
+
+
+def adapter_lines(adapter: AdapterConfig, trained: int, total: int) -> list[str]:
+    """The start-up line of a LoRA run: what is trained, and how much of the model that is."""
+    if adapter.name != AdapterName.lora:
+        return []
+    return [f"LoRA: r={adapter.r}, lora_alpha={adapter.lora_alpha:g}, dropout "
+            f"{adapter.lora_dropout:g}, on {', '.join(adapter.target_modules)}: {trained:,} "
+            f"trainable parameters, {trained / total:.2%} of the {total:,} (only the adapters are "
+            "trained and in the optimizer)"]
 
 
 def _str(path: Path | None) -> str | None:

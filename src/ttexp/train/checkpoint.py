@@ -5,7 +5,8 @@ This module alone decides the files. A backend hands over named tensors and JSON
 (:class:`~ttexp.backends.base.NamedState`); ``checkpoints/step_N/`` holds:
 
 * ``model.safetensors``: weights under Hugging Face names (also loadable by ``init_from=`` and
-  ``eval.checkpoint=``);
+  ``eval.checkpoint=``); a LoRA run instead holds its adapter in PEFT's format and records its
+  frozen base by path and SHA-256 (:mod:`ttexp.train.checkpoint_weights`);
 * ``optimizer.safetensors`` + ``optimizer.json``: the optimizer state's tensors and the rest;
 * ``rng.safetensors`` + ``rng.json``: Python, NumPy and torch (CPU and CUDA) random states;
 * ``trainer_state.json``: step, data position, schedule, best validation loss and its step,
@@ -46,7 +47,8 @@ from ttexp.config.convert import config_dict, config_yaml
 from ttexp.config.schema import RunConfig
 from ttexp.errors import CheckpointError
 from ttexp.files import disk_full_message, sha256_of, write_dir_atomic, write_json_atomic
-from ttexp.models.hf import WEIGHTS_NAME, write_tensors, write_weights
+from ttexp.models.hf import write_tensors
+from ttexp.train.checkpoint_weights import load_weight_files, weight_files, write_weight_files
 from ttexp.train.rng import rng_state, set_rng_state
 
 log = logging.getLogger("ttexp")
@@ -63,8 +65,9 @@ BEST_LINK = "best"
 FORMAT_NAME = "ttexp-checkpoint"
 FORMAT_VERSION = 2
 """Version 1 was the first format (torch object streams, no manifest); it is refused."""
-REQUIRED_FILES = (WEIGHTS_NAME, OPTIMIZER_TENSORS, OPTIMIZER_SCALARS, RNG_TENSORS, RNG_SCALARS,
+REQUIRED_FILES = (OPTIMIZER_TENSORS, OPTIMIZER_SCALARS, RNG_TENSORS, RNG_SCALARS,
                   TRAINER_STATE_NAME, CONFIG_NAME)
+"""Every checkpoint's files besides its weights (``checkpoint_weights.weight_files``)."""
 OLD_FORMAT_FILES = ("optimizer.pt", "rng.pt", "optimizer_ttml.pkl")
 
 
@@ -105,6 +108,7 @@ def _read_manifest(path: Path) -> dict[str, Any]:
 
 def _check_files(path: Path, files: dict[str, Any]) -> None:
     """Every required file listed, and every listed file present with its size and SHA-256."""
+    weight_files(path, files)
     missing = [n for n in REQUIRED_FILES if n not in files]
     if missing:
         raise CheckpointError(f"Checkpoint {path}: the manifest does not list {', '.join(missing)}.")
@@ -342,15 +346,15 @@ def write_checkpoint_files(directory: Path, backend: Backend, trainer_state: dic
     Raises:
         OSError: a file cannot be written; TypeError/ValueError: scalars that are not JSON.
     """
-    write_weights(directory, backend.weight_tensors())
+    weights, extra = write_weight_files(directory, backend)
     _write_state(directory, backend.optimizer_state(), OPTIMIZER_TENSORS, OPTIMIZER_SCALARS)
     _write_state(directory, rng_state(), RNG_TENSORS, RNG_SCALARS)
     (directory / CONFIG_NAME).write_text(config_text)
     (directory / TRAINER_STATE_NAME).write_text(json.dumps(trainer_state, indent=2, default=str))
     files = {n: {"bytes": (directory / n).stat().st_size, "sha256": sha256_of(directory / n)}
-             for n in REQUIRED_FILES}
+             for n in weights + REQUIRED_FILES}
     manifest = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "backend": backend.name,
-                "files": files}
+                "files": files, **extra}
     (directory / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2))
 
 
@@ -378,7 +382,7 @@ def load_checkpoint(path: Path, backend: Backend) -> dict[str, Any]:
     """
     path = Path(path)
     state = verify_checkpoint(path)
-    backend.load_weights(path)
+    load_weight_files(path, backend, _read_manifest(path))
     backend.load_optimizer_state(_read_state(path, OPTIMIZER_TENSORS, OPTIMIZER_SCALARS))
     set_rng_state(_read_state(path, RNG_TENSORS, RNG_SCALARS))
     return state

@@ -223,6 +223,19 @@ class TtmlBackend:
         spec = spec_from_hf(read_hf_config(Path(path)), name=Path(path).name, source=cfg_file)
         return self.build_model(spec, init_from=Path(path))
 
+    def apply_adapter(self, adapter: Any) -> int:
+        """Not yet on ttml (tt-train's ``ttml/modules/lora.py`` is the route; see the README)."""
+        raise BackendUnavailable(
+            "adapter=lora is not wired to the ttml backend in this ttexp yet. Train the adapter "
+            "with backend=torch (CPU or CUDA), or fine-tune fully with adapter=none.")
+
+    def adapter_state(self) -> NamedState | None:
+        return None  # apply_adapter refuses, so there is never one
+
+    def load_adapter_tensors(self, tensors: dict[str, Any]) -> None:
+        raise TtexpError("This checkpoint holds a LoRA adapter, which the ttml backend cannot load "
+                         "yet; resume it with backend=torch.")
+
     def num_parameters(self) -> int:
         """Scalars in every ttml parameter (tile-padded vocabulary rows included)."""
         return int(sum(math.prod(getattr(p, "tensor", p).shape())
