@@ -2,7 +2,7 @@
 projections on each backend, and the size of an adapter computed from the config alone.
 
 An *adapter directory* is what PEFT's ``PeftModel.save_pretrained`` writes and
-``PeftModel.from_pretrained(base, DIR)`` loads: ``adapter_config.json`` (a ``LoraConfig``) and
+``PeftModel.from_pretrained`` loads onto a base: ``adapter_config.json`` (a ``LoraConfig``) and
 ``adapter_model.safetensors`` (tensors named e.g.
 ``base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight``). ttexp writes one into
 ``final_model/adapter/`` and into every LoRA checkpoint, and ``task=eval`` loads one onto its base.

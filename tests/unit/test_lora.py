@@ -1,0 +1,141 @@
+"""adapter=lora: validation, the size of an adapter from the config alone, the HF -> ttml target
+names, the n150 preset, and the torch backend training only the adapters."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import compose_cfg
+from ttexp.config.schema import AdapterConfig, AdapterName, OptimizerConfig
+from ttexp.config.validate import validate_config
+from ttexp.data.batch import Batch
+from ttexp.errors import ConfigError, TtexpError
+from ttexp.models.adapter import lora_parameter_count, ttml_targets
+from ttexp.models.spec import ModelSpec, param_breakdown
+
+SHAPES_ALL = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+FT = ["task=finetune", "model.pretrained_path=/nonexistent/base", "adapter=lora"]
+
+
+def _problems(overrides: list[str]) -> str:
+    with pytest.raises(ConfigError) as exc:
+        validate_config(compose_cfg(overrides))
+    return str(exc.value)
+
+
+def test_lora_settings_are_validated_each_with_its_key_and_fix():
+    msg = _problems([*FT, "adapter.r=0", "adapter.lora_dropout=1.0", "adapter.bias=some",
+                     "adapter.target_modules=[q_proj,qkv]"])
+    for part in ("adapter.r=0 must be at least 1", "adapter.lora_dropout=1.0 must be in [0, 1)",
+                 "adapter.bias=some must be one of", "adapter.target_modules=['q_proj', 'qkv']",
+                 "e.g. adapter.target_modules=[q_proj,v_proj]"):
+        assert part in msg
+    assert "adapter.target_modules=[]" in _problems([*FT, "adapter.target_modules=[]"])
+    validate_config(compose_cfg([*FT, "adapter.lora_dropout=0", "adapter.r=1"]))  # 0 is a value
+
+
+def test_lora_on_a_random_initialisation_is_refused_with_the_reason():
+    msg = _problems(["task=scratch", "adapter=lora"])
+    assert "only makes sense on pretrained weights" in msg and "adapter=none for task=scratch" in msg
+
+
+def test_the_n150_preset_trains_tt_trains_tinyllama_lora_and_full_fine_tuning_is_one_override():
+    cfg = compose_cfg(["experiment=trickster_n150"])
+    # tt-train configs/lora_configs/tinyllama.yaml @e6287b35: r 128, alpha 1.0, dropout 0,
+    # is_bias_trainable false, q_linear + kv_linear of llama_block_0..21
+    assert (cfg.adapter.name, cfg.adapter.r, cfg.adapter.lora_alpha, cfg.adapter.lora_dropout,
+            cfg.adapter.bias) == (AdapterName.lora, 128, 1.0, 0.0, "none")
+    assert ttml_targets(cfg.adapter, cfg.model.num_layers) == [
+        f"llama/llama_block_{i}/attention/{m}" for i in range(22) for m in ("kv_linear", "q_linear")]
+    assert compose_cfg(["experiment=trickster_n150", "adapter=none"]).adapter.name == AdapterName.none
+
+
+SHAPES = {
+    "tiny": ModelSpec(name="tiny", vocab_size=400, hidden_dim=32, num_layers=2, num_heads=4,
+                      num_kv_heads=2, mlp_dim=64, max_seq_len=64),
+    # TinyLlama-1.1B's config.json: 22 layers, 2048 wide, 32 heads, 4 KV heads, 5632 MLP, 32000 vocab
+    "tinyllama": ModelSpec(name="tinyllama", vocab_size=32000, hidden_dim=2048, num_layers=22,
+                           num_heads=32, num_kv_heads=4, mlp_dim=5632, max_seq_len=2048,
+                           tie_word_embeddings=False),
+}
+
+
+@pytest.mark.parametrize("targets", [["q_proj", "v_proj"], ["q_proj", "k_proj", "v_proj", "o_proj",
+                                                             "gate_proj", "up_proj", "down_proj"]])
+def test_the_adapter_size_from_the_config_is_what_peft_builds(targets):
+    from transformers import LlamaForCausalLM
+
+    from ttexp.backends.torch_lora import wrap_with_lora
+    from ttexp.models.hf import llama_config
+
+    spec = SHAPES["tiny"]
+    adapter = AdapterConfig(name=AdapterName.lora, r=4, target_modules=targets)
+    model = wrap_with_lora(LlamaForCausalLM(llama_config(spec)), adapter)
+    assert lora_parameter_count(spec, adapter) == sum(
+        p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def test_tinyllama_with_tt_trains_lora_values_trains_a_few_percent(capsys):
+    spec = SHAPES["tinyllama"]
+    total = param_breakdown(spec).total
+    adapter = compose_cfg(["experiment=trickster_n150"]).adapter
+    trained = lora_parameter_count(spec, adapter)
+    # per layer: r 128 x (2048 + 2048) for q, 128 x (2048 + 256) for each of k and v
+    assert trained == 22 * 128 * (4096 + 2 * 2304) == 24_510_464
+    assert total == 1_100_048_384  # TinyLlama-1.1B's published parameter count
+    with capsys.disabled():
+        tiny = SHAPES["tiny"]
+        print(f"\nLoRA trainable/total: tinyllama (tt-train values) {trained:,}/{total:,} = "
+              f"{trained / total:.2%}; tiny (r=4, all 7) "
+              f"{lora_parameter_count(tiny, AdapterConfig(name=AdapterName.lora, r=4, target_modules=list(SHAPES_ALL))):,}"
+              f"/{param_breakdown(tiny).total:,}")
+
+
+def _backend():
+    from ttexp.backends.torch_backend import TorchBackend
+
+    return TorchBackend(torch.device("cpu"), "fp32", OptimizerConfig(), weight_decay=0.01)
+
+
+def _batch(seed: int) -> Batch:
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 400, size=(4, 16))
+    return Batch(inputs=x, labels=np.roll(x, -1, axis=1), attention_mask=None)
+
+
+def test_torch_lora_trains_only_the_adapters_and_leaves_the_base_bit_identical():
+    torch.manual_seed(0)
+    backend = _backend()
+    total = backend.build_model(SHAPES["tiny"])
+    base_before = {k: v.clone() for k, v in backend.weight_tensors().items()}
+    adapter = AdapterConfig(name=AdapterName.lora, r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])
+    trained = backend.apply_adapter(adapter)
+    assert trained == lora_parameter_count(SHAPES["tiny"], adapter) < total
+    in_optimizer = {id(p) for g in backend.optimizer.param_groups for p in g["params"]}
+    assert in_optimizer == {id(p) for n, p in backend.model.named_parameters() if "lora_" in n}
+    adapter_before = {k: v.clone() for k, v in backend.adapter_state().tensors.items()}
+    for step in range(3):
+        backend.micro_step(_batch(step), 1.0)
+        backend.optimizer_step(1e-2, 1.0)
+    base_after = backend.weight_tensors()
+    assert base_after.keys() == base_before.keys()  # Hugging Face names, no PEFT prefixes
+    assert all(torch.equal(base_before[k], base_after[k]) for k in base_before)
+    adapter_after = backend.adapter_state().tensors
+    assert any(not torch.equal(adapter_before[k], adapter_after[k]) for k in adapter_before)
+
+
+def test_an_adapter_of_another_shape_is_refused_naming_the_settings():
+    torch.manual_seed(0)
+    backend = _backend()
+    backend.build_model(SHAPES["tiny"])
+    backend.apply_adapter(AdapterConfig(name=AdapterName.lora, r=4))
+    wrong = {k: torch.zeros(2, 2) for k in backend.adapter_state().tensors}
+    with pytest.raises(TtexpError, match="adapter.r, adapter.target_modules"):
+        backend.load_adapter_tensors(wrong)
+    plain = _backend()
+    plain.build_model(SHAPES["tiny"])
+    with pytest.raises(TtexpError, match="resume with adapter=lora"):
+        plain.load_adapter_tensors(wrong)
