@@ -37,12 +37,16 @@ HF_TO_TTML_TARGETS: dict[str, str] = {
     "up_proj": "mlp/w3",
     "down_proj": "mlp/w2",
 }
-"""Hugging Face Llama projection -> ttml Llama module (below ``llama/llama_block_{i}/``).
+"""Hugging Face Llama projection -> ttml Llama module (below ``llama/llama_block_{i}/``), for a
+ttml whose Llama has separate ``q_linear`` and ``kv_linear`` and an unpacked MLP.
 
-ttml fuses K and V into one ``kv_linear`` (tt-train ``sources/ttml/ttml/models/llama``; its
-``configs/lora_configs/tinyllama.yaml`` @e6287b35 targets ``q_linear`` and ``kv_linear``), so
-``k_proj`` and ``v_proj`` both map to it and one adapter spans both; the MLP names follow ttml's
-SwiGLU ``w1`` (gate), ``w3`` (up), ``w2`` (down)."""
+ttml fuses K and V into one ``kv_linear`` (tt-train ``configs/lora_configs/tinyllama.yaml``
+@e6287b35 targets ``q_linear`` and ``kv_linear``), so ``k_proj`` and ``v_proj`` both map to it and
+one adapter (one A) spans both; the MLP is SwiGLU ``w1`` (gate), ``w3`` (up), ``w2`` (down). Newer
+Python Llamas fuse Q, K and V into ``qkv_linear`` (tt-train ``examples/lora_llama/
+train_lora_llama.py`` @012fd65b targets ``qkv_linear`` and ``out_linear``) and may pack gate and
+up into ``w_gate_up``: :func:`ttml_targets` takes the layout found in the built model's parameter
+names (:func:`ttexp.models.ttml_weights.detect_layout`)."""
 
 
 def is_adapter_dir(path: Path) -> bool:
@@ -91,11 +95,19 @@ def adapter_from_peft(conf: Mapping[str, Any]) -> AdapterConfig:
                          bias=str(conf.get("bias", "none")))
 
 
-def ttml_targets(adapter: AdapterConfig, num_layers: int) -> list[str]:
+def ttml_targets(adapter: AdapterConfig, num_layers: int, fused_qkv: bool = False,
+                 packed_mlp: bool = False) -> list[str]:
     """The ttml module names that ``adapter.target_modules`` (Hugging Face names) select, in the
     form of tt-train's ``lora_configs/*.yaml``: ``llama/llama_block_{i}/attention/q_linear``, ...
-    (``k_proj`` and ``v_proj`` give one ``kv_linear``)."""
-    suffixes = sorted({HF_TO_TTML_TARGETS[m] for m in adapter.target_modules})
+    (``k_proj`` and ``v_proj`` give one ``kv_linear``; with ``fused_qkv`` any of q, k, v gives
+    ``qkv_linear``; with ``packed_mlp`` gate or up gives ``w_gate_up``)."""
+    names = dict(HF_TO_TTML_TARGETS)
+    if fused_qkv:
+        names.update(q_proj="attention/qkv_linear", k_proj="attention/qkv_linear",
+                     v_proj="attention/qkv_linear")
+    if packed_mlp:
+        names.update(gate_proj="mlp/w_gate_up", up_proj="mlp/w_gate_up")
+    suffixes = sorted({names[m] for m in adapter.target_modules})
     return [f"llama/llama_block_{i}/{s}" for i in range(num_layers) for s in suffixes]
 
 

@@ -94,10 +94,14 @@ def test_eval_of_the_adapter_and_of_the_merged_model_lowers_held_out_loss(lora_r
                                 "eval.compare_to=base", "eval.questions=[]"], tmp_path / "a")
     r_merged = run_in_process(["task=eval", f"eval.checkpoint={lora_run / 'final_model'}",
                                "eval.questions=[]"], tmp_path / "m")
+    r_step = run_in_process(["task=eval", f"eval.checkpoint={lora_run / 'checkpoints' / 'step_24'}",
+                             "eval.questions=[]"], tmp_path / "s")
     print(f"held-out loss: base {r_adapter['base_val_loss']:.4f}, LoRA {r_adapter['final_val_loss']:.4f}"
           f" (merged {r_merged['final_val_loss']:.4f})")
     assert r_adapter["final_val_loss"] < r_adapter["base_val_loss"] - 0.05
     assert r_merged["final_val_loss"] == pytest.approx(r_adapter["final_val_loss"], abs=1e-4)
+    assert r_step["final_val_loss"] == pytest.approx(r_adapter["final_val_loss"], abs=1e-6)
+    assert r_step["eval"]["compare_to"] is None and r_step["status"] == "completed"
 
 
 def test_sigkill_then_resume_reproduces_the_lora_losses_exactly(lora_run: Path, tiny_llama_dir: Path,

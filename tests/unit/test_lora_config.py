@@ -3,6 +3,9 @@ names, the n150 preset, and the torch backend training only the adapters."""
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -11,7 +14,7 @@ from conftest import compose_cfg
 from ttexp.config.schema import AdapterConfig, AdapterName, OptimizerConfig
 from ttexp.config.validate import validate_config
 from ttexp.data.batch import Batch
-from ttexp.errors import ConfigError, TtexpError
+from ttexp.errors import CheckpointError, ConfigError, TtexpError
 from ttexp.models.adapter import lora_parameter_count, ttml_targets
 from ttexp.models.spec import ModelSpec, param_breakdown
 
@@ -51,6 +54,11 @@ def test_the_n150_preset_trains_tt_trains_tinyllama_lora_and_full_fine_tuning_is
     assert ttml_targets(cfg.adapter, cfg.model.num_layers) == [
         f"llama/llama_block_{i}/attention/{m}" for i in range(22) for m in ("kv_linear", "q_linear")]
     assert compose_cfg(["experiment=trickster_n150", "adapter=none"]).adapter.name == AdapterName.none
+    # a newer Python Llama fuses Q, K and V (tt-train examples/lora_llama/train_lora_llama.py @012fd65b)
+    assert ttml_targets(cfg.adapter, 1, fused_qkv=True) == ["llama/llama_block_0/attention/qkv_linear"]
+    every = AdapterConfig(name=AdapterName.lora, target_modules=list(SHAPES_ALL))
+    assert ttml_targets(every, 1, packed_mlp=True) == [f"llama/llama_block_0/{m}" for m in (
+        "attention/kv_linear", "attention/out_linear", "attention/q_linear", "mlp/w2", "mlp/w_gate_up")]
 
 
 SHAPES = {
@@ -102,7 +110,7 @@ def _backend():
 
 def _batch(seed: int) -> Batch:
     rng = np.random.default_rng(seed)
-    x = rng.integers(0, 400, size=(4, 16))
+    x = rng.integers(0, 256, size=(4, 16))
     return Batch(inputs=x, labels=np.roll(x, -1, axis=1), attention_mask=None)
 
 
@@ -139,3 +147,43 @@ def test_an_adapter_of_another_shape_is_refused_naming_the_settings():
     plain.build_model(SHAPES["tiny"])
     with pytest.raises(TtexpError, match="resume with adapter=lora"):
         plain.load_adapter_tensors(wrong)
+
+
+def _lora_backend_on(base_dir: Path):
+    backend = _backend()
+    backend.load_pretrained(str(base_dir))
+    backend.apply_adapter(AdapterConfig(name=AdapterName.lora, r=4, lora_dropout=0.1))
+    return backend
+
+
+def test_a_lora_checkpoint_holds_the_adapter_resumes_it_exactly_and_refuses_a_changed_base(
+        tmp_path, tiny_llama_dir):
+    from safetensors.torch import load_file, save_file
+
+    from ttexp.train import checkpoint as ck
+
+    base = tmp_path / "base"
+    shutil.copytree(tiny_llama_dir, base)
+    torch.manual_seed(0)
+    trained = _lora_backend_on(base)
+    for step in range(2):
+        trained.micro_step(_batch(step), 1.0)
+        trained.optimizer_step(1e-2, 1.0)
+    cfg = compose_cfg(["debug=tiny"], tmp_path / "run")
+    saved = ck.CheckpointManager(tmp_path / "run", cfg, None, None).save(2, trained, {"step": 2}, None)
+    assert {"adapter_model.safetensors", "adapter_config.json"} <= {p.name for p in saved.iterdir()}
+    assert not (saved / "model.safetensors").exists()
+
+    torch.manual_seed(1)  # another initialisation of A: the checkpoint must replace it
+    resumed = _lora_backend_on(base)
+    ck.load_checkpoint(saved, resumed)
+    want, got = trained.adapter_state().tensors, resumed.adapter_state().tensors
+    assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
+    a, b = trained.optimizer.state_dict()["state"], resumed.optimizer.state_dict()["state"]
+    assert all(torch.equal(a[i]["exp_avg_sq"], b[i]["exp_avg_sq"]) for i in a)
+
+    weights = load_file(str(base / "model.safetensors"))
+    weights["model.norm.weight"] = weights["model.norm.weight"] + 1
+    save_file(weights, str(base / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(CheckpointError, match="no longer the same"):
+        ck.load_checkpoint(saved, _lora_backend_on(base))
