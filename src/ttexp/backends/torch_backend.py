@@ -302,7 +302,8 @@ class TorchBackend:
     def weight_tensors(self) -> dict[str, torch.Tensor]:
         """Weights under Hugging Face names; a tied LM head is stored once (as the embedding).
         With a LoRA adapter, the frozen base's weights (the adapter is in :meth:`adapter_state`)."""
-        sd = torch_lora.base_state_dict(self.model) if torch_lora.has_adapter(self.model) else self.model.state_dict()
+        lora = torch_lora.has_adapter(self.model)
+        sd = torch_lora.base_state_dict(self.model) if lora else self.model.state_dict()
         if self.model.config.tie_word_embeddings:
             sd.pop("lm_head.weight", None)
         return {k: v.detach().contiguous().cpu() for k, v in sd.items()}
