@@ -187,3 +187,22 @@ def test_a_lora_checkpoint_holds_the_adapter_resumes_it_exactly_and_refuses_a_ch
     save_file(weights, str(base / "model.safetensors"), metadata={"format": "pt"})
     with pytest.raises(CheckpointError, match="no longer the same"):
         ck.load_checkpoint(saved, _lora_backend_on(base))
+
+
+def test_resuming_with_other_adapter_settings_is_a_model_mismatch():
+    from omegaconf import OmegaConf
+
+    from ttexp.config.convert import config_yaml
+    from ttexp.train.checkpoint import model_mismatches
+
+    lora = compose_cfg([*FT, "adapter.r=8"])
+    saved = OmegaConf.create(config_yaml(lora))
+    assert model_mismatches(saved, lora) == []
+    assert model_mismatches(saved, compose_cfg([*FT, "adapter.r=16"])) == [
+        "adapter.r: checkpoint 8, this run 16"]
+    assert "adapter.name: checkpoint 'lora', this run 'none'" in model_mismatches(
+        saved, compose_cfg([*FT, "adapter=none"]))
+    full = OmegaConf.create(config_yaml(compose_cfg([*FT, "adapter=none"])))
+    del full["adapter"]  # a checkpoint from before the adapter group
+    assert model_mismatches(full, compose_cfg([*FT, "adapter=none"])) == []
+    assert model_mismatches(full, lora)[0] == "adapter.name: checkpoint 'none', this run 'lora'"

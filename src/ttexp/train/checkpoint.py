@@ -48,7 +48,12 @@ from ttexp.config.schema import RunConfig
 from ttexp.errors import CheckpointError
 from ttexp.files import disk_full_message, sha256_of, write_dir_atomic, write_json_atomic
 from ttexp.models.hf import write_tensors
-from ttexp.train.checkpoint_weights import load_weight_files, weight_files, write_weight_files
+from ttexp.train.checkpoint_weights import (
+    adapter_mismatches,
+    load_weight_files,
+    weight_files,
+    write_weight_files,
+)
 from ttexp.train.rng import rng_state, set_rng_state
 
 log = logging.getLogger("ttexp")
@@ -200,7 +205,8 @@ def newest_valid_checkpoint(directory: Path) -> Optional[tuple[Path, dict[str, A
 
 
 def model_mismatches(saved_cfg: Any, cfg: RunConfig) -> list[str]:
-    """Model keys whose value in the checkpoint's config differs from this run's config."""
+    """Model keys (and the adapter's shape keys) whose value in the checkpoint's config differs
+    from this run's config."""
     saved = config_dict(saved_cfg.model)
     now = config_dict(cfg.model)
     ignore = {"name", "dropout", "pretrained_path"}
@@ -208,14 +214,15 @@ def model_mismatches(saved_cfg: Any, cfg: RunConfig) -> list[str]:
         f"model.{k}: checkpoint {saved.get(k)!r}, this run {now.get(k)!r}"
         for k in sorted(set(saved) | set(now))
         if k not in ignore and saved.get(k) != now.get(k)
-    ]
+    ] + adapter_mismatches(saved_cfg, config_dict(cfg.adapter))
 
 
 CONTINUATION_KEYS = (
     "training.seed", "training.batch_size", "training.gradient_accumulation_steps",
     "training.learning_rate", "training.warmup_steps", "training.max_steps", "training.weight_decay",
     "scheduler.name", "scheduler.min_lr_ratio", "optimizer.beta1", "optimizer.beta2",
-    "optimizer.eps", "data.path", "data.val_fraction", "model.dropout",
+    "optimizer.eps", "data.path", "data.val_fraction", "model.dropout", "adapter.lora_alpha",
+    "adapter.lora_dropout",
 )
 """Keys that decide the data order, schedule or update rule: a change breaks exact continuation."""
 

@@ -46,6 +46,25 @@ def base_fingerprint(base: Optional[str]) -> dict[str, Any]:
     return {"path": str(base), "sha256": _fingerprint(str(base), stamp)}
 
 
+ADAPTER_KEYS = ("name", "r", "target_modules", "bias")
+"""``adapter.*`` keys that decide which tensors a checkpoint holds and their shapes (alpha and
+dropout change the numbers, not the tensors, and are continuation settings)."""
+
+
+def adapter_mismatches(saved_cfg: Any, now: dict[str, Any]) -> list[str]:
+    """``adapter.*`` keys whose value in a checkpoint's config (an OmegaConf node; a checkpoint
+    written before the adapter group has none, i.e. ``adapter=none``) differs from ``now`` (this
+    run's ``adapter`` section as a dict). Only LoRA settings matter when either side uses LoRA."""
+    from omegaconf import OmegaConf
+
+    saved = OmegaConf.to_container(saved_cfg.adapter) if "adapter" in saved_cfg else {"name": "none"}
+    if saved.get("name", "none") == "none" and now.get("name", "none") == "none":
+        return []
+    keys = ADAPTER_KEYS if "lora" in (saved.get("name"), now.get("name")) else ("name",)
+    return [f"adapter.{k}: checkpoint {saved.get(k)!r}, this run {now.get(k)!r}" for k in keys
+            if str(saved.get(k)) != str(now.get(k))]
+
+
 def write_weight_files(directory: Path, backend: Backend) -> tuple[tuple[str, ...], dict[str, Any]]:
     """Write the weights part of a checkpoint into ``directory``.
 
