@@ -1,6 +1,7 @@
 """On Tenstorrent hardware only: nano trains on one device, agrees with the torch backend, its
 weights load in torch, a checkpoint with optimizer state resumes exactly, and cached generation
-matches the windowed path; `doctor --selftest` passes. Skipped (and listed as skipped) wherever tt-train's ttml does not import."""
+matches the windowed path; ``doctor --selftest`` passes. Skipped (and listed as skipped) wherever
+tt-train's ttml does not import."""
 
 from __future__ import annotations
 
