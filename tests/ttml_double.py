@@ -82,6 +82,9 @@ class State:
         self.closed = 0
         self.mesh_devices = 1
         self.fabric = None
+        """The last ``enable_fabric(n)``'s n (kept after close, for tests)."""
+        self.fabric_this_open = None
+        """``enable_fabric(n)`` since the last close: once per device session, before the open."""
         self.graph_dirty = False
         self.resets = 0
         self.backwards = 0
@@ -198,13 +201,14 @@ class AutoContext:
         ids = [int(i) for i in (device_ids or ())]
         if ids and (len(ids) != n or len(set(ids)) != n or max(ids) >= st.chips or min(ids) < 0):
             raise ApiViolation(f"device_ids {ids} do not name {n} distinct chips of the {st.chips} here")
-        if n > 1 and st.fabric != n:
+        if n > 1 and st.fabric_this_open != n:
             raise ApiViolation("enable_fabric(num_devices) must be called before open_device")
         st.device_open, st.mesh_devices, st.device_ids = True, n, ids
         st.opened += 1
 
     def close_device(self):
-        STATE.device_open = False
+        """Closes the mesh; a later open enables the fabric again (each open is a session)."""
+        STATE.device_open, STATE.fabric_this_open = False, None
         STATE.closed += 1
 
     def get_device(self):
@@ -680,9 +684,9 @@ def _sync(parameters):
 def _enable_fabric(n):
     if STATE.device_open:
         raise ApiViolation("enable_fabric after open_device")
-    if STATE.fabric is not None:
+    if STATE.fabric_this_open is not None:
         raise ApiViolation("enable_fabric called twice (open_device_mesh enables it itself)")
-    STATE.fabric = n
+    STATE.fabric = STATE.fabric_this_open = n
 
 
 # -- the current data-parallel API (generation "C"): tt-train/sources/ttml/ttml/mesh.py @

@@ -77,3 +77,17 @@ def test_a_step_that_raises_is_named_and_the_rest_are_not_run(double, capsys, mo
     assert table["loss vs torch"] == ("RuntimeError: double: backward failed", "FAIL")
     assert [v for _, v in list(table.values())[1:]] == ["not run"] * 4
     assert dbl.state().opened == dbl.state().closed
+
+
+def test_a_kv_cache_that_shifts_the_logits_fails_the_generation_check(double, capsys, monkeypatch):
+    real = dbl.KvCache.forward
+
+    def shifted(self, *args):
+        out = real(self, *args)
+        out.value = out.value.roll(1, dims=-1)  # every token's logit moved to its neighbour
+        return out
+
+    monkeypatch.setattr(dbl.KvCache, "forward", shifted)
+    assert doctor.main(["--selftest"]) == 1
+    table = _table(capsys.readouterr().out)
+    assert table["cached vs uncached generation"][1] == "FAIL" and table["resume exactness"][1] == "PASS"
