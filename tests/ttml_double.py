@@ -22,6 +22,7 @@ the shards' means) and a composer returns one copy per device, as the concat com
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 from enum import Enum
 from types import SimpleNamespace
@@ -81,6 +82,9 @@ class State:
         self.closed = 0
         self.mesh_devices = 1
         self.fabric = None
+        """The last ``enable_fabric(n)``'s n (kept after close, for tests)."""
+        self.fabric_this_open = None
+        """``enable_fabric(n)`` since the last close: once per device session, before the open."""
         self.graph_dirty = False
         self.resets = 0
         self.backwards = 0
@@ -95,6 +99,9 @@ class State:
         self.syncs = 0
         self.uploads: list[tuple[tuple, str, str]] = []
         self.fail_backward = False
+        self.chips = 8
+        """Chips this host has (``device_ids`` must name distinct ones below this)."""
+        self.device_ids: list[int] = []
 
 
 class Tensor:
@@ -169,6 +176,12 @@ class Tensor:
 
 
 class AutoContext:
+    """``ttml.autograd.AutoContext`` as bound in ``tt-train/sources/ttml/nanobind/nb_autograd.cpp`` @
+    2e722865e62806b7cb8f4166650df45202f4d74f: ``get_instance()`` (a singleton), ``open_device(
+    mesh_shape=None, device_ids=None)`` (a list/tuple of 2 ints, else it raises), ``close_device``,
+    ``get_device``, ``set_seed(seed)``, ``reset_graph``, ``set_gradient_mode(mode)``,
+    ``initialize_parallelism_context(config)``, ``is_parallelism_context_initialized``."""
+
     _instance = None
 
     @classmethod
@@ -181,14 +194,21 @@ class AutoContext:
         st = STATE
         if st.device_open:
             raise ApiViolation("open_device twice")
-        n = int(np.prod(mesh_shape or [1, 1]))
-        if n > 1 and st.fabric != n:
+        shape = list(mesh_shape) if mesh_shape is not None else [1, 1]
+        if len(shape) != 2:
+            raise RuntimeError("mesh_shape must be a list/tuple of 2 integers: [rows, cols]")
+        n = int(np.prod(shape))
+        ids = [int(i) for i in (device_ids or ())]
+        if ids and (len(ids) != n or len(set(ids)) != n or max(ids) >= st.chips or min(ids) < 0):
+            raise ApiViolation(f"device_ids {ids} do not name {n} distinct chips of the {st.chips} here")
+        if n > 1 and st.fabric_this_open != n:
             raise ApiViolation("enable_fabric(num_devices) must be called before open_device")
-        st.device_open, st.mesh_devices = True, n
+        st.device_open, st.mesh_devices, st.device_ids = True, n, ids
         st.opened += 1
 
     def close_device(self):
-        STATE.device_open = False
+        """Closes the mesh; a later open enables the fabric again (each open is a session)."""
+        STATE.device_open, STATE.fabric_this_open = False, None
         STATE.closed += 1
 
     def get_device(self):
@@ -208,7 +228,7 @@ class AutoContext:
     def is_parallelism_context_initialized(self):
         return STATE.parallelism > 0
 
-    def initialize_parallelism_context(self, cfg):
+    def initialize_parallelism_context(self, config):
         if STATE.parallelism:
             raise ApiViolation("initialize_parallelism_context called twice")
         STATE.parallelism += 1
@@ -274,32 +294,138 @@ class NamedParameters:
         raise TypeError("cannot pickle 'ttml._ttml.NamedParameters' object")
 
 
+def compute_swiglu_intermediate_size(hidden_size: int, multiple_of: int = 256) -> int:
+    """tt-train's default MLP width when ``intermediate_size`` is None: ``4 * d * 2 // 3`` rounded up
+    to a multiple of 256 (``ttml/models/llama/transformer.py`` @ 0a866e5960a6ab2d3413bcf325e37cfbf817da86)."""
+    unrounded = (4 * hidden_size * 2) // 3
+    return (unrounded + multiple_of - 1) // multiple_of * multiple_of
+
+
+class ModuleBase:
+    """ttml's C++ ``ModuleBase`` (``tt-train/sources/ttml/modules/module_base.hpp`` @
+    028de0ae01a43a296e59b0ee4e6dc099a7c8cc15, ``module_base.cpp`` @
+    0b1f79382ddd984270792d4bb4404262a8dc5a74): named tensors and child modules kept in
+    ``std::map`` (key order); ``register_*`` raises on a name already taken, ``override_*`` on a
+    name not yet taken. ``parameters()`` walks breadth-first from ``"<name>/"`` and keeps each
+    tensor once, under the first name the walk reaches: so a tied head, which the embedding
+    re-registers under its own ``weight``, is listed once, as ``fc/weight`` ("blocks" < "fc" <
+    "ln_fc" < "tok_emb")."""
+
+    def __init__(self, name: str):
+        self._name, self._tensors, self._modules = name, {}, {}
+
+    def get_name(self) -> str:
+        return self._name
+
+    def register_tensor(self, tensor, name):
+        if name in self._tensors:
+            raise RuntimeError("Names of two tensors coincide")
+        self._tensors[name] = tensor
+
+    def register_module(self, module, name):
+        if name in self._modules:
+            raise RuntimeError(f"Names of two modules coincide: {name}")
+        self._modules[name] = module
+
+    def override_tensor(self, tensor, name):
+        if name not in self._tensors:
+            raise RuntimeError(f"Tensor with such name does not exist. Name {name}")
+        self._tensors[name] = tensor
+
+    def override_module(self, module, name):
+        if name not in self._modules:
+            raise RuntimeError(f"Module with such name does not exist. Name {name}")
+        self._modules[name] = module
+
+    def setattr(self, name, value):
+        """Python ``AbstractModuleBase.__setattr__`` (``ttml/modules/module_base.py`` @
+        04a6c330ca72eb61ce17b516e71d7fc56ba2a46f): register a module or tensor under the attribute
+        name, override it when the name is taken."""
+        setattr(self, name, value)
+        kind = "module" if isinstance(value, ModuleBase) else "tensor"
+        try:
+            getattr(self, f"register_{kind}")(value, name)
+        except RuntimeError:
+            getattr(self, f"override_{kind}")(value, name)
+
+    def parameters(self) -> "NamedParameters":
+        out, seen = {}, set()
+        queue, queued = deque([(self, self._name + "/")]), {self._name}
+        while queue:
+            module, prefix = queue.popleft()
+            for name in sorted(module._tensors):
+                t = module._tensors[name]
+                if id(t) not in seen:
+                    seen.add(id(t))
+                    out[prefix + name] = t
+            for name in sorted(module._modules):
+                if prefix + name not in queued:
+                    queued.add(prefix + name)
+                    queue.append((module._modules[name], prefix + name + "/"))
+        return NamedParameters(out)
+
+
+def _module(cls: str, **children) -> ModuleBase:
+    m = ModuleBase(cls)  # AbstractModuleBase names itself after its class (create_name)
+    for name, value in children.items():
+        m.setattr(name, value)
+    return m
+
+
+def _param(*shape) -> Tensor:
+    return Tensor(torch.zeros(shape).requires_grad_(True), STATE, DataType.BFLOAT16, Layout.TILE)
+
+
+def _linear(fan_in: int, fan_out: int) -> ModuleBase:
+    """``LinearLayer(in, out, has_bias=False)``: ``weight [1, 1, out, in]`` (``ttml/modules/linear.py``)."""
+    return _module("LinearLayer", weight=_param(1, 1, fan_out, fan_in))
+
+
+def _block(cfg: "LlamaConfig", layout: TtmlLayout) -> ModuleBase:
+    """``LlamaBlock``: ``mlp``, ``attention_norm``, ``mlp_norm``, ``attention`` (``transformer.py`` @
+    0a866e59…); attention ``q_linear`` + ``kv_linear`` or, newer, ``qkv_linear`` (``gqattn.py`` @
+    012fd65b0197022d31602984b4a5660789e96862), then ``out_linear``."""
+    d = cfg.hidden_size
+    kv = cfg.num_key_value_heads * (d // cfg.num_attention_heads)
+    m = cfg.intermediate_size or compute_swiglu_intermediate_size(d)
+    up = {"w_gate_up": _linear(d, 2 * m)} if layout.packed_mlp else {"w1": _linear(d, m), "w3": _linear(d, m)}
+    qkv = ({"qkv_linear": _linear(d, d + 2 * kv)} if layout.fused_qkv
+           else {"q_linear": _linear(d, d), "kv_linear": _linear(d, 2 * kv)})
+    norm = lambda: _module("RMSNormLayer", gamma=_param(1, 1, 1, d))  # noqa: E731
+    return _module("LlamaBlock", mlp=_module("LlamaMLP", **up, w2=_linear(m, d)), attention_norm=norm(),
+                   mlp_norm=norm(), attention=_module("GroupedQueryAttention", **qkv, out_linear=_linear(d, d)))
+
+
 class Llama:
-    """ttml's Python Llama in the double: parameters under ttml names, N(0, 0.02) init."""
+    """ttml's Python Llama (``ttml/models/llama/__init__.py`` @ 09b4c34bfc28c388c909a45cd0440bb3d7b12650)
+    built as a module tree, so its parameter names come from ``ModuleBase.parameters()`` as on the
+    device: ``fc``, ``tok_emb`` (tied: the embedding re-registers ``fc``'s tensor), ``blocks``
+    (a ``ModuleList``: ``"0"``, ``"1"``, ...), ``ln_fc``. ``layout.prefix``/``layout.block`` pick
+    the C++ Llama's names instead (root ``llama``, blocks ``llama_block_{i}`` on the root). Weights
+    N(0, 0.02), norms one, drawn in name order."""
 
     def __init__(self, cfg: LlamaConfig, layout: TtmlLayout):
         self.cfg = cfg
-        self.layout = TtmlLayout(**{**layout.__dict__, "tied": cfg.weight_tying == WeightTyingType.Enabled})
-        d, hd = cfg.hidden_size, cfg.hidden_size // cfg.num_attention_heads
-        kv, m, v = cfg.num_key_value_heads * hd, cfg.intermediate_size, cfg.vocab_size
-        params = {}
-        for name in sorted(self.layout.parameter_names(cfg.num_hidden_layers)):  # a set: fix the init order
-            parts = name.split("/")
-            skip = 3 if parts[1] == "blocks" else 2 if parts[1].startswith("llama_block_") else 1
-            suffix = "/".join(parts[skip:])
-            if suffix.endswith("gamma"):
-                shape = (1, 1, 1, d)
-                t = torch.ones(shape)
-            else:
-                rows, cols = {
-                    "fc/weight": (v, d), "tok_emb/weight": (v, d),
-                    "attention/q_linear/weight": (d, d), "attention/kv_linear/weight": (2 * kv, d),
-                    "attention/qkv_linear/weight": (d + 2 * kv, d), "attention/out_linear/weight": (d, d),
-                    "mlp/w1/weight": (m, d), "mlp/w3/weight": (m, d), "mlp/w_gate_up/weight": (2 * m, d),
-                    "mlp/w2/weight": (d, m)}[suffix]
-                t = torch.randn(1, 1, rows, cols) * 0.02
-            params[name] = Tensor(t.requires_grad_(True), STATE, DataType.BFLOAT16, Layout.TILE)
-        self.params = NamedParameters(params)
+        tied = cfg.weight_tying == WeightTyingType.Enabled
+        self.layout = TtmlLayout(**{**layout.__dict__, "tied": tied})
+        d, v = cfg.hidden_size, cfg.vocab_size
+        root = ModuleBase(layout.prefix)
+        root.setattr("fc", _linear(d, v))
+        root.setattr("tok_emb", _module("Embedding", weight=_param(1, 1, (v + 31) // 32 * 32, d)))
+        if tied:
+            root.tok_emb.setattr("weight", root.fc.weight)
+        blocks = [_block(cfg, layout) for _ in range(cfg.num_hidden_layers)]
+        if layout.block == "blocks/{}":
+            root.setattr("blocks", _module("ModuleList", **{str(i): b for i, b in enumerate(blocks)}))
+        else:
+            for i, b in enumerate(blocks):
+                root.setattr(layout.block.format(i), b)
+        root.setattr("ln_fc", _module("RMSNormLayer", gamma=_param(1, 1, 1, d)))
+        self.root, self.params = root, root.parameters()
+        with torch.no_grad():
+            for name, p in self.params.items():  # key order: the init order of the first double
+                p.value.copy_(torch.ones_like(p.value) if name.endswith("gamma")
+                              else torch.randn(p.value.shape) * 0.02)
         self.training = True
 
     def parameters(self):
@@ -518,6 +644,10 @@ REGISTRY_KEYS = {"type", "lr", "beta1", "beta2", "epsilon", "weight_decay", "ams
 
 
 def create_optimizer(config: dict, params):
+    """``ttml.optimizers.create_optimizer(config: dict, params)`` (registry keys and ``type`` names:
+    ``tt-train/sources/ttml/optimizers/optimizer_registry.cpp`` @ 04087d1243eeafc57122bf65cd7373f963b8ff53;
+    binding ``nanobind/nb_optimizers.cpp`` @ 04087d1243eeafc57122bf65cd7373f963b8ff53). Unknown keys,
+    and ``kahan_summation`` for plain AdamW, are refused here."""
     unknown = set(config) - REGISTRY_KEYS
     if unknown or config.get("type") not in ("AdamW", "MorehAdamW", "AdamWComposite"):
         raise ApiViolation(f"create_optimizer: bad config {config}")
@@ -527,12 +657,21 @@ def create_optimizer(config: dict, params):
 
 
 class AdamWConfig:
+    """Gen A: ``AdamWConfig.make(lr, beta1, beta2, epsilon, weight_decay)`` and the constructors
+    ``AdamW(parameters, config)`` / ``MorehAdamW(parameters, config)`` (``nb_optimizers.cpp`` @
+    decdb8775347cb21653cc86f97e7d57b8d408f1a, reference/ttml_api.md "Optimizers")."""
+
     @staticmethod
     def make(lr, beta1, beta2, epsilon, weight_decay):
         return {"lr": lr, "beta1": beta1, "beta2": beta2, "epsilon": epsilon, "weight_decay": weight_decay}
 
 
 def clip_grad_norm(parameters, max_norm, p_norm_type=2.0, error_if_nonfinite=False):
+    """``ttml.core.clip_grad_norm(parameters, max_norm, p_norm_type=2.0, error_if_nonfinite=False)``
+    returns the total norm as a tensor (``tt-train/sources/ttml/nanobind/nb_core.cpp`` @
+    01b9eefebb60985b56d0cdf8aae83326c29c53af; absent in older nb_core, so feature-detected)."""
+    if not isinstance(parameters, NamedParameters):
+        raise ApiViolation(f"clip_grad_norm takes NamedParameters, not {type(parameters).__name__}")
     leaves = [p.value for p in parameters.values() if p.value.grad is not None]
     return _wrap(torch.nn.utils.clip_grad_norm_(leaves, max_norm, p_norm_type).reshape(1, 1, 1, 1))
 
@@ -545,9 +684,9 @@ def _sync(parameters):
 def _enable_fabric(n):
     if STATE.device_open:
         raise ApiViolation("enable_fabric after open_device")
-    if STATE.fabric is not None:
+    if STATE.fabric_this_open is not None:
         raise ApiViolation("enable_fabric called twice (open_device_mesh enables it itself)")
-    STATE.fabric = n
+    STATE.fabric = STATE.fabric_this_open = n
 
 
 # -- the current data-parallel API (generation "C"): tt-train/sources/ttml/ttml/mesh.py @

@@ -1,6 +1,7 @@
 """On Tenstorrent hardware only: nano trains on one device, agrees with the torch backend, its
 weights load in torch, a checkpoint with optimizer state resumes exactly, and cached generation
-matches the windowed path. Skipped (and listed as skipped) wherever tt-train's ttml does not import."""
+matches the windowed path; ``doctor --selftest`` passes. Skipped (and listed as skipped) wherever
+tt-train's ttml does not import."""
 
 from __future__ import annotations
 
@@ -121,3 +122,12 @@ def test_cached_generation_matches_the_windowed_path_on_the_device(nano):
         assert b.generate([70, 105, 114, 115, 116], p) == cached
     finally:
         b.close()
+
+
+def test_doctor_selftest_passes_on_the_device(capsys):
+    """The report an N150/N300 owner pastes: every conformance step passes on the device."""
+    from ttexp.tools import doctor
+
+    code = doctor.main(["--selftest"])
+    out = capsys.readouterr().out
+    assert code == 0, out

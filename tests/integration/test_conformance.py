@@ -84,16 +84,48 @@ def test_loss_falls_and_matches_the_golden_first_20_losses(trained):
     np.testing.assert_allclose(got, golden[kind], rtol=1e-4, atol=0)
 
 
+def _resume_check(kind: str, full: Path, out: Path, corpus: Path, lost: tuple[int, ...], *extra: str):
+    """The suite's resume step: copy the finished run, delete its newest checkpoints (as if killed
+    just after the one before was written), ``resume=auto``; the result and the failures, if any."""
+    shutil.copytree(full, out, symlinks=True)
+    for step in lost:
+        shutil.rmtree(out / "checkpoints" / f"step_{step}")
+    result = _run(kind, out, corpus, "resume=auto", *extra)
+    want = f"step_{min(lost) - 5}"
+    problems = [] if result["status"] == "completed" else [f"status {result['status']}: {result['error']}"]
+    if not str(result.get("resumed_from") or "").endswith(want):
+        problems.append(f"resumed from {result.get('resumed_from')}, not {want}")
+    if losses(out) != losses(full):
+        problems.append("losses differ from the uninterrupted run")
+    return result, problems
+
+
 def test_resume_after_losing_the_newest_checkpoints_matches_exactly(trained, tmp_path, corpus):
     kind, full = trained
-    out = tmp_path / "run"
-    shutil.copytree(full, out, symlinks=True)
-    for step in (15, 20):  # as if killed just after step_10 was written
-        shutil.rmtree(out / "checkpoints" / f"step_{step}")
-    result = _run(kind, out, corpus, "resume=auto")
-    assert result["status"] == "completed", result["error"]
-    assert result["resumed_from"].endswith("step_10")
-    assert losses(out) == losses(full)  # exactly
+    _, problems = _resume_check(kind, full, tmp_path / "run", corpus, (15, 20))
+    assert problems == []  # losses equal exactly
+
+
+def test_the_suite_fails_when_ttml_checkpoints_carry_the_first_formats_names(tmp_path, corpus, monkeypatch):
+    """Negative control: the first ttml backend wrote its optimizer under its own name
+    (``optimizer_ttml.pkl``), not the one checkpoint.py requires, so every ttml checkpoint failed
+    verification and ``resume=auto`` started again from step 0. Renaming the file after it is
+    written (the manifest still lists the required name) must fail the resume step."""
+    from ttexp.train import checkpoint as ck
+
+    real = ck.write_checkpoint_files
+
+    def first_format_names(directory, backend, trainer_state, config_text):
+        real(directory, backend, trainer_state, config_text)
+        if backend.name == "ttml":
+            (directory / ck.OPTIMIZER_TENSORS).rename(directory / "optimizer_ttml.pkl")
+
+    monkeypatch.setattr(ck, "write_checkpoint_files", first_format_names)
+    short = ("training.max_steps=10",)
+    full = tmp_path / "full"
+    assert _run("ttml-double", full, corpus, *short)["status"] == "completed"
+    _, problems = _resume_check("ttml-double", full, tmp_path / "resumed", corpus, (10,), *short)
+    assert any("not step_5" in p for p in problems), problems
 
 
 def _backend_from(kind: str, final: Path, monkeypatch):

@@ -162,7 +162,8 @@ def test_model_config_relative_to_the_configs_folder_and_no_scheduler_means_cons
     assert (m.hidden_dim, m.num_heads, m.num_kv_heads, m.num_layers, m.vocab_size, m.max_seq_len) == \
         (384, 6, 3, 6, 32000, 256)
     assert m.rope_theta == 500000.0 and m.dropout == 0.0 and cfg.task.name.value == "scratch"
-    assert "gives no intermediate_dim" in err
+    # tt-train derives the MLP width: 8/3 x 384 = 1024, already a multiple of 256
+    assert m.mlp_dim == 1024 and "gives no intermediate_dim: model.mlp_dim=1024" in err
     # tt-train without a scheduler trains at a constant rate: not our default warmup-cosine
     assert cfg.scheduler.name.value == "constant" and cfg.scheduler.min_lr_ratio == 1.0
     assert cfg.training.warmup_steps == 0 and cfg.training.learning_rate == 3e-4
@@ -178,7 +179,9 @@ def test_runtime_root_reference_scheduler_config_and_nested_optimizer(tmp_path, 
     assert cfg.model.hidden_dim == 384 and cfg.model.num_kv_heads == 3
     assert cfg.training.learning_rate == 1e-3  # scheduler_config.max_lr, not optimizer.lr
     assert "max_lr=" in err and "replaces the learning rate 0.0003" in err
-    assert cfg.training.warmup_steps == 100 and cfg.scheduler.name.value == "warmup_cosine"
+    # SpeedrunScheduler: linear warmup, then a straight line to min_lr (warmup_linear, not cosine)
+    assert cfg.training.warmup_steps == 100 and cfg.scheduler.name.value == "warmup_linear"
+    assert "total_steps=1000; ttexp's warmup_linear reaches it at training.max_steps=5000" in err
     assert abs(cfg.scheduler.min_lr_ratio - 0.1) < 1e-12  # min_lr / max_lr
     assert cfg.optimizer.beta2 == 0.999 and cfg.optimizer.eps == 1e-8 and cfg.optimizer.use_moreh_adamw is False
     assert cfg.training.weight_decay == 0.01 and cfg.training.validation_batch_size == 4
@@ -247,3 +250,10 @@ def test_output_outside_experiments_prints_a_working_command(tmp_path, monkeypat
     assert compose_cfg(["experiment=mine"]).model.hidden_dim == 256
     assert main([str(f), "-o", "presets/mine.yaml", "--name", "other"]) == 1
     assert "disagree" in capsys.readouterr().err
+
+
+def test_tt_trains_derived_mlp_width():
+    from ttexp.tools.import_config import swiglu_intermediate_dim
+
+    assert swiglu_intermediate_dim(2048) == 5632  # TinyLlama: HF's intermediate_size
+    assert swiglu_intermediate_dim(384) == 1024 and swiglu_intermediate_dim(256) == 768  # nano's 768

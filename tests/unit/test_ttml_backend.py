@@ -268,7 +268,7 @@ def test_current_mesh_api_opens_a_named_mesh_and_syncs_over_dp_without_a_paralle
     two = make(mesh=(1, 2), generation="C")
     assert two.api.grad_sync == "sync_gradients" and two.api.has_device_mesh
     st = dbl.state()
-    assert st.named_mesh.shape == (1, 2) and st.named_mesh.axis_size("dp") == 2
+    assert st.named_mesh.shape == (1, 2) and st.named_mesh.axis_names == ("_0", "dp")  # build_mesh's
     l2 = [two.micro_step(batch(seed=s), 1.0) or two.optimizer_step(1e-3, 1.0).loss for s in range(3)]
     # open_device_mesh enabled the fabric (a second enable_fabric would have raised); no old context
     assert st.fabric == 2 and st.parallelism == 0 and st.syncs == st.steps == 3
@@ -296,6 +296,7 @@ def test_single_device_on_the_mesh_api_needs_no_fabric_and_never_syncs():
     b.optimizer_step(1e-3, 1.0)
     st = dbl.state()
     assert st.fabric is None and st.syncs == 0 and st.named_mesh.shape == (1, 1)
+    assert st.named_mesh.axis_names == ("_0", "_1")  # tt-train's build_mesh without enable_ddp
 
 
 @pytest.mark.parametrize("generation", ["B", "C"])

@@ -3,12 +3,15 @@
     python -m ttexp.doctor                                  # the default config (nano, n150)
     python -m ttexp.doctor hardware=n300 backend=ttml       # any Hydra override works
     python -m ttexp.doctor experiment=nano_trickster data.path=~/data/tinyshakespeare.txt
+    python -m ttexp.doctor --selftest [hardware=n300]        # run on the device: see tools/selftest.py
 
 It reports Python, torch and CUDA; whether ttml imports and which API generation it is;
 TT_METAL_HOME / TT_METAL_RUNTIME_ROOT; a stray PyPI ``ttml`` or ``ttnn``; visible Tenstorrent
 devices against the configured mesh; TT_MESH_GRAPH_DESC_PATH for multi-chip meshes; the W&B login
 state (without importing wandb); and whether the configured data and weights exist. It changes
 nothing and opens no device. Exit status: 0 when nothing blocks the configured run, 1 otherwise.
+``--selftest`` instead runs the conformance steps on the device against torch on the host and
+prints a table for a bug report (:mod:`ttexp.tools.selftest`; exit 69 when no device is present).
 """
 
 from __future__ import annotations
@@ -241,6 +244,10 @@ def main(argv: list[str] | None = None) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print(__doc__)
         return 0
+    if "--selftest" in argv:
+        from ttexp.tools.selftest import main as selftest
+
+        return selftest([a for a in argv if a != "--selftest"])
     try:
         cfg = compose_run_config(argv)
     except Exception as exc:  # Hydra's errors (unknown key, bad value) name the override

@@ -35,6 +35,7 @@ import yaml
 
 from ttexp.config.experiments_source import experiments_dir
 from ttexp.errors import TtexpError
+from ttexp.tools.import_sections import optimizer_block, scheduler_block
 
 MESH_PRESETS = {(1, 1): "n150", (1, 2): "n300", (1, 8): "t3k", (1, 32): "galaxy"}
 MODEL_PRESETS = ("nano", "mini", "midi", "mega", "tinyllama")
@@ -62,8 +63,6 @@ MODEL_KEYS: dict[str, tuple[str, ...]] = {
     "model.dropout": ("dropout", "dropout_prob"),
 }
 EVAL_KEYS = {f"generation.{k}": (k,) for k in ("temperature", "top_k", "top_p", "repetition_penalty")}
-NESTED_OPTIMIZER = {"lr": "training.learning_rate", "beta1": "optimizer.beta1", "beta2": "optimizer.beta2",
-                    "epsilon": "optimizer.eps", "eps": "optimizer.eps", "weight_decay": "training.weight_decay"}
 SCHEDULERS = {"identity": "constant", "constant": "constant", "warmup_linear": "warmup_linear",
               "warmup_cosine": "warmup_cosine", "cosine": "warmup_cosine"}
 
@@ -146,30 +145,7 @@ def _model_config_ref(c: Conversion, ref: str) -> None:
         c.groups["task"] = "scratch"
     _model(c, mc["transformer_config"], f"model_config({path.name}).transformer_config")
     c.skip(f"model_config({path.name})", mc, {"transformer_config"})
-    if not any(k in mc["transformer_config"] for k in MODEL_KEYS["model.mlp_dim"]):
-        c.notes.append(f"{path.name} gives no intermediate_dim (tt-train derives one); model.mlp_dim is "
-                       "the model preset's: check it and set model.mlp_dim to match")
     c.notes.append(f"model read from {path}")
-
-
-def _optimizer_block(c: Conversion, opt: dict) -> None:
-    used = {"type"}
-    kind = str(opt.get("type", "AdamW"))
-    if kind in ("AdamW", "MorehAdamW", "AdamWComposite"):
-        c.values["optimizer.use_moreh_adamw"] = kind == "MorehAdamW"
-        c.values["optimizer.use_kahan_summation"] = bool(opt.get("kahan_summation", kind == "AdamWComposite"))
-        used.add("kahan_summation")
-    else:
-        c.unmapped.append(f"training_config.optimizer.type={kind!r} (ttexp trains with AdamW)")
-    for key, dest in NESTED_OPTIMIZER.items():
-        if key in opt:
-            if dest in c.values and c.values[dest] != opt[key]:
-                c.notes.append(f"training_config.optimizer.{key}={opt[key]!r} replaces "
-                               f"{dest}={c.values[dest]!r} from the flat training_config keys")
-            c.values[dest] = opt[key]
-            used.add(key)
-    used |= {k for k in ("amsgrad", "stochastic_rounding") if opt.get(k) is False}  # what ttexp does
-    c.skip("training_config.optimizer", opt, used)
 
 
 def _training(c: Conversion, tc: dict) -> None:
@@ -177,7 +153,7 @@ def _training(c: Conversion, tc: dict) -> None:
     if "grad_clip" in tc and "use_clip_grad_norm" not in tc:
         c.values["training.use_clip_grad_norm"] = float(tc["grad_clip"]) > 0
     if isinstance(tc.get("optimizer"), dict):
-        _optimizer_block(c, tc["optimizer"])
+        optimizer_block(c, tc["optimizer"])
         used.add("optimizer")
     if "scheduler_type" in tc:
         name = SCHEDULERS.get(str(tc["scheduler_type"]))
@@ -205,9 +181,21 @@ def _check_model_type(mc: dict, section: str) -> None:
                          "(model_type llama); this architecture cannot be imported.")
 
 
+def swiglu_intermediate_dim(hidden: int) -> int:
+    """tt-train's MLP width when a Llama config gives no ``intermediate_dim``: 8/3 of ``hidden``
+    rounded up to a multiple of 256 (TinyLlama: 2048 -> 5632). Python ``compute_swiglu_intermediate_size``
+    (``ttml/models/llama/transformer.py`` @ 0a866e5960a6ab2d3413bcf325e37cfbf817da86) and C++
+    ``LlamaMLP`` (``modules/llama_block.cpp`` @ 04c9e49a096bcdb31049be8679950d68b876b473) agree."""
+    return ((4 * int(hidden) * 2) // 3 + 255) // 256 * 256
+
+
 def _model(c: Conversion, mc: dict, section: str) -> None:
     _check_model_type(mc, section)
     used = c.take(section, mc, MODEL_KEYS) | {"model_type"}
+    if not any(k in mc for k in MODEL_KEYS["model.mlp_dim"]) and "model.hidden_dim" in c.values:
+        c.values["model.mlp_dim"] = swiglu_intermediate_dim(c.values["model.hidden_dim"])
+        c.notes.append(f"{section} gives no intermediate_dim: model.mlp_dim={c.values['model.mlp_dim']}, "
+                       "derived as tt-train does (8/3 x hidden_dim, rounded up to 256)")
     if "weight_tying" in mc:
         c.values["model.tie_word_embeddings"] = str(mc["weight_tying"]).lower() == "enabled"
         used.add("weight_tying")
@@ -226,36 +214,6 @@ def _device(c: Conversion, dc: dict) -> None:
             if ddp is None or bool(ddp) == (shape[1] > 1):
                 used.add("enable_ddp")
     c.skip("device_config", dc, used)
-
-
-def _scheduler(c: Conversion, sc: dict) -> None:
-    """tt-train's scheduler_config: linear warmup to max_lr, hold, decay to min_lr (defaults min_lr 0,
-    hold_steps 0 from ttml/common/config.py). max_lr replaces training_config's learning rate."""
-    used = {"max_lr", "min_lr", "warmup_steps", "hold_steps"}
-    peak = c.values.get("training.learning_rate")
-    if "max_lr" in sc:
-        if peak is not None and float(peak) != float(sc["max_lr"]):
-            c.notes.append(f"scheduler_config.max_lr={sc['max_lr']!r} replaces the learning rate "
-                           f"{peak!r} given in training_config")
-        peak = c.values["training.learning_rate"] = float(sc["max_lr"])
-    warmup = int(sc.get("warmup_steps", c.values.get("training.warmup_steps") or 0))
-    c.values["training.warmup_steps"] = warmup
-    hold, min_lr = int(sc.get("hold_steps", 0)), float(sc.get("min_lr", 0.0))
-    max_steps = c.values.get("training.max_steps")
-    if max_steps is not None and warmup + hold >= int(max_steps):
-        c.groups["scheduler"] = "constant"  # the decay never starts within max_steps
-        c.notes.append(f"warmup {warmup} + hold {hold} >= max_steps {max_steps}: imported as a warmup, "
-                       "then the constant peak (scheduler=constant)")
-    elif hold:
-        c.unmapped.append(f"scheduler_config.hold_steps={hold} (ttexp has no hold phase: the decay "
-                          "starts right after warmup)")
-    c.groups.setdefault("scheduler", "warmup_cosine")
-    if c.groups["scheduler"] != "constant":
-        if not peak:
-            raise TtexpError("scheduler_config.min_lr needs a peak learning rate: give "
-                             "scheduler_config.max_lr or training_config.learning_rate.")
-        c.values["scheduler.min_lr_ratio"] = min_lr / float(peak)
-    c.skip("scheduler_config", sc, used)
 
 
 def convert(source: dict, name: str, source_path: Path | None = None) -> Conversion:
@@ -286,7 +244,8 @@ def convert(source: dict, name: str, source_path: Path | None = None) -> Convers
         used = c.take("eval_config", source["eval_config"], EVAL_KEYS)
         c.skip("eval_config", source["eval_config"], used)
     if isinstance(source.get("scheduler_config"), dict):
-        _scheduler(c, source["scheduler_config"])
+        scheduler_block(c, source["scheduler_config"],
+                   int((source.get("training_config") or {}).get("total_steps", 1000)))
     for key, value in source.items():
         if key not in known:
             c.unmapped.append(f"{key}: {value!r}")

@@ -26,9 +26,16 @@ from ttexp.backends.ttml.api import MeshPlan, TtmlApi
 DP_AXIS = "dp"
 """The data-parallel axis name ``sync_gradients`` reduces over by default (``ttml/mesh.py``)."""
 
-MESH_AXIS_NAMES = ("_0", DP_AXIS)
-"""Axis names of the ``[1, N]`` mesh: the rows axis (size 1) unnamed the way
-``open_device_mesh`` names a plain tuple's axes (``_0``, ``_1``, ...), the columns data parallel."""
+
+
+def mesh_axis_names(enable_ddp: bool) -> tuple[str, str]:
+    """Axis names of the ``[1, N]`` mesh, as tt-train's ``build_mesh`` names them for a line mesh
+    (``ttml/common/utils.py``, read from the index's newest stored version, id 58117005223): the
+    one axis longer than 1 is ``"dp"`` when DDP is on; every other axis gets the placeholder
+    ``_i`` that ``open_device_mesh`` gives a plain tuple's axes (``ttml/mesh.py`` @
+    2121132d303ef9b1287506c42c445be87354753d). So ``("_0", "dp")`` on N300/T3K/Galaxy and
+    ``("_0", "_1")`` on one N150 chip."""
+    return ("_0", DP_AXIS) if enable_ddp else ("_0", "_1")
 
 
 def open_mesh(ttml: Any, ctx: Any, api: TtmlApi, plan: MeshPlan) -> None:
@@ -39,7 +46,7 @@ def open_mesh(ttml: Any, ctx: Any, api: TtmlApi, plan: MeshPlan) -> None:
             descriptor in ``TT_MESH_GRAPH_DESC_PATH`` (``ttml/mesh.py``, ``_validate_mgd``).
     """
     if api.has_device_mesh:
-        mesh = ttml.Mesh(tuple(plan.mesh_shape), MESH_AXIS_NAMES)
+        mesh = ttml.Mesh(tuple(plan.mesh_shape), mesh_axis_names(plan.enable_ddp))
         if plan.device_ids is not None:
             ttml.open_device_mesh(mesh, tuple(plan.device_ids))
         else:
