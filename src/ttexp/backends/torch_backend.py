@@ -99,12 +99,14 @@ class TorchBackend:
         weight_decay: float,
         compile: bool = False,
         ranks: Collectives | None = None,
+        activation_checkpointing: bool = False,
     ):
         self.device = device
         self.autocast_dtype = autocast_dtype_for(device, precision)
         self.optimizer_cfg = optimizer_cfg
         self.weight_decay = weight_decay
         self.compile = compile
+        self.activation_checkpointing = activation_checkpointing
         self.ranks = ranks or OneProcess()
         self.model: Any = None
         self.optimizer: torch.optim.Optimizer | None = None
@@ -133,6 +135,7 @@ class TorchBackend:
         if init_from is not None:
             self.load_weights(Path(init_from))
         self.model.train()
+        self._checkpointing()
         self._forward = torch.compile(self.model) if self.compile else self.model
         self.optimizer = self._make_optimizer()
         return sum(p.numel() for p in self.model.parameters())
@@ -163,9 +166,17 @@ class TorchBackend:
                 "(safetensors and tokenizer files) to a directory and set model.pretrained_path=DIR."
             ) from None
         self.model.to(self.device).train()
+        self._checkpointing()
         self._forward = torch.compile(self.model) if self.compile else self.model
         self.optimizer = self._make_optimizer()
         return sum(p.numel() for p in self.model.parameters())
+
+    def _checkpointing(self) -> None:
+        """Turn on transformers' gradient checkpointing when asked: one checkpoint per decoder
+        layer, non-reentrant (works with frozen weights, e.g. LoRA, and with torch.compile)."""
+        if self.activation_checkpointing:
+            self.model.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False})
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         decay = [p for p in self.model.parameters() if p.requires_grad and p.dim() >= 2]

@@ -79,6 +79,18 @@ TORCH_BF16 = PrecisionProfile("bf16 autocast (fp32 weights and AdamW)", 4, 4, 4,
 TTML_BF16 = PrecisionProfile("ttml bf16 (AdamW moments bf16)", 2, 2, 2, 2, 2, False)
 TTML_BF16_MOREH = PrecisionProfile("ttml bf16 (MorehAdamW moments fp32)", 2, 2, 4, 2, 2, False)
 
+MEMORY_EFFICIENT_FROM_HIDDEN = 2048
+"""Models this wide use ttml's memory-efficient runner (recomputes activations) even without
+``training.activation_checkpointing``, as tt-train's tinyllama.yaml does (``runner_type:
+memory_efficient``, ``configs/model_configs/tinyllama.yaml`` @ 7ffb830c7d73e04c7b0b504a1853fb2c35be84fc)."""
+
+
+def ttml_recomputes(spec: ModelSpec, activation_checkpointing: bool) -> bool:
+    """Whether the ttml backend runs ``spec`` with tt-train's memory-efficient runner, which
+    recomputes each block in backward: when asked, or from :data:`MEMORY_EFFICIENT_FROM_HIDDEN`."""
+    return bool(activation_checkpointing) or spec.hidden_dim >= MEMORY_EFFICIENT_FROM_HIDDEN
+
+
 FP32 = 4
 INT64 = 8
 

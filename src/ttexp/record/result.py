@@ -50,6 +50,10 @@ class RunResult:
     precision: Optional[str] = None
     plan: Optional[dict[str, Any]] = None
     """:meth:`ttexp.train.plan.RunPlan.to_dict`."""
+    memory: Optional[dict[str, Any]] = None
+    """The memory plan (:meth:`ttexp.train.memory.MemoryPlan.to_dict`): bytes per device of
+    weights, gradients, AdamW state, activations with and without checkpointing, the device's
+    capacity and whether the run fits."""
     num_parameters: Optional[int] = None
     data: Optional[dict[str, Any]] = None
     """Path, SHA-256 and sizes of the data the run read."""
