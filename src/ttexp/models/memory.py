@@ -72,6 +72,9 @@ class PrecisionProfile:
     """Bytes per element of a matmul's output (and of its input copy under autocast)."""
     autocast: bool
     """True: each matmul input and each weight are cast to ``matmul`` bytes and the copies kept."""
+    dropout_math: bool = False
+    """True: attention dropout makes SDPA take its math path (torch on CPU), which keeps the
+    ``s x s`` probabilities (see :func:`attention_bytes`)."""
 
 
 TORCH_FP32 = PrecisionProfile("fp32", 4, 4, 4, 4, 4, False)
@@ -174,6 +177,21 @@ def _linear_inputs(b: int, s: int, width: int, p: PrecisionProfile, keepers: int
     return b * s * width * (p.matmul * keepers if p.autocast else p.residual)
 
 
+def attention_bytes(spec: ModelSpec, b: int, s: int, p: PrecisionProfile) -> int:
+    """What scaled-dot-product attention keeps, o_proj's input included.
+
+    Flash / memory-efficient kernels: q, k, v (k and v at ``num_kv_heads``), the output (which
+    is o_proj's input) and a float32 log-sum-exp per head and position. With dropout on torch's
+    CPU, SDPA takes the math path in float32: q, k, v expanded to every head, and three
+    ``b x heads x s x s`` float32 tensors (softmax output, dropout mask, dropped probabilities):
+    Korthikanti et al.'s ``5as/h`` term (there in 16-bit and a 1-byte mask), plus o_proj's input.
+    """
+    h, kv, a = spec.hidden_dim, spec.num_kv_heads * spec.head_dim, spec.num_heads
+    if p.dropout_math and spec.dropout > 0:
+        return 3 * b * s * h * FP32 + 3 * b * a * s * s * FP32 + b * s * h * p.matmul
+    return (2 * b * s * h + 2 * b * s * kv) * p.matmul + b * a * s * FP32
+
+
 def layer_bytes(spec: ModelSpec, b: int, s: int, p: PrecisionProfile,
                 lora: Optional[LoraShape], first: bool = False) -> int:
     """Bytes one decoder layer saves for backward (micro-batch ``b``, sequence ``s``).
@@ -187,8 +205,7 @@ def layer_bytes(spec: ModelSpec, b: int, s: int, p: PrecisionProfile,
     grad_in = not (first and lora is not None)  # does the layer's input require grad?
     n = _norm(b, s, h, p, lora is None) if grad_in else 0
     n += _linear_inputs(b, s, h, p, sum(keeps[t] for t in ("q_proj", "k_proj", "v_proj")))
-    n += (2 * b * s * h + 2 * b * s * kv) * p.matmul  # SDPA: q, k, v, output (= o_proj's input)
-    n += b * spec.num_heads * s * FP32  # SDPA's log-sum-exp
+    n += attention_bytes(spec, b, s, p)
     n += _norm(b, s, h, p, lora is None)
     n += _linear_inputs(b, s, h, p, keeps["gate_proj"] + keeps["up_proj"])
     n += b * s * m * p.matmul * (3 + keeps["down_proj"])  # gate, SiLU, up outputs; their product
@@ -268,5 +285,7 @@ def lora_shape(adapter: Any) -> Optional[LoraShape]:
 
 
 def gib(n: int) -> str:
-    """``n`` bytes as GiB with two decimals (1 GiB = 2**30 bytes)."""
+    """``n`` bytes as GiB with two decimals (1 GiB = 2**30 bytes), or MiB below 0.1 GiB."""
+    if n < 2**30 // 10:
+        return f"{n / 2**20:.1f} MiB"
     return f"{n / 2**30:.2f} GiB"

@@ -72,6 +72,8 @@ class MemoryPlan:
     copies: int = 1
     """Full copies sharing ``capacity`` (torch ranks on one CPU share its RAM)."""
     alternatives: list[Alternative] = field(default_factory=list)
+    checkpointing: str = ""
+    """How the run's checkpointing setting came about, when not from the config."""
 
     @property
     def need(self) -> int:
@@ -85,7 +87,8 @@ class MemoryPlan:
     def lines(self) -> list[str]:
         """The start-up block: one line per part, then the verdict."""
         e = self.estimate
-        ckpt = "on" if e.activation_checkpointing else "off"
+        ckpt = self.checkpointing or ("training.activation_checkpointing="
+                                      + ("on" if e.activation_checkpointing else "off"))
         cap = gib(self.capacity) if self.capacity is not None else "unknown"
         verdict = "fits" if self.fits else "DOES NOT FIT"
         out = [f"Memory plan per device ({e.profile}; {e.trainable_params:,} of "
@@ -93,7 +96,7 @@ class MemoryPlan:
                f"  weights {gib(e.weights)}, gradients {gib(e.gradients)}, AdamW state "
                f"{gib(e.optimizer)}",
                f"  activations {gib(e.activations)} without checkpointing, "
-               f"{gib(e.activations_checkpointed)} with (training.activation_checkpointing={ckpt})",
+               f"{gib(e.activations_checkpointed)} with ({ckpt})",
                f"  total {gib(self.need)}" + (f" ({self.copies} copies)" if self.copies > 1 else "")
                + f" of {cap} on {self.device}: {verdict}"]
         return out + [f"  fits with {a.overrides}: {gib(a.total)}" for a in self.alternatives]
@@ -120,17 +123,21 @@ class MemoryPlan:
     def to_dict(self) -> dict[str, Any]:
         """For result.json: the estimate, the device, its capacity and the verdict."""
         return {**self.estimate.to_dict(), "device": self.device, "capacity": self.capacity,
+                "checkpointing_note": self.checkpointing,
                 "copies": self.copies, "fits": self.fits,
                 "alternatives": [dataclasses.asdict(a) for a in self.alternatives]}
 
 
 def torch_profile(precision: str, device: str) -> PrecisionProfile:
-    """fp32 or bf16 autocast, as :func:`ttexp.backends.torch_backend.autocast_dtype_for` decides."""
+    """fp32 or bf16 autocast, as :func:`ttexp.backends.torch_backend.autocast_dtype_for` decides;
+    on CPU attention dropout makes SDPA keep its ``s x s`` probabilities."""
     import torch
 
     from ttexp.backends.torch_backend import autocast_dtype_for
 
-    return TORCH_FP32 if autocast_dtype_for(torch.device(device), precision) is None else TORCH_BF16
+    dev = torch.device(device)
+    profile = TORCH_FP32 if autocast_dtype_for(dev, precision) is None else TORCH_BF16
+    return dataclasses.replace(profile, dropout_math=dev.type == "cpu")
 
 
 def torch_capacity(device: str) -> tuple[str, Optional[int]]:
@@ -177,14 +184,15 @@ def memory_plan(cfg: RunConfig, backend: str, micro_batch_size: int, copies: int
         profile = torch_profile(cfg.training.precision.value, device)
         label, capacity = torch_capacity(device)
     lora, ckpt = lora_shape(cfg.adapter), bool(cfg.training.activation_checkpointing)
-    if backend == "ttml":  # tt-train's memory-efficient runner is on for wide models anyway
-        ckpt = ttml_recomputes(spec, ckpt)
+    note = ""
+    if backend == "ttml" and ttml_recomputes(spec, ckpt) and not ckpt:
+        ckpt, note = True, "on: ttml's memory-efficient runner, as tt-train runs models this wide"
 
     def total(b: int, lo: Optional[LoraShape], ck: bool) -> int:
         return estimate_memory(spec, b, spec.max_seq_len, profile, lo, ck).total * copies
 
     plan = MemoryPlan(estimate_memory(spec, micro_batch_size, spec.max_seq_len, profile, lora, ckpt),
-                      label, capacity, copies)
+                      label, capacity, copies, checkpointing=note)
     if not plan.fits and capacity is not None:
         plan.alternatives = _alternatives(cfg, backend, micro_batch_size, lora, ckpt, total,
                                           capacity)

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
 from ttexp.backends.detect import ttml_device_status, ttml_status
-from ttexp.config.schema import RunConfig
+from ttexp.config.schema import RunConfig, TaskName
 from ttexp.config.validate import data_parallel_size
 from ttexp.errors import BackendUnavailable
 from ttexp.models.spec import (
@@ -156,7 +156,8 @@ def make_plan(cfg: RunConfig, ranks: Optional[Ranks] = None,
         params=param_breakdown(spec),
         processes=processes,
     )
-    plan.memory = plan_memory(cfg, plan, ranks)
+    if cfg.task.name != TaskName.eval:  # evaluation keeps no gradients, optimizer state or graph
+        plan.memory = plan_memory(cfg, plan, ranks)
     return plan
 
 
