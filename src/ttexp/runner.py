@@ -83,6 +83,9 @@ def prepare(cfg: RunConfig, record: RunRecord | NullRecord) -> RunConfig:
 def _run(cfg: RunConfig, record: RunRecord) -> None:
     cfg = prepare(cfg, record)
     plan = make_plan(cfg)
+    if plan.memory is not None:  # refuse a run that cannot fit before anything loads
+        record.update(memory=plan.memory.to_dict())
+        plan.memory.check()
     if plan.processes == 1:
         attach_trackers(cfg, record)
         TASKS[cfg.task.name].run(cfg, plan, Ranks.single(), record)

@@ -37,10 +37,10 @@ OPT = OptimizerConfig(beta1=0.9, beta2=0.95, eps=1e-8, fused=None, use_moreh_ada
 
 
 def make(mesh=(1, 1), generation="B", layout=TtmlLayout(), opt=OPT, spec=SPEC, init_from=None,
-         weight_decay=0.0, clip=True):
+         weight_decay=0.0, clip=True, checkpointing=False):
     ttml, ttnn = dbl.make(generation, layout)
     b = TtmlBackend(list(mesh), mesh[1] > 1, opt, weight_decay, seed=0, clip_grad_norm=clip,
-                    ttml=ttml, ttnn=ttnn)
+                    ttml=ttml, ttnn=ttnn, activation_checkpointing=checkpointing)
     b.build_model(spec, init_from=init_from)
     return b
 
@@ -309,3 +309,14 @@ def test_backend_auto_probe_opens_and_closes_the_mesh_the_way_the_backend_will(g
     st = dbl.state()
     assert ok, why
     assert st.opened == st.closed == 1 and st.fabric == 2 and st.named_mesh is None
+
+
+def test_activation_checkpointing_selects_the_memory_efficient_runner():
+    """training.activation_checkpointing on ttml is tt-train's memory-efficient runner (the
+    double records the runner; on a chip it recomputes each block in backward)."""
+    plain, recompute = make(), make(checkpointing=True)
+    assert plain.model.cfg.runner_type == dbl.RunnerType.Default
+    assert recompute.model.cfg.runner_type == dbl.RunnerType.MemoryEfficient
+    for b in (plain, recompute):
+        b.micro_step(batch(), 1.0)
+    assert plain.optimizer_step(1e-3, 1.0).loss == recompute.optimizer_step(1e-3, 1.0).loss

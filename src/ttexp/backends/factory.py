@@ -34,6 +34,7 @@ def create_backend(cfg: RunConfig, backend: str, ranks: Collectives) -> Backend:
             weight_decay=cfg.training.weight_decay,
             compile=cfg.training.compile,
             ranks=ranks,
+            activation_checkpointing=cfg.training.activation_checkpointing,
         )
     if backend == "ttml":
         from ttexp.backends.ttml.backend import TtmlBackend
@@ -47,5 +48,6 @@ def create_backend(cfg: RunConfig, backend: str, ranks: Collectives) -> Backend:
             clip_grad_norm=bool(cfg.training.use_clip_grad_norm),
             device_ids=(list(cfg.hardware.device_ids)
                         if cfg.hardware.device_ids is not None else None),
+            activation_checkpointing=cfg.training.activation_checkpointing,
         )
     raise BackendUnavailable(f"backend={backend} is not available in this version of ttexp.")

@@ -24,56 +24,19 @@ from ttexp.backends.base import (
     StepStats,
 )
 from ttexp.backends.sampling import decode
+from ttexp.backends.torch_device import (  # noqa: F401  (re-exported: callers import them here)
+    autocast_dtype_for,
+    cpu_has_native_bf16,
+    resolve_device,
+)
 from ttexp.backends import torch_lora
 from ttexp.config.schema import AdapterConfig, OptimizerConfig
 from ttexp.data.batch import IGNORE_INDEX, Batch
-from ttexp.errors import BackendUnavailable, TtexpError
+from ttexp.errors import TtexpError
 from ttexp.models.hf import WEIGHTS_NAME, llama_config, refuse_remote_code, write_weights
 from ttexp.models.spec import ModelSpec
 
 log = logging.getLogger("ttexp")
-
-
-def cpu_has_native_bf16() -> bool:
-    """True when the CPU advertises AVX512_BF16 or AMX-BF16 (Linux /proc/cpuinfo flags).
-
-    On CPUs without them bf16 autocast is emulated and can be many times slower than fp32
-    (reference/perf_anchors.md §5), so ``precision=auto`` stays in fp32 there.
-    """
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def resolve_device(requested: str | None) -> torch.device:
-    """``requested`` (e.g. 'cpu', 'cuda:1'), else CUDA when available, else CPU.
-
-    Raises:
-        BackendUnavailable: a CUDA device was requested and none is visible.
-    """
-    if requested:
-        dev = torch.device(requested)
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise BackendUnavailable(
-                f"device={requested} was requested but torch sees no CUDA device "
-                f"(torch {torch.__version__}). Use device=cpu or install a CUDA build of torch."
-            )
-        return dev
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def autocast_dtype_for(device: torch.device, precision: str) -> torch.dtype | None:
-    """The autocast dtype for ``precision`` ('auto', 'fp32', 'bf16') on ``device``; None = fp32."""
-    if precision == "fp32":
-        return None
-    if precision == "bf16":
-        return torch.bfloat16
-    native = (
-        torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_has_native_bf16()
-    )
-    return torch.bfloat16 if native else None
 
 
 class TorchBackend:
@@ -99,12 +62,14 @@ class TorchBackend:
         weight_decay: float,
         compile: bool = False,
         ranks: Collectives | None = None,
+        activation_checkpointing: bool = False,
     ):
         self.device = device
         self.autocast_dtype = autocast_dtype_for(device, precision)
         self.optimizer_cfg = optimizer_cfg
         self.weight_decay = weight_decay
         self.compile = compile
+        self.activation_checkpointing = activation_checkpointing
         self.ranks = ranks or OneProcess()
         self.model: Any = None
         self.optimizer: torch.optim.Optimizer | None = None
@@ -133,6 +98,7 @@ class TorchBackend:
         if init_from is not None:
             self.load_weights(Path(init_from))
         self.model.train()
+        self._checkpointing()
         self._forward = torch.compile(self.model) if self.compile else self.model
         self.optimizer = self._make_optimizer()
         return sum(p.numel() for p in self.model.parameters())
@@ -163,6 +129,7 @@ class TorchBackend:
                 "(safetensors and tokenizer files) to a directory and set model.pretrained_path=DIR."
             ) from None
         self.model.to(self.device).train()
+        self._checkpointing()
         self._forward = torch.compile(self.model) if self.compile else self.model
         self.optimizer = self._make_optimizer()
         return sum(p.numel() for p in self.model.parameters())
@@ -178,6 +145,13 @@ class TorchBackend:
 
     def load_adapter_tensors(self, tensors: dict[str, Any]) -> None:
         torch_lora.load_adapter_tensors(self.model, tensors)  # raises TtexpError without an adapter
+
+    def _checkpointing(self) -> None:
+        """Turn on transformers' gradient checkpointing when asked: one checkpoint per decoder
+        layer, non-reentrant (works with frozen weights, e.g. LoRA, and with torch.compile)."""
+        if self.activation_checkpointing:
+            self.model.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False})
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         decay = [p for p in self.model.parameters() if p.requires_grad and p.dim() >= 2]

@@ -50,6 +50,10 @@ class RunResult:
     precision: Optional[str] = None
     plan: Optional[dict[str, Any]] = None
     """:meth:`ttexp.train.plan.RunPlan.to_dict`."""
+    memory: Optional[dict[str, Any]] = None
+    """The memory plan (:meth:`ttexp.train.memory.MemoryPlan.to_dict`): bytes per device of
+    weights, gradients, AdamW state, activations with and without checkpointing, the device's
+    capacity and whether the run fits."""
     num_parameters: Optional[int] = None
     trainable_parameters: Optional[int] = None
     """Fine-tunes: parameters the optimizer updates (the LoRA adapters alone with adapter=lora)."""

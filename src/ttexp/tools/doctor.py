@@ -8,7 +8,8 @@
 It reports Python, torch and CUDA; whether ttml imports and which API generation it is;
 TT_METAL_HOME / TT_METAL_RUNTIME_ROOT; a stray PyPI ``ttml`` or ``ttnn``; visible Tenstorrent
 devices against the configured mesh; TT_MESH_GRAPH_DESC_PATH for multi-chip meshes; the W&B login
-state (without importing wandb); and whether the configured data and weights exist. It changes
+state (without importing wandb); whether the configured data and weights exist; and the memory
+plan a run prints (torch against the torch device, ttml against one chip). It changes
 nothing and opens no device. Exit status: 0 when nothing blocks the configured run, 1 otherwise.
 ``--selftest`` instead runs the conformance steps on the device against torch on the host and
 prints a table for a bug report (:mod:`ttexp.tools.selftest`; exit 69 when no device is present).
@@ -125,8 +126,10 @@ def check_devices(mesh_shape: list[int], hardware: str, wants_ttml: bool) -> lis
                             f"needs {need} (mesh {list(mesh_shape)})"))
     else:
         checks.append(Check(bad, "devices", f"{len(visible)} Tenstorrent device(s) visible in {TT_DEVICE_DIR}, "
-                            f"but hardware={hardware} needs {need} (mesh {list(mesh_shape)}); pick a "
-                            "smaller hardware= preset"))
+                            f"but hardware={hardware} needs {need} (mesh {list(mesh_shape)}); "
+                            + ("pick a smaller hardware= preset" if wants_ttml else
+                               "the torch backend runs instead (hardware= sets only how the "
+                               "batch is split)")))
     if need > 1:
         mgd = os.environ.get("TT_MESH_GRAPH_DESC_PATH")
         if mgd and Path(mgd).is_file():
@@ -226,6 +229,22 @@ def check_files(cfg: RunConfig) -> list[Check]:
     return checks
 
 
+def check_memory(cfg: RunConfig, wants_ttml: bool) -> list[Check]:
+    """The run's memory plan (:mod:`ttexp.train.memory`), the same block a run prints: the ttml
+    backend against one chip of the preset, torch against the torch device it would use."""
+    from ttexp.train.plan import make_plan
+
+    try:
+        plan = make_plan(cfg, backend="ttml" if wants_ttml else "torch").memory
+    except (ValueError, ZeroDivisionError) as exc:
+        return [Check(FAIL, "memory", f"cannot plan: {exc}")]
+    if plan is None:
+        return []
+    lines = plan.lines()
+    detail = "\n".join([lines[0]] + [" " * 9 + line for line in lines[1:]])
+    return [Check(OK if plan.fits else FAIL, "memory", detail)]
+
+
 def run_checks(cfg: RunConfig) -> list[Check]:
     """Every check for the composed ``cfg``, in report order."""
     backend = cfg.backend.value
@@ -235,7 +254,7 @@ def run_checks(cfg: RunConfig) -> list[Check]:
     checks += ttml_checks + check_tt_env(wants_ttml)
     checks += check_devices(list(cfg.hardware.mesh_shape), cfg.hardware.name, wants_ttml)
     checks += check_wandb(str(cfg.logger.name)) + check_files(cfg)
-    return checks
+    return checks + check_memory(cfg, wants_ttml)
 
 
 def main(argv: list[str] | None = None) -> int:

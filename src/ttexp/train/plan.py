@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
 from ttexp.backends.detect import ttml_device_status, ttml_status
-from ttexp.config.schema import RunConfig
+from ttexp.config.schema import RunConfig, TaskName
 from ttexp.config.validate import data_parallel_size
 from ttexp.errors import BackendUnavailable
 from ttexp.models.spec import (
@@ -22,6 +22,7 @@ from ttexp.models.spec import (
     flops_per_token,
     param_breakdown,
 )
+from ttexp.train.memory import MemoryPlan, memory_plan
 from ttexp.train.ranks import Ranks
 
 log = logging.getLogger("ttexp")
@@ -50,6 +51,8 @@ class RunPlan:
     processes: int = 1
     """torch ranks sharing the data-parallel devices (1 = one process runs every shard)."""
     notes: list[str] = field(default_factory=list)
+    memory: Optional[MemoryPlan] = None
+    """Bytes per device against the device's memory (:mod:`ttexp.train.memory`)."""
 
     @property
     def process_batch_size(self) -> int:
@@ -59,7 +62,7 @@ class RunPlan:
     def to_dict(self) -> dict[str, Any]:
         """The plan for result.json (model spec and parameter counts summarised)."""
         d = asdict(self)
-        d.pop("spec"), d.pop("params")
+        d.pop("spec"), d.pop("params"), d.pop("memory")
         d["num_parameters"] = self.params.total
         return d
 
@@ -102,7 +105,8 @@ def torch_processes(cfg: RunConfig, dp: int) -> int:
     return 1
 
 
-def make_plan(cfg: RunConfig, ranks: Optional[Ranks] = None) -> RunPlan:
+def make_plan(cfg: RunConfig, ranks: Optional[Ranks] = None,
+              backend: Optional[str] = None) -> RunPlan:
     """Compute the plan from a validated config, once per process (the runner and each worker
     rank), and hand it down; tasks and the loop only read it.
 
@@ -111,6 +115,8 @@ def make_plan(cfg: RunConfig, ranks: Optional[Ranks] = None) -> RunPlan:
         ranks: this process among the run's ranks; a rank started by the launcher always runs
             torch, and the launcher decides how many ranks there are (torchrun may start more
             than the config says).
+        backend: use this backend instead of choosing one (``python -m ttexp.doctor`` plans
+            the backend it expects without opening a device).
 
     Raises:
         BackendUnavailable: ``backend=ttml`` was asked for and cannot run here.
@@ -119,6 +125,8 @@ def make_plan(cfg: RunConfig, ranks: Optional[Ranks] = None) -> RunPlan:
     mesh = [int(n) for n in cfg.hardware.mesh_shape]
     if ranks.enabled:
         backend, reason = "torch", f"rank {ranks.rank} of {ranks.world_size} torch ranks"
+    elif backend:
+        reason = f"backend={backend} (assumed)"
     else:
         backend, reason = choose_backend(cfg.backend.value, mesh)
     spec = ModelSpec.from_config(cfg.model)
@@ -129,7 +137,7 @@ def make_plan(cfg: RunConfig, ranks: Optional[Ranks] = None) -> RunPlan:
         processes = ranks.world_size
     else:
         processes = torch_processes(cfg, dp) if backend == "torch" else 1
-    return RunPlan(
+    plan = RunPlan(
         backend=backend,
         backend_reason=reason,
         hardware=cfg.hardware.name,
@@ -148,6 +156,32 @@ def make_plan(cfg: RunConfig, ranks: Optional[Ranks] = None) -> RunPlan:
         params=param_breakdown(spec),
         processes=processes,
     )
+    if cfg.task.name != TaskName.eval:  # evaluation keeps no gradients, optimizer state or graph
+        plan.memory = plan_memory(cfg, plan, ranks)
+    return plan
+
+
+def plan_memory(cfg: RunConfig, plan: RunPlan, ranks: Optional[Ranks] = None) -> MemoryPlan:
+    """The memory plan for ``plan``'s backend: ttml per chip (its micro-batch); torch per process
+    on its device (``ranks.device`` in a launched CUDA rank), CPU ranks sharing one machine's RAM.
+
+    Raises:
+        ValueError: a LoRA target is not a Llama linear layer.
+    """
+    ranks = ranks or Ranks.single()
+    if plan.backend == "ttml":
+        return memory_plan(cfg, "ttml", plan.micro_batch_size, spec=plan.spec)
+    device = ranks.device if ranks.enabled and "cuda" in str(ranks.device) else cfg.device
+    on_cpu = "cuda" not in str(device or ("cuda" if _cuda() else "cpu"))
+    copies = plan.processes if on_cpu and not ranks.enabled else 1
+    return memory_plan(cfg, "torch", max(1, plan.process_batch_size), copies=copies,
+                       device=device, spec=plan.spec)
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def plan_lines(plan: RunPlan, device_name: str, precision: str) -> list[str]:
@@ -169,4 +203,4 @@ def plan_lines(plan: RunPlan, device_name: str, precision: str) -> list[str]:
         f" x gradient accumulation {plan.gradient_accumulation_steps}"
         f" = effective batch {plan.effective_batch_size}",
         f"Tokens per step: {plan.tokens_per_step:,} ({plan.effective_batch_size} x {plan.seq_len})",
-    ]
+    ] + (plan.memory.lines() if plan.memory else [])

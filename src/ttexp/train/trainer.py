@@ -123,7 +123,8 @@ def _log_start(cfg: RunConfig, record: RunRecord, plan: RunPlan, backend: Backen
         log.info("%s", line)
     log_schedule(cfg, plan)
     record.update(backend=plan.backend, device=backend.device_name,
-                  precision=backend.precision_name, plan=plan.to_dict(), num_parameters=num_params)
+                  precision=backend.precision_name, plan=plan.to_dict(), num_parameters=num_params,
+                  memory=plan.memory.to_dict() if plan.memory else None)
 
 
 def _speed_setup(record: RunRecord, plan: RunPlan, backend: Backend, ranks: Ranks) -> Optional[float]:

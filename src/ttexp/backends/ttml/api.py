@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ttexp.errors import BackendUnavailable
+from ttexp.models.memory import ttml_recomputes
 from ttexp.models.spec import ModelSpec
 from ttexp.models.ttml_weights import round_up_to_tile
 
@@ -20,10 +21,6 @@ TTML_RMS_NORM_EPS = 1e-5
 """ttml's Llama RMSNorm epsilon; not configurable (``ttml/models/llama/transformer.py``,
 ``RMSNormLayer(features, epsilon=1e-5)``)."""
 
-MEMORY_EFFICIENT_FROM_HIDDEN = 2048
-"""Models this wide use ttml's memory-efficient runner (recomputes activations), as tt-train's
-tinyllama.yaml does (``runner_type: memory_efficient``, ``configs/model_configs/tinyllama.yaml``
-@ 7ffb830c7d73e04c7b0b504a1853fb2c35be84fc); narrower ones use the default runner."""
 
 
 def _get(obj: Any, dotted: str) -> Any:
@@ -150,8 +147,9 @@ class ModelRequest:
     notes: list[str] = field(default_factory=list)
 
 
-def model_request(spec: ModelSpec) -> ModelRequest:
-    """The ttml model config for ``spec``.
+def model_request(spec: ModelSpec, activation_checkpointing: bool = False) -> ModelRequest:
+    """The ttml model config for ``spec``; the memory-efficient runner (recompute) when
+    ``activation_checkpointing`` or the model is TinyLlama-wide (:func:`ttml_recomputes`).
 
     Raises:
         BackendUnavailable: ``hidden_dim`` is not a multiple of 32 (ttml's tile), with the fix.
@@ -175,7 +173,7 @@ def model_request(spec: ModelSpec) -> ModelRequest:
         num_hidden_layers=spec.num_layers, num_attention_heads=spec.num_heads,
         num_key_value_heads=spec.num_kv_heads, vocab_size=vocab,
         max_position_embeddings=round_up_to_tile(spec.max_seq_len), rope_theta=spec.rope_theta,
-        attention_dropout=spec.dropout, memory_efficient=spec.hidden_dim >= MEMORY_EFFICIENT_FROM_HIDDEN,
+        attention_dropout=spec.dropout, memory_efficient=ttml_recomputes(spec, activation_checkpointing),
         tied=spec.tie_word_embeddings, notes=notes,
     )
 

@@ -90,7 +90,8 @@ class TtmlBackend:
 
     def __init__(self, mesh_shape: list[int], enable_ddp: bool, optimizer_cfg: OptimizerConfig,
                  weight_decay: float, seed: int, clip_grad_norm: bool = True,
-                 ttml: Any = None, ttnn: Any = None, device_ids: list[int] | None = None):
+                 ttml: Any = None, ttnn: Any = None, device_ids: list[int] | None = None,
+                 activation_checkpointing: bool = False):
         self.ttml = ttml if ttml is not None else _import("ttml")
         self.ttnn = ttnn if ttnn is not None else _import("ttnn")
         self.api = detect_api(self.ttml)
@@ -105,6 +106,7 @@ class TtmlBackend:
                                      "ttml.core.clip_grad_norm; set training.use_clip_grad_norm=false "
                                      "or update tt-train.")
         self.optimizer_cfg, self.weight_decay = optimizer_cfg, weight_decay
+        self.activation_checkpointing = activation_checkpointing  # the memory-efficient runner
         self.ctx = self.ttml.autograd.AutoContext.get_instance()
         self._opened = False
         self.model: Any = None
@@ -189,7 +191,7 @@ class TtmlBackend:
     # -- model and optimizer -------------------------------------------------------------------
 
     def build_model(self, spec: ModelSpec, init_from: Path | None = None) -> int:
-        req = model_request(spec)
+        req = model_request(spec, self.activation_checkpointing)
         self.spec, self.req = spec, req
         self.model = build_model(req, self.api, self.ttml)
         params = self.model.parameters()

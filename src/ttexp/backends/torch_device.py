@@ -1,0 +1,51 @@
+"""Which torch device a run uses and whether it computes in bf16 there (no model code)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ttexp.errors import BackendUnavailable
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when the CPU advertises AVX512_BF16 or AMX-BF16 (Linux /proc/cpuinfo flags).
+
+    On CPUs without them bf16 autocast is emulated and can be many times slower than fp32
+    (reference/perf_anchors.md §5), so ``precision=auto`` stays in fp32 there.
+    """
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_device(requested: str | None) -> torch.device:
+    """``requested`` (e.g. 'cpu', 'cuda:1'), else CUDA when available, else CPU.
+
+    Raises:
+        BackendUnavailable: a CUDA device was requested and none is visible.
+    """
+    if requested:
+        dev = torch.device(requested)
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise BackendUnavailable(
+                f"device={requested} was requested but torch sees no CUDA device "
+                f"(torch {torch.__version__}). Use device=cpu or install a CUDA build of torch."
+            )
+        return dev
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def autocast_dtype_for(device: torch.device, precision: str) -> torch.dtype | None:
+    """The autocast dtype for ``precision`` ('auto', 'fp32', 'bf16') on ``device``; None = fp32."""
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    native = (
+        torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_has_native_bf16()
+    )
+    return torch.bfloat16 if native else None
