@@ -19,6 +19,7 @@ signals into a checkpoint at the end of the current step:
 from __future__ import annotations
 
 import os
+import random
 import signal
 from typing import Any, Optional
 
@@ -67,3 +68,30 @@ def hand_over(handler: Any, signum: int) -> str:
     except Exception as exc:  # noqa: BLE001 - submitit's UncompletedJobError and the like
         return f"not requeued: {exc}"
     return "the previous handler returned without requeueing"
+
+
+def export_torch_env() -> bool:
+    """Under ``srun`` with several tasks (``srun --ntasks-per-node=8 python -m ttexp.worker DIR``)
+    and no torchrun: set torch.distributed's RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE,
+    MASTER_ADDR (the job's first host) and MASTER_PORT (unless set: drawn from the job id in
+    20000-60000, as submitit's ``TorchDistributedEnvironment`` does) from SLURM's variables, read
+    by submitit's ``SlurmJobEnvironment`` (it expands SLURM_JOB_NODELIST, e.g. ``gpu[07-08]``).
+    Returns False (and sets nothing) outside such a step or when RANK is set (torchrun).
+
+    Raises:
+        RuntimeError: submitit is not installed (``pip install -e ".[sweeps]"``).
+    """
+    if "RANK" in os.environ or "SLURM_PROCID" not in os.environ or "SLURM_NTASKS" not in os.environ:
+        return False
+    try:
+        from submitit.slurm.slurm import SlurmJobEnvironment
+    except ImportError as exc:
+        raise RuntimeError('ranks from SLURM need submitit: pip install -e ".[sweeps]"') from exc
+    job = SlurmJobEnvironment()  # direct: submitit's own lookup needs SUBMITIT_EXECUTOR=slurm
+    port = os.environ.get("MASTER_PORT") or str(random.Random(job.job_id).randint(20000, 60000))
+    os.environ.update({
+        "RANK": str(job.global_rank), "WORLD_SIZE": str(job.num_tasks), "LOCAL_RANK": str(job.local_rank),
+        "LOCAL_WORLD_SIZE": str(job.num_tasks // job.num_nodes), "MASTER_ADDR": job.hostnames[0],
+        "MASTER_PORT": port,
+    })
+    return True
