@@ -24,9 +24,9 @@ from conftest import ROOT, run_in_process
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
-STEPS = 300  # long enough (seconds) for the requeue to land mid-run on a loaded machine
+STEPS = 160  # long enough (a second or more) for the requeue to land mid-run on a loaded machine
 REQUEUED = 3  # the last job: its restart waits for SLURM's cred_expire while the others finish
-JOB = ["debug=tiny", f"training.max_steps={STEPS}", "training.checkpoint_frequency=20",
+JOB = ["debug=tiny", f"training.max_steps={STEPS}", "training.checkpoint_frequency=10",
        f"training.validation_frequency={STEPS}", "training.validation_batches=1", "sweep.journal=null"]
 LAUNCHER = ["hydra/launcher=submitit_slurm", "hydra.launcher.partition=debug",
             "hydra.launcher.timeout_min=5", "hydra.launcher.signal_delay_s=10",
@@ -132,3 +132,26 @@ def test_the_sweep_table_is_complete_and_exact(requeued_sweep):
         assert result["status"] == "completed" and result["steps_done"] == STEPS
         assert row[header.index("final val loss")] == f"{result['final_val_loss']:.4f}", table
     assert "sweep.resume=true" not in table  # nothing left to resume
+
+
+def test_srun_tasks_are_the_ranks_of_one_run(slurm, tmp_path, corpus):
+    """README's multi-machine recipe with srun in place of torchrun: each task reads its rank from
+    SLURM_PROCID/SLURM_NTASKS/SLURM_LOCALID, and the two ranks write one completed record."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    resolved = subprocess.run(
+        [sys.executable, "-m", "ttexp", "--cfg", "job", "--resolve", "debug=fast", "hardware=n300",
+         "training.max_steps=2", "training.validation_frequency=2", f"data.path={corpus}",
+         "sweep.journal=null", f"output_dir={run_dir}"],
+        cwd=ROOT, capture_output=True, text=True, check=True, timeout=120)
+    (run_dir / "resolved.yaml").write_text(resolved.stdout)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    proc = subprocess.run(["srun", "--ntasks=2", "--cpus-per-task=1", "--time=3", sys.executable, "-m",
+                           "ttexp.worker", str(run_dir)], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["status"] == "completed" and result["steps_done"] == 2
+    assert "rank 0 of 2 torch ranks" in (run_dir / "training.log").read_text()

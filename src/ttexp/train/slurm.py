@@ -53,7 +53,7 @@ def preempt_signal() -> Optional[signal.Signals]:
 
 
 def hand_over(handler: Any, signum: int) -> str:
-    """Call the preemption handler that was installed before the loop's (submitit's: it pickles
+    """Call the preemption handler that was installed before the loop's (submitit's: it saves
     the job again and runs ``scontrol requeue``, then exits) and say what it did.
 
     Returns:
