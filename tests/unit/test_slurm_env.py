@@ -53,7 +53,8 @@ def test_wandb_environment_wins_over_defaults_and_loses_to_set_values(tmp_path, 
             got["notes"]) == ("offline", "p-env", "team", "g-env", "n-env", "j-env", "from env")
     assert got["tags"][-2:] == ["a", "b"]
     default = init_arguments(cfg, record, {})
-    assert (default["mode"], default["project"], default["group"], default["job_type"]) == (None, "ttexp", None, "scratch")
+    picked = (default["mode"], default["project"], default["group"], default["job_type"])
+    assert picked == (None, "ttexp", None, "scratch")
     explicit = compose_cfg(["logger=wandb", "logger.wandb.mode=disabled", "logger.wandb.project=mine",
                             "logger.wandb.group=g"], tmp_path / "run2")
     got = init_arguments(explicit, RunRecord(tmp_path / "run2", explicit, []), env)
