@@ -153,6 +153,9 @@ def test_a_killed_run_resumed_continues_the_same_wandb_run(tmp_path, corpus, mon
     job = ["debug=tiny", f"data.path={corpus}", "logger=wandb", "training.max_steps=80",
            "training.checkpoint_frequency=5", "training.validation_frequency=40", "sweep.journal=null"]
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_PROJECT": "from-env"}
+    # its own W&B service, as a real job has: an earlier test's in this process is named by
+    # WANDB_SERVICE, and a killed child's run would stay "in use" there
+    env.pop("WANDB_SERVICE", None)
     proc = subprocess.Popen([sys.executable, "-m", "ttexp", *job, f"hydra.run.dir={run_dir}"],
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
