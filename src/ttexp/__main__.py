@@ -38,6 +38,7 @@ def main(cfg: DictConfig) -> float | None:
     from ttexp.runner import run
     from ttexp.sweeps.summarize import refresh_after_job
     from ttexp.sweeps.sweep import completed_result, pin_job_device
+    from ttexp.train.slurm import restart_count, restart_resume
 
     hc = HydraConfig.get()
     # as typed: an override like x=${oc.env:TOKEN} is recorded as that text, never its value
@@ -57,6 +58,11 @@ def main(cfg: DictConfig) -> float | None:
         if cfg.sweep.resume and not cfg.resume and (Path(cfg.output_dir) / "checkpoints").is_dir():
             with open_dict(cfg):
                 cfg.resume = "auto"  # an interrupted job continues from its newest checkpoint
+        if restart_resume(cfg.resume) != cfg.resume:  # SLURM requeued or preempted this job
+            logging.getLogger("ttexp").info(
+                "SLURM restart %d of this job: continuing %s with resume=auto.", restart_count(), cfg.output_dir)
+            with open_dict(cfg):
+                cfg.resume = "auto"
         result = run(cfg, overrides=overrides)
     refresh_after_job(Path(cfg.output_dir), Path(hc.sweep.dir) if multirun else None,
                       cfg.sweep.journal, cfg.sweep.outputs_root)

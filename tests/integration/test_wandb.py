@@ -32,11 +32,15 @@ def read_offline_run(run_dir: Path, timeout_s: float = 60.0) -> list:
 
 
 def _parse_offline_file(run_dir: Path) -> list:
+    (path,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")
+    return parse_wandb_file(path)
+
+
+def parse_wandb_file(path: Path) -> list:
     """reference/wandb_offline.md: a 7-byte W&B header, then LevelDB log records in 32 KiB blocks,
-    each payload a protobuf ``Record``."""
+    each payload a protobuf ``Record`` (W&B's own schema, wandb.proto)."""
     from wandb.proto import wandb_internal_pb2
 
-    (path,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")
     data = path.read_bytes()
     assert data[:4] == b":W&B"
     pos, block, pending, payloads = 7, 32768, b"", []
@@ -133,3 +137,64 @@ def test_a_wandb_that_cannot_start_leaves_a_completed_local_run(tiny_cfg, monkey
     assert "CommError: could not reach the server" in result["wandb"]["error"]
     assert "W&B could not start" in caplog.text and "local record only" in caplog.text
     assert (Path(result["output_dir"]) / "training_curves.png").is_file()
+
+
+def test_a_killed_run_resumed_continues_the_same_wandb_run(tmp_path, corpus, monkeypatch):
+    """SIGKILL mid-run, then resume=auto: both starts write to one W&B run (the id kept in the
+    run directory), and WANDB_MODE=offline from the environment is honoured (no mode in the config)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import ROOT, run_in_process
+
+    run_dir = tmp_path / "run"
+    job = ["debug=tiny", f"data.path={corpus}", "logger=wandb", "training.max_steps=80",
+           "training.checkpoint_frequency=5", "training.validation_frequency=40", "sweep.journal=null"]
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_PROJECT": "from-env"}
+    # its own W&B service, as a real job has: an earlier test's in this process is named by
+    # WANDB_SERVICE, and a killed child's run would stay "in use" there
+    env.pop("WANDB_SERVICE", None)
+    proc = subprocess.Popen([sys.executable, "-m", "ttexp", *job, f"hydra.run.dir={run_dir}"],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        def started() -> bool:  # a checkpoint, and the W&B run's start on disk (wandb-core buffers)
+            files = list(run_dir.glob("wandb/offline-run-*/run-*.wandb"))
+            return bool(list(run_dir.glob("checkpoints/step_*")) and files
+                        and of_kind(parse_wandb_file(files[0]), "run"))
+
+        while not started():
+            assert proc.poll() is None and time.monotonic() < deadline, "the run ended before it was killed"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    run_id = (run_dir / "wandb/run_id.txt").read_text().strip()
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_PROJECT", "from-env")
+    result = run_in_process([*job, "resume=auto"], run_dir)
+    assert result["status"] == "completed"
+    assert result["wandb"]["id"] == run_id and result["wandb"]["mode"] == "offline"
+    files = sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb"))
+    assert len(files) == 2  # one file per start, both for the same run: `wandb sync` merges them
+    deadline = time.monotonic() + 60
+    while not of_kind(parse_wandb_file(files[1]), "exit") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    starts = [of_kind(parse_wandb_file(f), "run")[0].run for f in files]
+    assert {s.run_id for s in starts} == {run_id}
+    assert {s.project for s in starts} == {"from-env"}
+    resumed = parse_wandb_file(files[1])
+    assert starts[1].resumed or starts[1].resume, starts[1]
+    steps = [int(json.loads(i.value_json)) for r in of_kind(resumed, "history")
+             for i in r.history.item if (i.key or "/".join(i.nested_key)) == "_step"]
+    kinds = [r.WhichOneof("record_type") for r in resumed]
+    assert steps and steps[0] > 5 and steps[-1] == 80, kinds  # continued from its checkpoint
+
+
+def test_an_explicit_mode_wins_over_wandb_mode(tiny_cfg, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    result = run_cfg(tiny_cfg("logger=wandb", "logger.wandb.mode=disabled"))
+    assert result["status"] == "completed" and result["wandb"]["mode"] == "disabled"
+    assert not list(Path(result["output_dir"]).glob("wandb/offline-run-*"))

@@ -199,14 +199,17 @@ class WandbConfig(Section):
     """Weights & Biases, used when ``enabled`` (``logger=wandb``). The local record is kept too."""
 
     enabled: bool = False
-    mode: WandbMode = WandbMode.online
-    project: str = "ttexp"
+    mode: Optional[WandbMode] = None
+    """null = WANDB_MODE from the environment, else online. A value set here, in a preset or on
+    the command line (logger.wandb.mode=offline) wins over WANDB_MODE."""
+    project: Optional[str] = None
+    """null = WANDB_PROJECT, else 'ttexp'."""
     entity: Optional[str] = None
-    """Team or user; null = the default entity of the logged-in account."""
+    """Team or user; null = WANDB_ENTITY, else the default entity of the logged-in account."""
     group: Optional[str] = None
-    """null = the sweep (its directory name) in a multirun, no group in a single run."""
+    """null = WANDB_RUN_GROUP, else the sweep (its directory name) in a multirun, else none."""
     name: Optional[str] = None
-    """null = a readable name from the run name and the swept overrides."""
+    """null = WANDB_NAME, else a readable name from the run name and the swept overrides."""
     tags: List[str] = field(default_factory=list)
     """Added to the automatic tags: model, hardware, task."""
     notes: Optional[str] = None

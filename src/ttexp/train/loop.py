@@ -28,6 +28,7 @@ from ttexp.models.metrics import perplexity
 from ttexp.record.job import resume_command
 from ttexp.record.run_record import RunRecord
 from ttexp.train.checkpoint import CheckpointManager
+from ttexp.train.slurm import hand_over, preempt_signal
 from ttexp.train.plan import RunPlan
 from ttexp.train.progress import TrainingProgress
 from ttexp.train.ranks import Ranks
@@ -101,6 +102,7 @@ class TrainingLoop:
         self.result = LoopResult()
         self.checkpoints = CheckpointManager(record.dir, cfg, self.t.keep_last_n, self.t.keep_best_n)
         self._signal: Optional[int] = None
+        self._saved_handlers: dict[int, Any] = {}  # the handlers the loop replaced (submitit's)
 
     def restore(self, trainer_state: dict[str, Any]) -> int:
         """Continue the counters of a resumed run; returns the step to start from."""
@@ -189,7 +191,9 @@ class TrainingLoop:
 
     def _catch_signals(self) -> Any:
         """SIGINT/SIGTERM set a flag; the loop finishes the step, checkpoints and stops. A second
-        signal restores the default handler, so a second Ctrl-C stops at once."""
+        signal restores the default handler, so a second Ctrl-C stops at once. Under submitit its
+        preemption signal (SIGUSR2) does the same, then goes on to submitit's handler, which
+        requeues the job (:mod:`ttexp.train.slurm`)."""
         loop = self
 
         class _Handlers:
@@ -197,8 +201,10 @@ class TrainingLoop:
                 self.saved = {}
                 if threading.current_thread() is not threading.main_thread():
                     return
-                for sig in (signal.SIGINT, signal.SIGTERM):
+                preempt = preempt_signal()
+                for sig in (signal.SIGINT, signal.SIGTERM, *([preempt] if preempt else [])):
                     self.saved[sig] = signal.signal(sig, self._handle)
+                loop._saved_handlers = self.saved
 
             def _handle(self, signum: int, frame: Any) -> None:
                 loop._signal = signum
@@ -217,6 +223,10 @@ class TrainingLoop:
         path = self.result.last_checkpoint
         if not path or not path.endswith(f"step_{step}"):
             path = str(self.checkpoint(step))
+        previous = self._saved_handlers.get(self._signal)
+        if self._signal not in (signal.SIGINT, signal.SIGTERM) and callable(previous):
+            raise Interrupted(f"Preempted ({name}) after step {step}; checkpoint saved to {path}; "
+                              f"{hand_over(previous, self._signal)}.")
         raise Interrupted(
             f"Stopped by {name} after step {step}; checkpoint saved to {path}. Continue with: "
             f"{resume_command(self.record.dir, self.record.result.overrides)}"

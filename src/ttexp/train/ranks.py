@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ttexp.data.batch import Batch
+from ttexp.train.slurm import export_torch_env
 
 COLLECTIVE_TIMEOUT = datetime.timedelta(minutes=10)
 """Upper bound on a collective; a rank that stops answering fails the run instead of hanging it."""
@@ -47,7 +48,10 @@ class Ranks:
     @classmethod
     def join(cls, device_type: str) -> "Ranks":
         """Join the process group described by the launcher's environment (RANK, WORLD_SIZE,
-        LOCAL_RANK): gloo for 'cpu', NCCL for 'cuda' (and select this rank's GPU).
+        LOCAL_RANK, as torchrun sets them; under a multi-task ``srun`` without torchrun they are
+        taken from SLURM_PROCID, SLURM_NTASKS and SLURM_LOCALID, see
+        :func:`ttexp.train.slurm.export_torch_env`): gloo for 'cpu', NCCL for 'cuda' (and select
+        this rank's GPU).
 
         Raises:
             RuntimeError: the environment has no rank information (not started by a launcher).
@@ -55,8 +59,10 @@ class Ranks:
         import torch
         import torch.distributed as dist
 
+        export_torch_env()
         if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
-            raise RuntimeError("ttexp.worker must be started by a launcher (RANK/WORLD_SIZE unset).")
+            raise RuntimeError("ttexp.worker must be started by a launcher (torchrun, or srun with several "
+                               "tasks): RANK/WORLD_SIZE and SLURM_PROCID/SLURM_NTASKS are unset.")
         local = int(os.environ.get("LOCAL_RANK", "0"))
         device = f"cuda:{local}" if device_type == "cuda" else "cpu"
         if device_type == "cuda":
