@@ -26,6 +26,7 @@ from ttexp.config.experiments_source import (
     TtexpExperimentsSearchPath,
 )
 from ttexp.config.section import Section
+from ttexp.config.recorded import recorded_model_name
 from ttexp.config.values import fs_name
 
 
@@ -391,6 +392,8 @@ def register_configs() -> None:
     ConfigStore.instance().store(name="ttexp_schema", node=RunConfig)
     if not OmegaConf.has_resolver("ttexp_fs_name"):  # hydra.run.dir: the run name as a file name
         OmegaConf.register_new_resolver("ttexp_fs_name", fs_name)
+    if not OmegaConf.has_resolver("ttexp_model_name"):  # task=eval: named after its model
+        OmegaConf.register_new_resolver("ttexp_model_name", recorded_model_name)
     for plugin in (ExperimentsConfigSource, TtexpExperimentsSearchPath):
         Plugins.instance().register(plugin)
 

@@ -69,7 +69,8 @@ def base_of(path: Path) -> Optional[str]:
 
 EVAL_INPUTS_KEY = "eval_inputs"
 """The key of ttexp_origin.json that holds :func:`eval_inputs` of the fine-tune."""
-_DATA_KEYS = ("name", "format", "path", "filename", "val_path", "val_fraction", "prompt_template")
+_DATA_KEYS = ("name", "format", "path", "filename", "url", "sha256", "val_path", "val_fraction",
+              "prompt_template")
 _DECODING_KEYS = ("max_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty", "seed")
 
 
