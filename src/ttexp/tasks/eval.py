@@ -88,15 +88,17 @@ def resolve(cfg: RunConfig, overrides: Sequence[str] = ()) -> RunConfig:
 
 def _apply_recorded(cfg: RunConfig, rec: dict[str, Any], overrides: Sequence[str]) -> RunConfig:
     """``cfg`` with the recorded eval inputs ``rec`` wherever ``overrides`` leave a part unset."""
-    mine = lambda key: user_set(overrides, key)  # noqa: E732,E731
+    mine = lambda key: user_set(overrides, key)  # noqa: E731
     default_name = f"eval-{cfg.model.name}-{cfg.hardware.name}"
     model = evolve(cfg.model, name=rec["model_name"]) if rec.get("model_name") else cfg.model
     name = f"eval-{model.name}-{cfg.hardware.name}" if cfg.name == default_name else cfg.name
+    group = lambda g: any(o.split("=", 1)[0].lstrip("+~") == g for o in overrides)  # noqa: E731
     data, seed = cfg.data, cfg.training.seed
-    if not mine("data") and rec.get("data"):
-        fields = {k: v for k, v in rec["data"].items() if hasattr(data, k)}
+    if rec.get("data") and not group("data") and not mine("data.path"):
+        fields = {k: v for k, v in rec["data"].items() if hasattr(data, k) and not mine(f"data.{k}")}
         fields["format"] = type(data.format)(fields.get("format", data.format.value))
-        data, seed = evolve(data, **fields), int(rec["seed"])
+        data = evolve(data, **fields)
+        seed = seed if mine("training.seed") else int(rec["seed"])
         log.info("Evaluating on the data the model was trained on: %s (held-out split: %s).",
                  data.path or data.filename, data.val_path or
                  f"seed {seed}, val_fraction {data.val_fraction}")
@@ -109,7 +111,7 @@ def _apply_recorded(cfg: RunConfig, rec: dict[str, Any], overrides: Sequence[str
     if not mine("eval.questions") and rec.get("questions") and data.format.value == rec["data"]["format"]:
         questions = list(rec["questions"])
     gen = {k: v for k, v in (rec.get("generation") or {}).items()
-           if hasattr(cfg.generation, k) and not mine(f"generation.{k}") and not mine("generation")}
+           if hasattr(cfg.generation, k) and not mine(f"generation.{k}") and not group("generation")}
     return evolve(cfg, name=name, model=model, data=data,
                   training=evolve(cfg.training, seed=seed),
                   eval=evolve(cfg.eval, questions=questions),
