@@ -4,10 +4,12 @@
     python -m ttexp task=eval eval.checkpoint=RUN/final_model eval.compare_to=base
     python -m ttexp task=eval eval.checkpoint=RUN/checkpoints/step_200 eval.compare_to=~/models/tinyllama
 
-Each model is scored on the validation part of ``data`` (for JSONL, the same seeded split or
-``data.val_path`` the fine-tune used) and answers ``eval.questions`` with the ``generation``
-settings (the lessons' eval_config: temperature, top_k, top_p, repetition_penalty,
-max_new_tokens). Answers, the base's beside the model's, go to ``eval.results_file`` in the run
+    python -m ttexp task=eval eval.checkpoint=RUN/best                 # the best checkpoint
+
+For a model ttexp trained, what the command line does not set comes from its run (:func:`resolve`):
+the data file and held-out split, the template, the questions (its validation prompts) and the
+decoding settings (the lessons' eval_config: temperature, top_k, top_p, repetition_penalty,
+max_new_tokens), so the eval repeats the run's own evaluation. Answers, the base's beside the model's, go to ``eval.results_file`` in the run
 directory; every number goes to result.json. A base that would be a random initialisation (the
 model was trained from scratch) is refused unless ``eval.allow_random_base=true``.
 """
