@@ -71,7 +71,8 @@ def prepare(cfg: RunConfig, record: RunRecord | NullRecord) -> RunConfig:
         TtexpError: the task cannot resolve its inputs (e.g. no pretrained weights).
     """
     try:
-        cfg = TASKS[cfg.task.name].resolve(cfg)
+        cfg = TASKS[cfg.task.name].resolve(cfg, record.result.overrides)
+        record.update(name=cfg.name, model=cfg.model.name)  # eval: named after the model it evaluates
         validate_config(cfg)
         for warning in config_warnings(cfg):
             log.warning("%s", warning)

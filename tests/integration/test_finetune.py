@@ -14,6 +14,9 @@ from ttexp.tasks.eval import indent_answer
 
 pytestmark = pytest.mark.slow
 
+LESSON_QUESTIONS = ["What is a neural network?", "How do I learn machine learning?",
+                    "Explain what backpropagation does", "What's the difference between AI and ML?"]
+
 FINETUNE = ["task=finetune", "training.max_steps=20", "training.batch_size=8",
             "training.gradient_accumulation_steps=1", "training.learning_rate=3e-3",
             "training.validation_frequency=5", "training.checkpoint_frequency=10",
@@ -90,7 +93,9 @@ def test_eval_compares_with_the_base_and_writes_both_answers(finetuned: Path, ti
     assert r["status"] == "completed" and r["task"] == "eval", r["error"]
     assert r["eval"]["compare_to"] == str(tiny_llama_dir.resolve())
     assert r["final_val_loss"] < r["base_val_loss"]  # fine-tuning helped on held-out pairs
-    assert len(r["eval"]["answers"]) == 10 and all("base_answer" in a for a in r["eval"]["answers"])
+    # the fine-tune's own questions (its four validation prompts), not the eval task's ten
+    assert [a["question"] for a in r["eval"]["answers"]] == LESSON_QUESTIONS
+    assert all("base_answer" in a for a in r["eval"]["answers"])
     text = (out / "eval_results.txt").read_text()
     for i, a in enumerate(r["eval"]["answers"], start=1):
         block = text.split(f"Q{i}: {a['question']}\n")[1].split("\n\n")[0].rstrip("\n")

@@ -104,3 +104,18 @@ def override_problem(argv: list[str]) -> Optional[str]:
         if problem:
             return problem
     return None
+
+
+def user_set(overrides: "typing.Sequence[str]", key: str) -> bool:
+    """True when a command-line override sets ``key`` (``generation.prompts``), a key inside it,
+    or the group or section that holds it (``generation=shakespeare``, ``generation.prompts.0``).
+
+    Args:
+        overrides: Hydra's task overrides as typed (``key=value``, ``+key=value``, ``~key``).
+        key: a dotted key of the schema.
+    """
+    for override in overrides:
+        name = override.split("=", 1)[0].lstrip("+~")
+        if name == key or key.startswith(name + ".") or name.startswith(key + "."):
+            return True
+    return False

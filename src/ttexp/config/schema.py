@@ -25,39 +25,16 @@ from ttexp.config.experiments_source import (
     ExperimentsConfigSource,
     TtexpExperimentsSearchPath,
 )
+from ttexp.config.choices import (  # noqa: F401  (re-exported: the schema's choices)
+    Backend,
+    DataFormat,
+    Precision,
+    SchedulerName,
+    TaskName,
+)
 from ttexp.config.section import Section
+from ttexp.config.recorded import recorded_model_name
 from ttexp.config.values import fs_name
-
-
-class Backend(Enum):
-    """Which training backend runs the model."""
-
-    auto = "auto"  # ttml when it imports and a device opens, else torch (CUDA, else CPU)
-    torch = "torch"
-    ttml = "ttml"
-
-
-class TaskName(Enum):
-    scratch = "scratch"  # train a randomly initialised model on a text corpus
-    finetune = "finetune"  # continue training pretrained weights on prompt/response pairs
-    eval = "eval"  # evaluate (and compare) trained models
-
-
-class Precision(Enum):
-    auto = "auto"  # bf16 autocast where the device computes bf16 natively, else fp32
-    fp32 = "fp32"
-    bf16 = "bf16"  # bf16 autocast, fp32 master weights and optimizer state
-
-
-class SchedulerName(Enum):
-    constant = "constant"  # the lessons' "identity": the peak learning rate throughout
-    warmup_cosine = "warmup_cosine"  # linear warmup from 0, cosine decay to min_lr_ratio * peak
-    warmup_linear = "warmup_linear"  # linear warmup from 0, linear decay to min_lr_ratio * peak
-
-
-class DataFormat(Enum):
-    text = "text"  # one plain-text corpus, tokenised as a stream and split 90/10
-    jsonl = "jsonl"  # prompt/response pairs, one JSON object per line
 
 
 @dataclass
@@ -394,6 +371,8 @@ def register_configs() -> None:
     ConfigStore.instance().store(name="ttexp_schema", node=RunConfig)
     if not OmegaConf.has_resolver("ttexp_fs_name"):  # hydra.run.dir: the run name as a file name
         OmegaConf.register_new_resolver("ttexp_fs_name", fs_name)
+    if not OmegaConf.has_resolver("ttexp_model_name"):  # task=eval: named after its model
+        OmegaConf.register_new_resolver("ttexp_model_name", recorded_model_name)
     for plugin in (ExperimentsConfigSource, TtexpExperimentsSearchPath):
         Plugins.instance().register(plugin)
 

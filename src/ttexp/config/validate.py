@@ -25,8 +25,8 @@ from ttexp.errors import ConfigError
 
 GET_WEIGHTS_HINT = (
     "Download the model (config.json, *.safetensors and tokenizer files) to a directory, e.g. "
-    "`huggingface-cli download TinyLlama/TinyLlama-1.1B-intermediate-step-1431k-3T --local-dir "
-    "~/models/tinyllama`, then set model.pretrained_path=~/models/tinyllama (or export "
+    "`hf download TinyLlama/TinyLlama-1.1B-intermediate-step-1431k-3T --local-dir "
+    "~/models/tinyllama` (the `hf` command comes with huggingface_hub), then set model.pretrained_path=~/models/tinyllama (or export "
     "TTEXP_TINYLLAMA_PATH). To start from a model trained with ttexp, set init_from=RUN/final_model."
 )
 """How to get pretrained weights; every message about missing weights ends with it."""

@@ -15,6 +15,7 @@ sampler state) and every example is seen once per epoch.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from importlib import resources
@@ -29,7 +30,7 @@ from ttexp.files import sha256_of
 from ttexp.data.corpus import resolve_corpus
 from ttexp.data.pair_check import validate_file
 from ttexp.data.template import DEFAULT_TEMPLATE, format_prompt
-from ttexp.errors import DataError
+from ttexp.errors import DataError, TtexpError
 
 log = logging.getLogger("ttexp")
 
@@ -174,6 +175,24 @@ def resolve_pairs_file(data_cfg: DataConfig) -> Path:
         if shipped is not None:
             return shipped
     return resolve_corpus(data_cfg)
+
+
+def held_out_prompts(data_cfg: DataConfig, seed: int, limit: int = 4) -> list[str]:
+    """The prompts of the first ``limit`` held-out examples of ``data_cfg`` (``data.val_path``,
+    else the seeded split :func:`load_pair_data` makes), in file order: validation samples and
+    evaluation questions for a user's own data. Empty when the file cannot be read as JSONL (the
+    validator then reports why, with line numbers)."""
+    try:
+        path = Path(data_cfg.val_path).expanduser() if data_cfg.val_path else resolve_pairs_file(data_cfg)
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        prompts = [row["prompt"] for row in rows]
+    except (OSError, ValueError, KeyError, TypeError, TtexpError):
+        return []
+    if not all(isinstance(p, str) and p.strip() for p in prompts):
+        return []
+    picked = range(len(prompts)) if data_cfg.val_path else split_indices(
+        len(prompts), data_cfg.val_fraction, seed)[1]
+    return [prompts[i] for i in list(picked)[:limit]]
 
 
 @dataclass

@@ -214,3 +214,29 @@ def write_weights(directory: Path, tensors: Mapping[str, Any]) -> Path:
     path = Path(directory) / WEIGHTS_NAME
     write_tensors(path, tensors)
     return path
+
+
+PORTABLE_TOKENIZER_CLASS = "PreTrainedTokenizerFast"
+"""The name transformers 4.x and 5.x both resolve to their generic fast tokenizer; 5.x saves its
+generic class as "TokenizersBackend", which 4.x cannot load ("Tokenizer class TokenizersBackend
+does not exist"; checked with transformers 4.45.0 and tokenizers 0.20.3)."""
+
+
+def make_portable(model_dir: Path) -> None:
+    """Let older ``transformers`` (>= 4.45, pyproject's lower bound) load a model directory that
+    this one saved: the generic tokenizer class under :data:`PORTABLE_TOKENIZER_CLASS`, and
+    ``rope_theta`` at the top level of config.json too (5.x nests it in ``rope_parameters``;
+    4.x would read the missing key as its default 10000)."""
+    tok_path = Path(model_dir) / "tokenizer_config.json"
+    if tok_path.is_file():
+        conf = json.loads(tok_path.read_text())
+        if conf.get("tokenizer_class") == "TokenizersBackend":
+            conf["tokenizer_class"] = PORTABLE_TOKENIZER_CLASS
+            tok_path.write_text(json.dumps(conf, indent=2) + "\n")
+    cfg_path = Path(model_dir) / CONFIG_NAME
+    if cfg_path.is_file():
+        conf = json.loads(cfg_path.read_text())
+        theta = (conf.get("rope_parameters") or {}).get("rope_theta")
+        if theta is not None and "rope_theta" not in conf:
+            conf["rope_theta"] = theta
+            cfg_path.write_text(json.dumps(conf, indent=2) + "\n")

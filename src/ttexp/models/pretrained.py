@@ -34,6 +34,7 @@ from ttexp.models.hf import (
     read_hf_config,
     refuse_remote_code,
 )
+from ttexp.models.hub import local_snapshot
 from ttexp.models.spec import ARCHITECTURE_KEYS
 from ttexp.models.tokenizer import ByteTokenizer
 
@@ -212,7 +213,7 @@ def finetune_source(cfg: RunConfig) -> ModelSource:
     pretrained = cfg.model.pretrained_path
     base_dir: Optional[Path] = None
     if pretrained:
-        base_dir = Path(pretrained) if _looks_like_hub_id(pretrained) else _existing_dir(
+        base_dir = local_snapshot(pretrained) if _looks_like_hub_id(pretrained) else _existing_dir(
             pretrained, "model.pretrained_path")
     if cfg.init_from:
         init = _existing_dir(cfg.init_from, "init_from")

@@ -8,7 +8,7 @@ and to find the base a fine-tune started from (``eval.compare_to=base``).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from ttexp.config.convert import load_yaml_literal
 from ttexp.errors import TtexpError
@@ -25,6 +25,7 @@ def checkpoint_source(path: Path) -> ModelSource:
         TtexpError: the path holds no model, or its run's record cannot be read.
     """
     path = Path(path).expanduser()
+    path = path.resolve() if path.is_symlink() else path  # RUN/best -> RUN/checkpoints/step_N
     if not path.is_dir():
         raise TtexpError(f"eval.checkpoint={path} is not a directory: give a final_model/, a "
                          "checkpoints/step_N/ or a run directory.")
@@ -78,6 +79,7 @@ def base_of(path: Path) -> Optional[str]:
     """The model a fine-tuned model (final_model/, checkpoint or run dir) was fine-tuned from, as
     its run recorded it; None when there is none (trained from scratch, or not by ttexp)."""
     path = Path(path).expanduser()
+    path = path.resolve() if path.is_symlink() else path  # RUN/best -> RUN/checkpoints/step_N
     for model_dir, run_dir in ((path, path.parent), (path / "final_model", path),
                                (path.parent.parent / "final_model", path.parent.parent)):
         origin = read_origin(model_dir)
@@ -86,4 +88,42 @@ def base_of(path: Path) -> Optional[str]:
         result = _result(run_dir)
         if result.task == "finetune" and result.base_model:
             return result.base_model
+    return None
+
+
+EVAL_INPUTS_KEY = "eval_inputs"
+"""The key of ttexp_origin.json that holds :func:`eval_inputs` of the fine-tune."""
+_DATA_KEYS = ("name", "format", "path", "filename", "url", "sha256", "val_path", "val_fraction",
+              "prompt_template")
+_DECODING_KEYS = ("max_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty", "seed")
+
+
+def eval_inputs(cfg: Any) -> dict[str, Any]:
+    """What ``task=eval`` needs to repeat a run's own evaluation: the model's name, the data
+    section (file, held-out split, template), the split seed, the questions (the run's validation
+    prompts) and its decoding settings. ``cfg`` is a :class:`RunConfig` or a run's resolved.yaml."""
+    plain = lambda v: getattr(v, "value", v)  # noqa: E731 - an Enum's value
+    return {"model_name": cfg.model.name,
+            "data": {k: plain(getattr(cfg.data, k, None)) for k in _DATA_KEYS},
+            "seed": int(cfg.training.seed),
+            "questions": [str(q) for q in cfg.generation.prompts],
+            "generation": {k: plain(getattr(cfg.generation, k)) for k in _DECODING_KEYS}}
+
+
+def recorded_eval_inputs(path: Path) -> Optional[dict[str, Any]]:
+    """:func:`eval_inputs` of the run that trained the model at ``path`` (a final_model/, a
+    checkpoint, the run's ``best`` link or a run directory): from the model's ttexp_origin.json,
+    else from its run's resolved.yaml; None when neither is there (a model not made by ttexp)."""
+    path = Path(path).expanduser().resolve()
+    for model_dir, run_dir in ((path, path.parent), (path / "final_model", path),
+                               (path.parent.parent / "final_model", path.parent.parent)):
+        recorded = (read_origin(model_dir) or {}).get(EVAL_INPUTS_KEY)
+        if recorded:
+            return recorded
+        resolved = run_dir / "resolved.yaml"
+        if resolved.is_file():
+            try:
+                return eval_inputs(load_yaml_literal(resolved))
+            except (AttributeError, KeyError, TypeError, ValueError):
+                return None
     return None

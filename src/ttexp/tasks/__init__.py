@@ -7,7 +7,7 @@ Each module is a :class:`Task`: ``resolve`` returns the config as the task will 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, Sequence
 
 if TYPE_CHECKING:  # annotations only: tasks/ sits above these layers and imports them anyway
     from ttexp.config.schema import RunConfig
@@ -19,9 +19,10 @@ if TYPE_CHECKING:  # annotations only: tasks/ sits above these layers and import
 class Task(Protocol):
     """What the runner asks of a task module."""
 
-    def resolve(self, cfg: RunConfig) -> RunConfig:
+    def resolve(self, cfg: RunConfig, overrides: Sequence[str] = ()) -> RunConfig:
         """The config with what the task's inputs decide (a model directory's shape, a fine-tune's
-        held-out split); called once, before validation. Raises TtexpError for missing inputs."""
+        held-out split), keeping what the command line (``overrides``) set; called once, before
+        validation. Raises TtexpError for missing inputs."""
 
     def run(self, cfg: RunConfig, plan: RunPlan, ranks: Ranks, record: RunRecord | NullRecord) -> None:
         """Build the inputs and train or evaluate; failures raise a TtexpError with their status."""

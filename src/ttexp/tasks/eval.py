@@ -4,10 +4,12 @@
     python -m ttexp task=eval eval.checkpoint=RUN/final_model eval.compare_to=base
     python -m ttexp task=eval eval.checkpoint=RUN/checkpoints/step_200 eval.compare_to=~/models/tinyllama
 
-Each model is scored on the validation part of ``data`` (for JSONL, the same seeded split or
-``data.val_path`` the fine-tune used) and answers ``eval.questions`` with the ``generation``
-settings (the lessons' eval_config: temperature, top_k, top_p, repetition_penalty,
-max_new_tokens). Answers, the base's beside the model's, go to ``eval.results_file`` in the run
+    python -m ttexp task=eval eval.checkpoint=RUN/best                 # the best checkpoint
+
+For a model ttexp trained, what the command line does not set comes from its run (:func:`resolve`):
+the data file and held-out split, the template, the questions (its validation prompts) and the
+decoding settings (the lessons' eval_config: temperature, top_k, top_p, repetition_penalty,
+max_new_tokens), so the eval repeats the run's own evaluation. Answers, the base's beside the model's, go to ``eval.results_file`` in the run
 directory; every number goes to result.json. A base that would be a random initialisation (the
 model was trained from scratch) is refused unless ``eval.allow_random_base=true``.
 """
@@ -18,28 +20,29 @@ import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from transformers.utils import logging as hf_logging
 
 from ttexp.backends.base import SamplingParams
 from ttexp.backends.factory import create_backend
+from ttexp.config.overrides import user_set
 from ttexp.config.section import evolve
 from ttexp.config.schema import RunConfig
 from ttexp.data.corpus import resolve_corpus
 from ttexp.data.pairs import PairData, load_pair_data, resolve_pairs_file
 from ttexp.data.text import TextData, tokenize_corpus
 from ttexp.errors import DataError, TtexpError
+from ttexp.models.hub import local_snapshot
 from ttexp.models.metrics import perplexity
 from ttexp.models.pretrained import (
     ModelSource,
     load_model,
     load_tokenizer,
     model_config_for,
-    read_origin,
 )
 from ttexp.models.spec import ModelSpec
-from ttexp.record.lineage import base_of, checkpoint_source
+from ttexp.record.lineage import base_of, checkpoint_source, recorded_eval_inputs
 from ttexp.record.run_record import RunRecord
 from ttexp.train.plan import RunPlan
 from ttexp.train.ranks import Ranks
@@ -65,10 +68,12 @@ class Candidate:
         return None if self.val_loss is None else perplexity(self.val_loss)
 
 
-def resolve(cfg: RunConfig) -> RunConfig:
-    """The config as this evaluation really runs: ``model.*`` from the evaluated model, and, for a
-    fine-tune's own data file, the seed and fraction of its held-out split (so the record
-    reproduces the evaluation).
+def resolve(cfg: RunConfig, overrides: Sequence[str] = ()) -> RunConfig:
+    """The config as this evaluation really runs: ``model.*`` from the evaluated model, and what
+    its run recorded (:func:`ttexp.record.lineage.recorded_eval_inputs`) for every part the
+    command line did not set: the data file, its held-out split (seed, val_fraction, val_path)
+    and template; the questions (the run's validation prompts); the decoding settings; the name
+    (``eval-<model>-<hardware>``). So the record reproduces the evaluation.
 
     Raises:
         TtexpError: ``eval.checkpoint`` holds no model.
@@ -77,15 +82,56 @@ def resolve(cfg: RunConfig) -> RunConfig:
         return cfg  # validation names the missing key
     source = checkpoint_source(Path(cfg.eval.checkpoint))
     cfg = evolve(cfg, model=model_config_for(cfg.model, source))
-    split = _finetune_split(cfg, source)
-    if split is None:
+    recorded = recorded_eval_inputs(Path(cfg.eval.checkpoint))
+    if not recorded:
         return cfg
-    seed, fraction = split
-    if (seed, fraction) != (cfg.training.seed, cfg.data.val_fraction):
-        log.info("Evaluating on the fine-tune's held-out split (seed %s, val_fraction %s).",
-                 seed, fraction)
-    return evolve(cfg, training=evolve(cfg.training, seed=seed),
-                  data=evolve(cfg.data, val_fraction=fraction))
+    return _apply_recorded(cfg, recorded, overrides)
+
+
+def _apply_recorded(cfg: RunConfig, rec: dict[str, Any], overrides: Sequence[str]) -> RunConfig:
+    """``cfg`` with the recorded eval inputs ``rec`` wherever ``overrides`` leave a part unset."""
+    mine = lambda key: user_set(overrides, key)  # noqa: E731
+    default_name = f"eval-{cfg.model.name}-{cfg.hardware.name}"
+    model = evolve(cfg.model, name=rec["model_name"]) if rec.get("model_name") else cfg.model
+    name = f"eval-{model.name}-{cfg.hardware.name}" if cfg.name == default_name else cfg.name
+    group = lambda g: any(o.split("=", 1)[0].lstrip("+~") == g for o in overrides)  # noqa: E731
+    data, seed = cfg.data, cfg.training.seed
+    if rec.get("data") and not group("data") and not mine("data.path"):
+        fields = {k: v for k, v in rec["data"].items() if hasattr(data, k) and not mine(f"data.{k}")}
+        fields["format"] = type(data.format)(fields.get("format", data.format.value))
+        data = evolve(data, **fields)
+        seed = seed if mine("training.seed") else int(rec["seed"])
+        log.info("Evaluating on the data the model was trained on: %s (held-out split: %s).",
+                 data.path or data.filename, data.val_path or
+                 f"seed {seed}, val_fraction {data.val_fraction}")
+    elif _same_file(cfg, rec) and not (mine("data.val_fraction") or mine("training.seed")):
+        data = evolve(data, val_fraction=float(rec["data"]["val_fraction"]))
+        seed = int(rec["seed"])
+        log.info("Evaluating on the run's held-out split (seed %s, val_fraction %s).", seed,
+                 data.val_fraction)
+    questions = cfg.eval.questions
+    if not mine("eval.questions") and rec.get("questions") and data.format.value == rec["data"]["format"]:
+        questions = list(rec["questions"])
+    gen = {k: v for k, v in (rec.get("generation") or {}).items()
+           if hasattr(cfg.generation, k) and not mine(f"generation.{k}") and not group("generation")}
+    return evolve(cfg, name=name, model=model, data=data,
+                  training=evolve(cfg.training, seed=seed),
+                  eval=evolve(cfg.eval, questions=questions),
+                  generation=evolve(cfg.generation, **gen))
+
+
+def _same_file(cfg: RunConfig, rec: dict[str, Any]) -> bool:
+    """True when ``cfg.data`` names the recorded data file and the run used a seeded split."""
+    recorded = rec.get("data") or {}
+    if cfg.data.val_path or recorded.get("val_path") or cfg.data.format.value != "jsonl":
+        return False
+    try:
+        here = resolve_pairs_file(cfg.data).resolve()
+        there = resolve_pairs_file(evolve(cfg.data, path=recorded.get("path"),
+                                          filename=recorded.get("filename") or cfg.data.filename))
+    except TtexpError:
+        return False  # _eval_data reports a missing file
+    return here == there.resolve()
 
 
 def run(cfg: RunConfig, plan: RunPlan, ranks: Ranks, record: RunRecord) -> None:
@@ -153,30 +199,13 @@ def _comparison(cfg: RunConfig, model: Candidate) -> Optional[Candidate]:
                          tokenizer=model.tokenizer, spec=model.spec)
     path = Path(str(target)).expanduser()
     if not path.exists() and str(target).count("/") == 1:  # a hub id recorded by the fine-tune
-        source = ModelSource(model_dir=Path(str(target)))
+        source = ModelSource(model_dir=local_snapshot(str(target)))
     else:
         source = checkpoint_source(path)
     base = Candidate("Base", str(target), source)
     if source.model_dir is None and source.model_cfg is None:
         base.tokenizer, base.spec = model.tokenizer, model.spec
     return base
-
-
-def _finetune_split(cfg: RunConfig, source: ModelSource) -> Optional[tuple[int, float]]:
-    """(seed, val_fraction) of the fine-tune's held-out split when the model's ttexp_origin.json
-    records one and this run evaluates the same data file; None otherwise."""
-    if source.model_dir is None or cfg.data.val_path or cfg.data.format.value != "jsonl":
-        return None
-    split = (read_origin(source.model_dir) or {}).get("split")
-    if not split or split.get("val_path"):
-        return None
-    try:
-        here = str(resolve_pairs_file(cfg.data).resolve())
-    except TtexpError:
-        return None  # _eval_data reports a missing file
-    if here != split.get("data_path"):
-        return None
-    return int(split["seed"]), float(split["val_fraction"])
 
 
 def _evaluate(cfg: RunConfig, plan: RunPlan, ranks: Ranks, cand: Candidate,

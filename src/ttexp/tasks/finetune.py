@@ -16,7 +16,7 @@ import json
 import logging
 import shlex
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from transformers.utils import logging as hf_logging
@@ -24,7 +24,8 @@ from transformers.utils import logging as hf_logging
 from ttexp.backends.factory import create_backend
 from ttexp.config.section import evolve
 from ttexp.config.schema import AdapterConfig, AdapterName, RunConfig
-from ttexp.data.pairs import load_pair_data
+from ttexp.config.overrides import user_set
+from ttexp.data.pairs import held_out_prompts, load_pair_data
 from ttexp.models.pretrained import (
     ORIGIN_NAME,
     finetune_source,
@@ -32,6 +33,7 @@ from ttexp.models.pretrained import (
     load_tokenizer,
     model_config_for,
 )
+from ttexp.record.lineage import EVAL_INPUTS_KEY, eval_inputs, recorded_eval_inputs
 from ttexp.record.run_record import RunRecord
 from ttexp.train.plan import RunPlan
 from ttexp.train.ranks import Ranks
@@ -41,15 +43,35 @@ from ttexp.train.trainer import TrainingInputs, save_final_model, train_and_reco
 log = logging.getLogger("ttexp")
 
 
-def resolve(cfg: RunConfig) -> RunConfig:
-    """The config with ``model.*`` set to the starting model's architecture (its config.json
-    decides the shape), so ``resolved.yaml`` records the shape really trained.
+def resolve(cfg: RunConfig, overrides: Sequence[str] = ()) -> RunConfig:
+    """The config as the fine-tune really runs: ``model.*`` set to the starting model's
+    architecture (its config.json decides the shape); the user's own data files as absolute
+    paths (task=eval finds them from any directory); and, for a user's own file
+    (``data.path``) with ``generation.prompts`` not set on the command line, validation prompts
+    taken from its held-out examples (the starter set's questions would mean nothing there).
 
     Raises:
         TtexpError: no weights are configured, or a configured directory does not exist or holds
             no Llama model.
     """
-    return evolve(cfg, model=model_config_for(cfg.model, finetune_source(cfg)))
+    source = finetune_source(cfg)
+    model = model_config_for(cfg.model, source)
+    if model is not cfg.model and source.model_dir is not None:  # not the preset's shape: its name
+        recorded = recorded_eval_inputs(Path(source.model_dir)) or {}
+        model = evolve(model, name=recorded.get("model_name") or Path(source.model_dir).name)
+    cfg = evolve(cfg, model=model)
+    if not cfg.data.path:
+        return cfg
+    absolute = lambda p: str(Path(p).expanduser().resolve()) if p and Path(p).expanduser().exists() else p  # noqa: E731
+    cfg = evolve(cfg, data=evolve(cfg.data, path=absolute(cfg.data.path),
+                                  val_path=absolute(cfg.data.val_path)))
+    prompts = [] if user_set(overrides, "generation.prompts") else held_out_prompts(
+        cfg.data, cfg.training.seed)
+    if prompts:
+        log.info("Validation samples answer %d held-out prompts of %s (set generation.prompts to "
+                 "choose others).", len(prompts), cfg.data.val_path or cfg.data.path)
+        cfg = evolve(cfg, generation=evolve(cfg.generation, prompts=prompts))
+    return cfg
 
 
 def run(cfg: RunConfig, plan: RunPlan, ranks: Ranks, record: RunRecord) -> None:
@@ -81,6 +103,14 @@ def run(cfg: RunConfig, plan: RunPlan, ranks: Ranks, record: RunRecord) -> None:
         record.update(trainable_parameters=trained)
         origin = {"base_model": base, "model_dir": _str(source.model_dir),
                   "prompt_template": cfg.data.prompt_template, "eos_token_id": tokenizer.eos_token_id,
+                  "bos_token_id": tokenizer.bos_token_id,
+                  # what a plain transformers user feeds the model for a question (BOS included)
+                  "prompt_format": ("" if tokenizer.bos_token_id is None else
+                                    tokenizer.inner.convert_ids_to_tokens(tokenizer.bos_token_id))
+                  + cfg.data.prompt_template,
+                  # data, split, questions and decoding, so task=eval repeats this evaluation
+                  EVAL_INPUTS_KEY: eval_inputs(evolve(cfg, data=evolve(
+                      cfg.data, path=str(Path(info.path).resolve())))),
                   # the held-out split, so task=eval scores the same examples
                   "split": {"data_path": str(Path(info.path).resolve()), "val_path": info.val_path,
                             "val_fraction": cfg.data.val_fraction, "seed": t.seed}}
@@ -138,5 +168,30 @@ def _finetune_files(tokenizer: Any, origin: dict[str, Any]) -> Callable[[Path], 
                 conf["eos_token_id"] = tokenizer.eos_token_id
                 path.write_text(json.dumps(conf, indent=2) + "\n")
         (tmp / ORIGIN_NAME).write_text(json.dumps(origin, indent=2) + "\n")
+        add_bos_on_encode(tmp, tokenizer)
 
     return add
+
+
+def add_bos_on_encode(model_dir: Path, tokenizer: Any) -> None:
+    """Make the saved fast tokenizer (``tokenizer.json``) put BOS first, as training did
+    (:meth:`PromptTokenizer.encode`), so ``tokenizer(prompt)`` in plain ``transformers`` gives the
+    ids ttexp's eval gives. A tokenizer that already does (TinyLlama's), or that has no BOS or no
+    tokenizer.json, is left as it is (ttexp_origin.json's ``prompt_format`` then shows the text)."""
+    path = model_dir / "tokenizer.json"
+    bos_id = tokenizer.bos_token_id
+    if bos_id is None or not path.is_file():
+        return
+    from tokenizers import Tokenizer, processors
+
+    fast = Tokenizer.from_file(str(path))
+    if fast.encode("a").ids[:1] == [bos_id]:
+        return
+    bos = fast.id_to_token(bos_id)
+    fast.post_processor = processors.TemplateProcessing(
+        single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, bos_id)])
+    fast.save(str(path))
+    conf_path = model_dir / "tokenizer_config.json"
+    conf = json.loads(conf_path.read_text()) if conf_path.is_file() else {}
+    conf["add_bos_token"] = True
+    conf_path.write_text(json.dumps(conf, indent=2) + "\n")

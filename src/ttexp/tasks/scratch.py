@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Sequence
 
 from ttexp.backends.factory import create_backend
 from ttexp.config.schema import RunConfig
@@ -24,7 +25,7 @@ from ttexp.train.trainer import TrainingInputs, train_and_record
 log = logging.getLogger("ttexp")
 
 
-def resolve(cfg: RunConfig) -> RunConfig:
+def resolve(cfg: RunConfig, overrides: Sequence[str] = ()) -> RunConfig:
     """Nothing to resolve: the config names the architecture and the corpus."""
     return cfg
 

@@ -25,6 +25,7 @@ import sys
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from ttexp.backends.detect import ttml_status
 from ttexp.config.compose import compose_run_config
@@ -121,6 +122,9 @@ def check_devices(mesh_shape: list[int], hardware: str, wants_ttml: bool) -> lis
     visible = sorted(p.name for p in TT_DEVICE_DIR.iterdir()) if TT_DEVICE_DIR.is_dir() else []
     bad = FAIL if wants_ttml else INFO
     checks = []
+    if not wants_ttml:  # torch runs any hardware= preset; the preset only splits the batch
+        return [Check(INFO, "devices", f"{len(visible)} Tenstorrent device(s) visible; the torch backend "
+                      f"needs none (hardware={hardware}, mesh {list(mesh_shape)})")]
     if len(visible) >= need:
         checks.append(Check(OK, "devices", f"{len(visible)} Tenstorrent device(s) visible; hardware={hardware} "
                             f"needs {need} (mesh {list(mesh_shape)})"))
@@ -196,24 +200,12 @@ def check_wandb(logger_name: str) -> list[Check]:
 
 
 def check_files(cfg: RunConfig) -> list[Check]:
-    """The corpus (``data.path``, else :func:`ttexp.data.corpus.search_paths`, else a download)
-    and the weights of ``init_from`` / ``model.pretrained_path``."""
-    checks = []
+    """The data the run will read (a prompt/response file, the shipped starter set included, is
+    also validated; a corpus is looked for in ``data.path``, then
+    :func:`ttexp.data.corpus.search_paths`, else downloaded) and the weights of ``init_from`` /
+    ``model.pretrained_path``."""
     d = cfg.data
-    if d.path:
-        p = Path(str(d.path)).expanduser()
-        checks.append(Check(OK if p.is_file() else FAIL, "data", f"{p}" + ("" if p.is_file() else
-                            " does not exist; fix data.path")))
-    else:
-        places = search_paths(d.filename)
-        hit = next((p for p in places if p.is_file()), None)
-        if hit:
-            checks.append(Check(OK, "data", str(hit)))
-        elif d.url:
-            checks.append(Check(WARN, "data", f"{d.filename} not in {', '.join(map(str, places))}; it will be "
-                                "downloaded (needs network), or set data.path / TTEXP_DATA_DIR"))
-        else:
-            checks.append(Check(FAIL, "data", f"{d.filename} not found; set data.path=FILE"))
+    checks = check_pairs(cfg) if d.format.value == "jsonl" else check_corpus(d)
     for key, value in (("init_from", cfg.init_from), ("model.pretrained_path", cfg.model.pretrained_path)):
         if not value:
             continue
@@ -245,6 +237,55 @@ def check_memory(cfg: RunConfig, wants_ttml: bool) -> list[Check]:
     return [Check(OK if plan.fits else FAIL, "memory", detail)]
 
 
+def check_corpus(d: Any) -> list[Check]:
+    """A text corpus: ``data.path``, else the search path, else a download."""
+    if d.path:
+        p = Path(str(d.path)).expanduser()
+        return [Check(OK if p.is_file() else FAIL, "data", f"{p}" + ("" if p.is_file() else
+                      " does not exist; fix data.path"))]
+    places = search_paths(d.filename)
+    hit = next((p for p in places if p.is_file()), None)
+    if hit:
+        return [Check(OK, "data", str(hit))]
+    if d.url:
+        return [Check(WARN, "data", f"{d.filename} not in {', '.join(map(str, places))}; it will be "
+                      "downloaded (needs network), or set data.path / TTEXP_DATA_DIR")]
+    return [Check(FAIL, "data", f"{d.filename} not found; set data.path=FILE")]
+
+
+def check_pairs(cfg: RunConfig) -> list[Check]:
+    """A prompt/response file (and ``data.val_path``), found as the run finds it (the shipped
+    starter set when ``data.path`` is unset) and run through the validator with the byte tokenizer
+    (or the local ``model.pretrained_path``'s) and ``model.max_seq_len``."""
+    from ttexp.data.pair_check import validate_file
+    from ttexp.data.pairs import resolve_pairs_file
+    from ttexp.errors import TtexpError
+    from ttexp.models.pretrained import load_tokenizer
+
+    d, checks = cfg.data, []
+    try:
+        files = [("data", resolve_pairs_file(d))]
+    except TtexpError as exc:
+        return [Check(FAIL, "data", str(exc))]
+    if d.val_path:
+        files.append(("data.val_path", Path(str(d.val_path)).expanduser()))
+    local = cfg.model.pretrained_path and Path(str(cfg.model.pretrained_path)).expanduser().is_dir()
+    try:
+        tokenizer = load_tokenizer(Path(str(cfg.model.pretrained_path)).expanduser() if local else None)
+    except TtexpError:
+        tokenizer = load_tokenizer(None)
+    for key, path in files:
+        if not path.is_file():
+            checks.append(Check(FAIL, key, f"{path} does not exist; fix {key}"))
+            continue
+        report = validate_file(path, tokenizer, d.prompt_template, cfg.model.max_seq_len)
+        status = FAIL if report.errors else WARN if report.warnings else OK
+        detail = f"{path}: {len(report.pairs)} examples, {len(report.errors)} errors, {len(report.warnings)} warnings"
+        checks.append(Check(status, key, detail + (f" (first: {report.errors[0]}; python -m ttexp."
+                                                   f"validate_data {path})" if report.errors else "")))
+    return checks
+
+
 def run_checks(cfg: RunConfig) -> list[Check]:
     """Every check for the composed ``cfg``, in report order."""
     backend = cfg.backend.value
@@ -272,6 +313,15 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # Hydra's errors (unknown key, bad value) name the override
         print(f"[FAIL] config: {exc}")
         return 1
+    if cfg.task.name.value == "eval":  # the data and questions the model's own run recorded
+        from ttexp.errors import TtexpError
+        from ttexp.tasks import eval as eval_task
+
+        try:
+            cfg = eval_task.resolve(cfg, argv)
+        except TtexpError as exc:
+            print(f"[FAIL] eval.checkpoint: {exc}")
+            return 1
     checks = run_checks(cfg)
     width = max(len(c.name) for c in checks)
     for c in checks:

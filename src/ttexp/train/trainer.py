@@ -13,6 +13,7 @@ from ttexp.config.convert import load_yaml_literal
 from ttexp.config.schema import RunConfig
 from ttexp.errors import CheckpointError
 from ttexp.files import disk_full_message, write_dir_atomic
+from ttexp.models.hf import make_portable
 from ttexp.record.job import resume_command
 from ttexp.record.run_record import RunRecord
 from ttexp.train.checkpoint import (
@@ -264,6 +265,7 @@ def save_final_model(directory: Path, backend: Backend, tokenizer: Any,
 
     def fill(tmp: Path) -> None:
         backend.save_pretrained(tmp, hf_tok)
+        make_portable(tmp)  # older transformers (pyproject's lower bound) load it too
         if extra is not None:
             extra(tmp)
 
