@@ -76,3 +76,25 @@ def test_the_lease_sweeps_half_written_files_and_keeps_the_rest(tmp_path):
     assert left == ["checkpoints", "checkpoints/step_3", "checkpoints/step_3/manifest.json",
                     "heartbeat.json", "metrics.jsonl"]
     assert last_state(tmp_path) == "last logged step 4, last checkpoint step_3"
+
+
+def test_a_sweep_table_shows_a_dead_running_job_as_lost_and_the_jobs_not_started(tmp_path):
+    import yaml
+
+    from ttexp.sweeps.summarize import collect_sweep, render_sweep
+
+    sweep = tmp_path / "sweep"
+    job = sweep / "0"
+    (job / ".hydra").mkdir(parents=True)
+    (sweep / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {"overrides": {
+        "hydra": ["hydra.mode=MULTIRUN"], "task": ["training.learning_rate=1e-4,3e-4,1e-3"]}}}))
+    (job / ".hydra/overrides.yaml").write_text(yaml.safe_dump(["training.learning_rate=1e-4"]))
+    (job / "result.json").write_text(json.dumps({"status": "running",
+                                                 "overrides": ["training.learning_rate=1e-4"]}))
+    (job / "metrics.jsonl").write_text('{"step": 7, "train/loss": 4.0}\n')
+    (job / HEARTBEAT_NAME).write_text(json.dumps({"pid": 2**22 + 7, "host": socket.gethostname(),
+                                                  "time": time.time()}))
+    text = render_sweep(collect_sweep(sweep), sweep)
+    assert "- Jobs: 1 of 3 started (1 lost)" in text
+    assert "**lost**: its process (pid 4194311" in text and "last logged step 7" in text
+    assert "sweep.resume=true" in text

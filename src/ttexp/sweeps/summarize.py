@@ -13,6 +13,7 @@ command does the same by hand (after a crash, or for a SLURM sweep whose control
 from __future__ import annotations
 
 import argparse
+from collections import Counter
 import shlex
 import sys
 import time
@@ -52,6 +53,7 @@ from ttexp.sweeps.markdown import (
 )
 from ttexp.sweeps.stats import SEED_KEY, Setting, Verdict, group_settings, verdict
 from ttexp.sweeps.sweep import (
+    expected_jobs,
     is_sweep_dir,
     job_dirs,
     job_overrides,
@@ -82,8 +84,7 @@ class JobRow:
 
     @property
     def status(self) -> str:
-        """The record's status, except ``lost`` for a ``running`` record whose process is gone."""
-        return self.liveness.status if self.result else "no result"
+            return self.liveness.status if self.result else "no result"
 
     @property
     def liveness(self) -> Liveness:
@@ -200,15 +201,14 @@ def _result_cells(row: JobRow, best: bool) -> list[str]:
 def render_sweep(summary: SweepSummary, base: Path, level: int = 2) -> str:
     """The markdown section of one sweep; links are relative to ``base`` (the md file's folder)."""
     s = summary
-    counts: dict[str, int] = {}
-    for row in s.rows:
-        counts[row.status] = counts.get(row.status, 0) + 1
+    counts = Counter(row.status for row in s.rows)
     started = min((r.result.started_at or "" for r in s.rows if r.result), default="")
     out = [f"{'#' * level} Sweep `{md_shown(s.dir)}`", ""]
-    command = sweep_command(s.dir)
-    if command:
+    if command := sweep_command(s.dir):
         out.append(f"- Command: `{command}`")
-    out.append(f"- Jobs: {len(s.rows)} (" + ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+    total = expected_jobs(s.dir) or 0  # jobs not started yet are counted too, never hidden
+    jobs = f"{len(s.rows)} of {total} started" if total > len(s.rows) else str(len(s.rows))
+    out.append(f"- Jobs: {jobs} (" + ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
                + ")" + (f", started {started}" if started else ""))
     out += md_verdict_lines(s)
     if s.failed:

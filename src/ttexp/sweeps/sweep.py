@@ -55,6 +55,28 @@ def job_overrides(job_dir: Path) -> list[str]:
     return list(result.overrides) if result else []
 
 
+def expected_jobs(sweep_dir: Path) -> Optional[int]:
+    """How many jobs the sweep launches: the product of its sweep overrides' lengths (the basic
+    grid sweeper), or ``hydra.sweeper.n_trials`` (Optuna); None when it cannot be told."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    hydra_node = read_multirun(sweep_dir).get("hydra") or {}
+    trials = (hydra_node.get("sweeper") or {}).get("n_trials")
+    if isinstance(trials, int):
+        return trials
+    task = [str(x) for x in (hydra_node.get("overrides") or {}).get("task") or []]
+    if not task:
+        return None
+    try:
+        parsed = OverridesParser.create().parse_overrides(task)
+        n = 1
+        for o in parsed:
+            n *= len(list(o.sweep_iterator())) if o.is_sweep_override() else 1
+    except Exception:  # noqa: BLE001 - an odd override: the count is only informative
+        return None
+    return n
+
+
 def read_result(run_dir: Path) -> Optional[RunResult]:
     """``run_dir/result.json``; None when missing or unreadable (a job still starting)."""
     return RunResult.read(run_dir)
