@@ -44,8 +44,9 @@ def main(cfg: DictConfig) -> float | None:
     # as typed: an override like x=${oc.env:TOKEN} is recorded as that text, never its value
     overrides = list(OmegaConf.to_container(hc.overrides.task, resolve=False))
     multirun = is_multirun(hc)
+    lease = None
     if multirun and cfg.sweep.pin_devices:
-        pinned = pin_job_device(cfg, int(hc.job.num))
+        pinned, lease = pin_job_device(cfg, Path(hc.sweep.dir))
         if pinned:
             logging.getLogger("ttexp").info("sweep.pin_devices: job %s runs on %s", hc.job.num, pinned)
     if multirun and cfg.sweep.halving.rungs and cfg.training.stop_at_step is None:
@@ -63,7 +64,16 @@ def main(cfg: DictConfig) -> float | None:
                 "SLURM restart %d of this job: continuing %s with resume=auto.", restart_count(), cfg.output_dir)
             with open_dict(cfg):
                 cfg.resume = "auto"
-        result = run(cfg, overrides=overrides)
+        if multirun:  # the sweep's table shows this job as started
+            refresh_after_job(Path(cfg.output_dir), Path(hc.sweep.dir), None, "", plot=False)
+        # A job in a launcher's worker process (joblib) trains in a child it supervises: a killed
+        # child ends this job `lost` and the pool, and the sweep, go on (the worker survives).
+        isolate = multirun and "joblib" in str(OmegaConf.select(hc, "launcher._target_") or "")
+        try:
+            result = run(cfg, overrides=overrides, isolate=isolate)
+        finally:
+            if lease is not None:
+                lease.release()
     refresh_after_job(Path(cfg.output_dir), Path(hc.sweep.dir) if multirun else None,
                       cfg.sweep.journal, cfg.sweep.outputs_root)
     if not multirun and result.status != "completed":

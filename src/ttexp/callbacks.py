@@ -87,7 +87,13 @@ class OutputDirCheck(Callback):
         # resolver needs HydraConfig, which Hydra itself sets only when the job starts (after
         # this callback). Setting it now, from the same config, resolves the same directory.
         HydraConfig.instance().set_config(config)
+        from ttexp.record.liveness import busy_message
+
         for directory, key in run_directories(config):
+            busy = busy_message(Path(directory))
+            if busy:  # a live run holds it: refuse before Hydra rewrites its .hydra/ and log
+                print(redact(f"ERROR: {busy}"), file=sys.stderr)
+                raise SystemExit(exit_code("usage"))
             if not OmegaConf.select(config, "resume", default=None):
                 from ttexp.train.checkpoint import (
                     earlier_run_message,  # torch: only when a run starts

@@ -36,7 +36,7 @@ and nothing ran (argparse's convention). 130 = 128 + SIGINT, the shell's code fo
 
 def exit_code(status: str) -> int:
     """The exit code for a run ``status`` (completed 0, failed 1, diverged 3, interrupted 130);
-    any status not listed (``running``, ``lost``) is a failure, 1."""
+    any status not listed (``running``, ``lost``: the run's process died) is a failure, 1."""
     return EXIT_CODES.get(status, 1)
 
 
@@ -66,6 +66,20 @@ class BackendUnavailable(TtexpError):
 
 class CheckpointError(TtexpError):
     """A checkpoint is missing, incomplete, corrupt, from another model, or cannot be written."""
+
+
+class RunDirBusy(TtexpError):
+    """Another live process (a run, or a rank of one) holds the run directory's lock; the message
+    names its pid and host. Nothing ran and nothing in the directory was touched (exit 2)."""
+
+    status = "usage"
+
+
+class JobLost(TtexpError):
+    """The job's process was killed (SIGKILL, the out-of-memory killer) before it closed its record;
+    its supervisor records ``lost`` with the last step and checkpoint (exit 1)."""
+
+    status = "lost"
 
 
 class Diverged(TtexpError):

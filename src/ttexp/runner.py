@@ -23,8 +23,9 @@ from ttexp.config.convert import to_run_config
 from ttexp.config.section import freeze
 from ttexp.config.schema import RunConfig, TaskName
 from ttexp.config.validate import config_warnings, validate_config
-from ttexp.errors import Interrupted, TtexpError, error_for_status
+from ttexp.errors import Interrupted, JobLost, RunDirBusy, TtexpError, error_for_status
 from ttexp.record.job import resume_command, save_job_context
+from ttexp.record.liveness import RunLease, last_state
 from ttexp.record.result import RunResult
 from ttexp.record.run_record import NullRecord, RunRecord
 from ttexp.record.trackers import attach_trackers
@@ -32,7 +33,7 @@ from ttexp.tasks import Task
 from ttexp.tasks import eval as eval_task
 from ttexp.tasks import finetune, scratch
 from ttexp.train.checkpoint import earlier_run_message
-from ttexp.train.launch import launch
+from ttexp.train.launch import launch, supervise
 from ttexp.train.plan import make_plan
 from ttexp.train.ranks import Ranks
 
@@ -43,21 +44,34 @@ TASKS: dict[TaskName, Task] = {TaskName.scratch: scratch, TaskName.finetune: fin
 """The module that runs each task (each is a :class:`ttexp.tasks.Task`)."""
 
 
-def run(cfg: DictConfig | RunConfig, overrides: Optional[list[str]] = None) -> RunResult:
+def run(cfg: DictConfig | RunConfig, overrides: Optional[list[str]] = None,
+        isolate: bool = False) -> RunResult:
     """Run ``cfg`` (the composed config, or a :class:`RunConfig`) in ``cfg.output_dir``.
 
     Never raises for a failed run: the error goes to the log and into ``result.json``
-    (``status: failed`` / ``diverged`` / ``interrupted``), and the caller decides the exit code
-    (:func:`ttexp.errors.exit_code`). With ``plan.processes > 1`` this process (the controller)
-    starts the ranks and waits for them; rank 0 writes the record and the controller adopts it.
+    (``status: failed`` / ``diverged`` / ``interrupted`` / ``lost``), and the caller decides the
+    exit code (:func:`ttexp.errors.exit_code`). The run holds the directory's lock and heartbeat
+    (:class:`ttexp.record.liveness.RunLease`) throughout; a directory another process holds is
+    refused (status ``usage``, nothing touched). With ``plan.processes > 1``, or ``isolate`` (a
+    sweep job in a launcher's worker), this process supervises: it starts the ranks (or one child)
+    and waits; rank 0 writes the record and this process adopts it, so a killed child ends the
+    job ``lost`` or ``failed`` instead of killing the sweep.
     """
     cfg = to_run_config(cfg)
-    clash = None if cfg.resume else earlier_run_message(str(cfg.output_dir))
-    if clash:  # refuse before touching the earlier run's files
-        log.error("%s", clash)
-        return RunResult(status="failed", error=clash)
-    record = RunRecord(Path(cfg.output_dir), cfg, overrides or [], fresh=not cfg.resume)
-    return _guarded(record, lambda: _run(cfg, record))
+    try:
+        lease = RunLease.acquire(Path(cfg.output_dir))
+    except RunDirBusy as exc:
+        log.error("%s", exc)
+        return RunResult(status=exc.status, error=str(exc))
+    try:
+        clash = None if cfg.resume else earlier_run_message(str(cfg.output_dir))
+        if clash:  # refuse before touching the earlier run's files
+            log.error("%s", clash)
+            return RunResult(status="failed", error=clash)
+        record = RunRecord(Path(cfg.output_dir), cfg, overrides or [], fresh=not cfg.resume)
+        return _guarded(record, lambda: _run(cfg, record, isolate))
+    finally:
+        lease.release()
 
 
 def prepare(cfg: RunConfig, record: RunRecord | NullRecord) -> RunConfig:
@@ -81,21 +95,22 @@ def prepare(cfg: RunConfig, record: RunRecord | NullRecord) -> RunConfig:
         record.write_config(cfg)
 
 
-def _run(cfg: RunConfig, record: RunRecord) -> None:
+def _run(cfg: RunConfig, record: RunRecord, isolate: bool = False) -> None:
     cfg = prepare(cfg, record)
     plan = make_plan(cfg)
     if plan.memory is not None:  # refuse a run that cannot fit before anything loads
         record.update(memory=plan.memory.to_dict())
         plan.memory.check()
-    if plan.processes == 1:
+    if plan.processes == 1 and not isolate:
         attach_trackers(cfg, record)
         TASKS[cfg.task.name].run(cfg, plan, Ranks.single(), record)
         return
     save_job_context(record.dir)  # rank 0's W&B run names its sweep and job from it
-    log.info("Starting %d ranks (torch.distributed) for hardware=%s; rank 0 writes the record.",
-             plan.processes, plan.hardware)
+    if plan.processes > 1:
+        log.info("Starting %d ranks (torch.distributed) for hardware=%s; rank 0 writes the record.",
+                 plan.processes, plan.hardware)
     try:
-        failure = launch(record.dir, plan.processes)
+        failure = launch(record.dir, plan.processes) if plan.processes > 1 else supervise(record.dir)
     except Interrupted as exc:
         record.adopt()
         rank0 = record.result.error if record.result.status == "interrupted" else None
@@ -105,6 +120,9 @@ def _run(cfg: RunConfig, record: RunRecord) -> None:
     status, rank0_error = record.result.status, record.result.error or ""
     if status in ("diverged", "interrupted"):  # every rank stopped together, as rank 0 reports
         raise error_for_status(status, rank0_error)
+    if failure and plan.processes == 1 and status == "running":  # died without closing its record
+        raise JobLost(f"The job's {failure}; {last_state(record.dir)}. Continue it with: "
+                      f"{resume_command(record.dir, record.result.overrides)}")
     if failure:
         detail = f" Rank 0 reported: {rank0_error}" if rank0_error else ""
         raise TtexpError(f"The run failed: {failure}.{detail}")

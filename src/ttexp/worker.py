@@ -8,6 +8,7 @@ and log only warnings, prefixed with their rank. The exit code follows the run's
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -18,8 +19,10 @@ from ttexp.config.convert import to_run_config
 from ttexp.config.schema import RunConfig
 from ttexp.errors import exit_code
 from ttexp.record.console import console_handler
+from ttexp.record.liveness import hold_rank_lock
 from ttexp.record.run_record import RESOLVED_NAME, NullRecord, RunRecord
 from ttexp.runner import run_rank
+from ttexp.train.launch import die_with_parent
 from ttexp.train.ranks import Ranks
 
 
@@ -46,11 +49,18 @@ def _setup_logging(run_dir: Path, rank: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run this rank; returns the process exit code (0 only when the run completed)."""
+    """Run this rank; returns the process exit code (0 only when the run completed).
+
+    Started by the launcher (RANK/WORLD_SIZE set: join the process group) or by
+    :func:`ttexp.train.launch.supervise` (neither set: one process). Either way it dies with the
+    process that started it and holds its rank's lock on the run directory while it lives.
+    """
     argv = sys.argv[1:] if argv is None else argv
     run_dir = Path(argv[0])
+    die_with_parent()
+    rank_lock = hold_rank_lock(run_dir, int(os.environ.get("RANK", "0")))  # noqa: F841 - held till exit
     cfg = load_resolved_config(run_dir)
-    ranks = Ranks.join(resolve_device(cfg.device).type)
+    ranks = Ranks.join(resolve_device(cfg.device).type) if "RANK" in os.environ else Ranks.single()
     _setup_logging(run_dir, ranks.rank)
     try:
         if ranks.is_main:

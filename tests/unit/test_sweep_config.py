@@ -52,29 +52,34 @@ def test_a_bad_wandb_mode_is_rejected_when_composing():
     assert "online" in str(exc.value.__cause__) and "offline" in str(exc.value.__cause__)
 
 
-@pytest.mark.parametrize("backend,job,expected", [("auto", 0, "device=cuda:0"), ("torch", 9, "device=cuda:1"),
-                                                  ("ttml", 5, "hardware.device_ids=[5]")])
-def test_pin_devices_gives_each_sweep_job_its_own_device(backend, job, expected):
+@pytest.mark.parametrize("backend,expected", [("auto", "device=cuda:{k}"), ("torch", "device=cuda:{k}"),
+                                              ("ttml", "hardware.device_ids=[{k}]")])
+def test_pin_devices_leases_each_sweep_job_a_free_device(tmp_path, backend, expected):
     from ttexp.sweeps.sweep import pin_job_device
 
-    cfg = compose_raw([f"backend={backend}", "sweep.pin_devices=8"])
-    assert pin_job_device(cfg, job) == expected
-    if backend == "ttml":
-        assert list(cfg.hardware.device_ids) == [job % 8]
-    else:
-        assert cfg.device == f"cuda:{job % 8}"
+    leases = []
+    for k in range(3):  # three live jobs take devices 0, 1, 2
+        cfg = compose_raw([f"backend={backend}", "sweep.pin_devices=8"])
+        pinned, lease = pin_job_device(cfg, tmp_path)
+        leases.append(lease)
+        assert pinned == expected.format(k=k)
+        assert (list(cfg.hardware.device_ids) if backend == "ttml" else cfg.device) == (
+            [k] if backend == "ttml" else f"cuda:{k}")
+    leases[1].release()  # the job on device 1 finishes first: the next job gets device 1
+    assert pin_job_device(compose_raw([f"backend={backend}", "sweep.pin_devices=8"]), tmp_path)[0] \
+        == expected.format(k=1)
 
 
-def test_pin_devices_leaves_an_explicit_device_and_refuses_a_mesh():
+def test_pin_devices_leaves_an_explicit_device_and_refuses_a_mesh(tmp_path):
     from ttexp.errors import ConfigError
     from ttexp.sweeps.sweep import pin_job_device
     from ttexp.config.validate import validate_config
 
     cfg = compose_raw(["device=cuda:3", "sweep.pin_devices=8"])
-    assert pin_job_device(cfg, 1) is None and cfg.device == "cuda:3"
-    assert pin_job_device(compose_raw(["sweep.pin_devices=null"]), 1) is None
+    assert pin_job_device(cfg, tmp_path) == (None, None) and cfg.device == "cuda:3"
+    assert pin_job_device(compose_raw(["sweep.pin_devices=null"]), tmp_path) == (None, None)
     mesh = compose_raw(["hardware=n300", "sweep.pin_devices=8"])
-    assert pin_job_device(mesh, 1) is None
+    assert pin_job_device(mesh, tmp_path) == (None, None)
     with pytest.raises(ConfigError, match="gives each sweep job one device"):
         validate_config(to_run_config(mesh))
 

@@ -225,7 +225,8 @@ class SweepConfig(Section):
     journal: Optional[str] = "experiments/experiments.md"
     """The team journal, regenerated after every run and sweep under outputs_root; null = none."""
     pin_devices: Optional[int] = None
-    """Give sweep job N device N mod pin_devices (torch: cuda:K; ttml: chip K), so parallel
+    """Give each sweep job a free device of 0..pin_devices-1, leased from a lock-file pool
+    (torch: cuda:K; ttml: chip K) and held until the job ends, so parallel
     single-device jobs each get their own, e.g. 8 on a T3K or an 8-GPU box together with
     hydra/launcher=joblib hydra.launcher.n_jobs=8. null = off."""
     outputs_root: str = "outputs"

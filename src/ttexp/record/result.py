@@ -18,8 +18,11 @@ from typing import Any, Optional
 
 RESULT_NAME = "result.json"
 
-STATUSES = ("running", "completed", "failed", "diverged", "interrupted")
-"""``running`` while the run lives; the others are final (:data:`ttexp.errors.EXIT_CODES`)."""
+STATUSES = ("running", "completed", "failed", "diverged", "interrupted", "lost")
+"""``running`` while the run lives; the others are final (:data:`ttexp.errors.EXIT_CODES`).
+``lost`` is never written by the run itself: readers show it for a ``running`` record whose
+heartbeat stopped (:func:`ttexp.record.liveness.liveness`), and a supervising process writes it
+when the job's process was killed."""
 
 
 @dataclass

@@ -39,8 +39,10 @@ def md_duration(seconds: Optional[float]) -> str:
 def md_status(row: Any) -> str:
     if row.status == "completed":
         return "completed"
-    error = row.result.error if row.result else None
-    return f"**{row.status}**" + (f": {error[:120]}" if error else "")
+    error = getattr(row, "note", None) if row.result else None
+    if row.status == "running":
+        return "running"
+    return f"**{row.status}**" + (f": {error[:160]}" if error else "")
 
 
 def md_link(target: Path, base: Path) -> str:

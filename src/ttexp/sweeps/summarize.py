@@ -13,6 +13,7 @@ command does the same by hand (after a crash, or for a SLURM sweep whose control
 from __future__ import annotations
 
 import argparse
+from collections import Counter
 import shlex
 import sys
 import time
@@ -25,10 +26,12 @@ from ttexp.record.job import (
     format_value,
     parse_overrides,
     read_multirun,
+    resume_command,
     short_key,
     swept_keys,
 )
 from ttexp.record.provenance import JOURNAL_MARKER
+from ttexp.record.liveness import Liveness, last_state, liveness
 from ttexp.record.result import RESULT_NAME, RunResult
 from ttexp.record.run_record import CURVES_NAME
 from ttexp.sweeps.figures import (
@@ -50,6 +53,7 @@ from ttexp.sweeps.markdown import (
 )
 from ttexp.sweeps.stats import SEED_KEY, Setting, Verdict, group_settings, verdict
 from ttexp.sweeps.sweep import (
+    expected_jobs,
     is_sweep_dir,
     job_dirs,
     job_overrides,
@@ -80,7 +84,22 @@ class JobRow:
 
     @property
     def status(self) -> str:
-        return str(self.result.status) if self.result else "no result"
+            return self.liveness.status if self.result else "no result"
+
+    @property
+    def liveness(self) -> Liveness:
+        """:func:`ttexp.record.liveness.liveness` of this row (read once: heartbeats move)."""
+        if "_live" not in self.__dict__:
+            self.__dict__["_live"] = liveness(self.dir, str(self.result.status) if self.result else "")
+        return self.__dict__["_live"]
+
+    @property
+    def note(self) -> Optional[str]:
+        """A job that did not complete: its error, or why it is lost, where it stopped, the resume."""
+        if self.status == "lost":
+            return (f"{self.liveness.reason or self.result.error}; {last_state(self.dir)}; continue "
+                    f"with: {resume_command(self.dir, list(self.result.overrides))}")
+        return self.result.error if self.result else None
 
     @property
     def best_val_loss(self) -> Optional[float]:
@@ -115,10 +134,8 @@ def collect_sweep(sweep_dir: Path) -> SweepSummary:
     best job of the winning setting is named only when the setting wins by more than the noise.
     """
     sweep_dir = Path(sweep_dir)
-    rows = []
-    for d in job_dirs(sweep_dir):
-        rows.append(JobRow(job=str(d.relative_to(sweep_dir)), dir=d,
-                           params=parse_overrides(job_overrides(d)), result=read_result(d)))
+    rows = [JobRow(job=str(d.relative_to(sweep_dir)), dir=d, params=parse_overrides(job_overrides(d)),
+                   result=read_result(d)) for d in job_dirs(sweep_dir)]
     swept = swept_keys(sweep_dir, [r.params for r in rows])
     halving = ((read_multirun(sweep_dir).get("sweep") or {}).get("halving") or {}).get("rungs") or []
     done = [r for r in rows if r.status == "completed" and r.best_val_loss is not None]
@@ -178,21 +195,20 @@ def _result_cells(row: JobRow, best: bool) -> list[str]:
     tps = r.tokens_per_s
     return [md_loss(r.final_val_loss), best_loss,
             f"{tps:,.0f}" if isinstance(tps, (int, float)) and tps else "–",
-            md_duration(r.wall_s) if row.status != "running" else "–", md_status(row)]
+            md_duration(r.wall_s) if row.status not in ("running", "lost") else "–", md_status(row)]
 
 
 def render_sweep(summary: SweepSummary, base: Path, level: int = 2) -> str:
     """The markdown section of one sweep; links are relative to ``base`` (the md file's folder)."""
     s = summary
-    counts: dict[str, int] = {}
-    for row in s.rows:
-        counts[row.status] = counts.get(row.status, 0) + 1
+    counts = Counter(row.status for row in s.rows)
     started = min((r.result.started_at or "" for r in s.rows if r.result), default="")
     out = [f"{'#' * level} Sweep `{md_shown(s.dir)}`", ""]
-    command = sweep_command(s.dir)
-    if command:
+    if command := sweep_command(s.dir):
         out.append(f"- Command: `{command}`")
-    out.append(f"- Jobs: {len(s.rows)} (" + ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+    total = expected_jobs(s.dir) or 0  # jobs not started yet are counted too, never hidden
+    jobs = f"{len(s.rows)} of {total} started" if total > len(s.rows) else str(len(s.rows))
+    out.append(f"- Jobs: {jobs} (" + ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
                + ")" + (f", started {started}" if started else ""))
     out += md_verdict_lines(s)
     if s.failed:
@@ -323,7 +339,7 @@ def refresh_journal(journal: Optional[str], outputs_root: str, target: Path) -> 
 
 
 def refresh_after_job(run_dir: Path, sweep_dir: Optional[Path], journal: Optional[str],
-                      outputs_root: str) -> None:
+                      outputs_root: str, plot: bool = True) -> None:
     """After one job: refresh its sweep's experiments.md (in a sweep) or the journal (a single run).
 
     Never raises: a summary problem is logged as a warning and the job's own result stands.
@@ -332,7 +348,7 @@ def refresh_after_job(run_dir: Path, sweep_dir: Optional[Path], journal: Optiona
 
     try:
         if sweep_dir is not None:
-            write_sweep_summary(sweep_dir)
+            write_sweep_summary(sweep_dir, plot=plot)
         else:
             refresh_journal(journal, outputs_root, run_dir)
     except Exception as exc:  # noqa: BLE001 - the run itself is done and recorded
@@ -368,9 +384,15 @@ def main(argv: Optional[list[str]] = None) -> int:
         print()
     if singles:
         print(render_single_runs(singles, Path.cwd()))
-        not_completed += sum(getattr(read_result(d), "status", None) != "completed" for d in singles)
+        for row in [JobRow(d.name, d, {}, read_result(d)) for d in singles]:
+            if row.status != "completed":
+                not_completed += 1
+                print(f"{row.dir}: {row.status}" + (f": {row.note}" if row.note else ""))
     if args.journal:
         print(f"Wrote {write_journal(args.journal, args.dirs)}")
+    if not_completed:
+        print(f"Exit status 1: {not_completed} run(s) did not complete (failed, diverged, "
+              "interrupted, lost or still running; listed above).", file=sys.stderr)
     return 1 if not_completed else 0
 
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from pathlib import Path
 from typing import Optional
 
 import yaml
-from omegaconf import DictConfig, open_dict
+from filelock import FileLock, Timeout
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ttexp.record.job import MULTIRUN_NAME, _bookkeeping, override_key, read_multirun
 from ttexp.record.result import RESULT_NAME, RunResult
@@ -51,6 +53,28 @@ def job_overrides(job_dir: Path) -> list[str]:
         return [str(x) for x in (yaml.safe_load(path.read_text()) or [])]
     result = read_result(job_dir)
     return list(result.overrides) if result else []
+
+
+def expected_jobs(sweep_dir: Path) -> Optional[int]:
+    """How many jobs the sweep launches: the product of its sweep overrides' lengths (the basic
+    grid sweeper), or ``hydra.sweeper.n_trials`` (Optuna); None when it cannot be told."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    hydra_node = read_multirun(sweep_dir).get("hydra") or {}
+    trials = (hydra_node.get("sweeper") or {}).get("n_trials")
+    if isinstance(trials, int):
+        return trials
+    task = [str(x) for x in (hydra_node.get("overrides") or {}).get("task") or []]
+    if not task:
+        return None
+    try:
+        parsed = OverridesParser.create().parse_overrides(task)
+        n = 1
+        for o in parsed:
+            n *= len(list(o.sweep_iterator())) if o.is_sweep_override() else 1
+    except Exception:  # noqa: BLE001 - an odd override: the count is only informative
+        return None
+    return n
 
 
 def read_result(run_dir: Path) -> Optional[RunResult]:
@@ -98,32 +122,56 @@ def completed_result(run_dir: Path, overrides: list[str]) -> Optional[RunResult]
     return result
 
 
-def pin_job_device(cfg: DictConfig, job_num: int) -> Optional[str]:
-    """Apply ``sweep.pin_devices`` to sweep job ``job_num`` (mutates ``cfg``); returns what was
-    pinned, for the log, or None when pinning is off or the user already chose a device.
+LEASES_DIR = ".device-leases"
+LEASE_POLL_S = 0.5
 
-    torch: ``device=cuda:K`` with K = job_num mod pin_devices. ttml: ``hardware.device_ids=[K]``.
 
-    A mesh of more than one device is left alone here; :func:`ttexp.config.validate.validate_config`
-    rejects that combination with a message when the job runs.
+def lease_device(pool_dir: Path, n: int, poll_s: float = LEASE_POLL_S) -> tuple[int, FileLock]:
+    """Take a free device K in 0..n-1 from the lock-file pool in ``pool_dir`` (one
+    ``device-K.lock`` each, an OS lock via ``filelock``); waits while all ``n`` are taken.
+
+    The lease lasts until the returned lock is released or its process dies (the kernel drops the
+    lock then), so no two live jobs ever share a device, whatever order they finish in.
     """
+    pool_dir.mkdir(parents=True, exist_ok=True)
+    waited = False
+    while True:
+        for k in range(n):
+            lock = FileLock(str(pool_dir / f"device-{k}.lock"), timeout=0)
+            try:
+                lock.acquire()
+            except Timeout:
+                continue
+            return k, lock
+        if not waited:
+            log.info("sweep.pin_devices: all %d devices are taken; waiting for one to free.", n)
+            waited = True
+        time.sleep(poll_s)
 
+
+def pin_job_device(cfg: DictConfig, sweep_dir: Path) -> tuple[Optional[str], Optional[FileLock]]:
+    """Apply ``sweep.pin_devices`` to one sweep job (mutates ``cfg``): lease a free device from
+    the sweep's pool (:func:`lease_device`). Returns (what was pinned, for the log; the lease, to
+    release when the job ends), or (None, None) when pinning is off or the user chose a device.
+
+    torch: ``device=cuda:K``. ttml: ``hardware.device_ids=[K]``. A mesh of more than one device is
+    left alone here; :func:`ttexp.config.validate.validate_config` rejects that combination with a
+    message when the job runs.
+    """
     n = cfg.sweep.pin_devices
     mesh = [int(x) for x in cfg.hardware.mesh_shape]
     if not n or n < 1 or mesh[0] * mesh[1] != 1:
-        return None
-    k = job_num % int(n)
+        return None, None
     backend = cfg.backend.value
     if backend == "auto":  # what auto will pick on this machine
         backend, _ = choose_backend("auto", mesh)
-
+    key = "hardware.device_ids" if backend == "ttml" else "device"
+    if OmegaConf.select(cfg, key) is not None and OmegaConf.select(cfg, key) != "":
+        return None, None
+    k, lease = lease_device(Path(sweep_dir) / LEASES_DIR, int(n))
     with open_dict(cfg):
         if backend == "ttml":
-            if cfg.hardware.device_ids is not None:
-                return None
             cfg.hardware.device_ids = [k]
-            return f"hardware.device_ids=[{k}]"
-        if cfg.device:
-            return None
+            return f"hardware.device_ids=[{k}]", lease
         cfg.device = f"cuda:{k}"
-        return f"device=cuda:{k}"
+        return f"device=cuda:{k}", lease

@@ -6,15 +6,26 @@ engine of ``torchrun --standalone``). Each rank runs ``python -m ttexp.worker RU
 that file (never Hydra), joins the process group (:class:`ttexp.train.ranks.Ranks`) and runs the
 task; only rank 0 writes the record. If one rank dies, the launcher stops the others.
 
+Ranks never outlive their controller: each rank calls :func:`die_with_parent` first (Linux's
+``PR_SET_PDEATHSIG``, plus a parent-pid watchdog thread elsewhere or if the parent died first), so
+a SIGKILLed controller takes its ranks with it within :data:`WATCHDOG_S` seconds.
+:func:`supervise` runs a single-process sweep job the same way, in one child process: a job whose
+process is killed (SIGKILL, the out-of-memory killer) ends ``lost`` and the sweep goes on.
+
 Multi-machine runs: start ``python -m ttexp.worker RUN_DIR`` under ``torchrun --nnodes ...`` on each
 machine yourself (README, "Several processes and machines"); that path is not tested here.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import os
 import signal
+import subprocess
 import sys
+import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Optional
@@ -60,3 +71,69 @@ def launch(run_dir: Path, nprocs: int) -> Optional[str]:
                else f"exited with code {failure.exitcode}")
         return f"rank {rank} (pid {failure.pid}) {how}; the other ranks were stopped"
     return None
+
+
+WATCHDOG_S = 0.5
+"""Seconds between the watchdog's parent checks (where PR_SET_PDEATHSIG is unavailable)."""
+PR_SET_PDEATHSIG = 1
+"""prctl(2) option: the signal this process gets when its parent thread dies (linux/prctl.h)."""
+
+
+def die_with_parent() -> None:
+    """Stop this process (SIGKILL) as soon as the process that started it dies.
+
+    Linux: ``prctl(PR_SET_PDEATHSIG, SIGKILL)`` (the kernel sends it at the parent's death). Then,
+    everywhere: if the parent is already gone, exit now; else a daemon thread compares
+    ``os.getppid()`` every :data:`WATCHDOG_S` s (a re-parented process gets a new parent pid).
+    SIGKILL, not SIGTERM: without the controller a rank cannot finish a collective or a
+    checkpoint; the last saved checkpoint is the resume point.
+    """
+    parent = os.getppid()
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):
+            pass  # the watchdog below still covers it
+    if parent == 1 or not _alive(parent):
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(WATCHDOG_S)
+            if os.getppid() != parent:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="ttexp-parent-watchdog", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def supervise(run_dir: Path) -> Optional[str]:
+    """Run ``python -m ttexp.worker run_dir`` as one child process (world size 1) and wait.
+
+    Returns None when it exited 0, else "process (pid N) was killed by signal SIGKILL" or
+    "process (pid N) exited with code C".
+
+    Raises:
+        Interrupted: this process got Ctrl-C; the child (same process group) got it too, saved a
+            checkpoint and stopped.
+    """
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    child = subprocess.Popen([sys.executable, "-u", "-m", "ttexp.worker", str(run_dir)], env=env)
+    try:
+        code = child.wait()
+    except KeyboardInterrupt:
+        child.wait()
+        raise Interrupted("Stopped by SIGINT") from None
+    if code == 0:
+        return None
+    how = f"was killed by signal {signal_name(-code)}" if code < 0 else f"exited with code {code}"
+    return f"process (pid {child.pid}) {how}"

@@ -1,0 +1,237 @@
+"""The fault matrix: SIGKILL of a single run, of a sweep job's process (joblib), of a multi-rank
+controller and of one rank; two runs into one directory. For each: what the user sees (exit code,
+console), what the record says (result.json, summarize), and that resume reproduces the
+uninterrupted losses exactly.
+
+The multi-process cases (marked ``faults``) take minutes on 2 busy cores and run in their own CI
+step: ``python -m pytest -m faults``."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, TINY, compose_cfg, run_cli, run_in_process
+from ttexp.runner import run
+
+pytestmark = pytest.mark.slow
+
+# debug=tiny made long enough to be killed mid-run: a checkpoint every 3 steps, fp32, dropout on
+# (an exact resume needs the weights, AdamW state, RNG and data position all restored).
+STEPS = 12
+ARGS = [TINY, "training.precision=fp32", "model.dropout=0.1", f"training.max_steps={STEPS}",
+        "training.checkpoint_frequency=3", "training.validation_frequency=6"]
+RANKS = ["hardware=n300", "hardware.processes=2", "training.batch_size=8",
+         "training.gradient_accumulation_steps=2", "model.dropout=0.0"]
+
+
+def losses(run_dir: Path) -> dict[int, float]:
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["train/loss"] for r in rows if "train/loss" in r}
+
+
+def start(args: list[str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "ttexp", *args], cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while not path.exists():
+        assert proc.poll() is None, f"ended before {path} appeared:\n{proc.stdout.read()}"
+        assert time.time() < deadline, f"{path} did not appear"
+        time.sleep(0.01)
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below ``pid`` (from /proc)."""
+    parent_of = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[0] != "Z":
+                parent_of[int(d.name)] = int(fields[1])
+    out, frontier = [], [pid]
+    while frontier:
+        p = frontier.pop()
+        kids = [c for c, pp in parent_of.items() if pp == p]
+        out += kids
+        frontier += kids
+    return out
+
+
+def alive(pids: list[int]) -> list[int]:
+    out = []
+    for p in pids:
+        try:
+            if Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                out.append(p)
+        except OSError:
+            pass
+    return out
+
+
+def summarize(*dirs: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ttexp.summarize", "--no-plot", *map(str, dirs)],
+                          cwd=ROOT, text=True, capture_output=True, timeout=120)
+
+
+def summarize_here(run_dir: Path, capsys) -> subprocess.CompletedProcess:
+    """`python -m ttexp.summarize --no-plot RUN_DIR`, in this process (saves a start-up)."""
+    from ttexp.sweeps.summarize import main
+
+    capsys.readouterr()
+    code = main(["--no-plot", str(run_dir)])
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess([], code, out.out, out.err)
+
+
+def printed_resume(text: str) -> list[str]:
+    """The `continue with: python -m ttexp ...` command the user is shown, as arguments."""
+    line = text.rsplit("continue with: ", 1)[1].splitlines()[0]  # the summary's line, not the table's
+    args = shlex.split(line)
+    assert args[:3] == ["python", "-m", "ttexp"], line
+    return args[3:]
+
+
+@pytest.fixture(scope="module")
+def single_uninterrupted(tmp_path_factory, corpus) -> Path:
+    out = tmp_path_factory.mktemp("single") / "run"
+    assert run_in_process([*ARGS, f"data.path={corpus}"], out)["status"] == "completed"
+    return out
+
+
+def test_sigkill_of_a_single_run_is_lost_then_resumes_exactly(tmp_path, corpus, single_uninterrupted,
+                                                              capsys):
+    out = tmp_path / "run"
+    proc = start([*ARGS, f"data.path={corpus}", f"hydra.run.dir={out}"])
+    wait_for(out / "checkpoints" / "step_3" / "manifest.json", proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert max(losses(out)) < STEPS, "the run finished before it was killed"
+    # The user sees: summarize exits 1, says lost (not running), why, where it stopped, the resume.
+    seen = summarize_here(out, capsys)
+    assert seen.returncode == 1
+    assert json.loads((out / "result.json").read_text())["status"] == "running"  # as the run left it
+    assert f"{out}: lost: its process (pid {proc.pid} on" in seen.stdout
+    assert "last checkpoint step_" in seen.stdout and "did not complete" in seen.stderr
+    assert "| **lost**" in seen.stdout
+    # Half-written files of the killed run are cleaned up by the resume.
+    (out / "checkpoints" / ".tmp-step_9-abc").mkdir()
+    (out / ".result.json.xyz.tmp").write_text("{")
+    args = printed_resume(seen.stdout)
+    assert "resume=auto" in args and f"hydra.run.dir={out}" in args
+    result = run_in_process([a for a in args if not a.startswith("hydra.run.dir=")], out)
+    assert result["status"] == "completed", result["error"]
+    assert not list((out / "checkpoints").glob(".tmp-*")) and not list(out.glob(".*.tmp"))
+    assert losses(out) == losses(single_uninterrupted)  # exactly
+
+
+def test_two_runs_into_one_directory_the_second_is_refused_untouched(tmp_path, corpus):
+    out = tmp_path / "run"
+    first = start([*ARGS, "training.max_steps=100000", f"data.path={corpus}", f"hydra.run.dir={out}"])
+    wait_for(out / "checkpoints" / "step_3" / "manifest.json", first)
+    first.send_signal(signal.SIGSTOP)  # frozen: its files stay still while we compare them
+    try:
+        snapshot = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+        second = run_cli([*ARGS, f"data.path={corpus}", f"hydra.run.dir={out}"])
+        in_process = run(compose_cfg([*ARGS, f"data.path={corpus}", "resume=auto"], out))  # a resume
+        after = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    finally:
+        first.send_signal(signal.SIGCONT)
+        first.kill()
+        first.wait()
+    assert second.returncode == 2, second.stdout + second.stderr
+    assert f"is in use by another run (pid {first.pid} on host" in second.stderr
+    assert in_process.status == "usage" and f"pid {first.pid} on host" in in_process.error
+    assert after == snapshot  # checkpoints, metrics, result.json, .hydra/, log: byte for byte
+
+
+@pytest.fixture(scope="module")
+def ranks_uninterrupted(tmp_path_factory, corpus) -> Path:
+    out = tmp_path_factory.mktemp("ranks") / "run"
+    proc = run_cli([*ARGS, *RANKS, f"data.path={corpus}", f"hydra.run.dir={out}"])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return out
+
+
+def _start_ranks(out: Path, corpus: Path, *extra: str) -> tuple[subprocess.Popen, list[int]]:
+    """A 2-rank run, once it has saved the checkpoint after the one it started from."""
+    done = {int(p.parent.name[5:]) for p in out.glob("checkpoints/step_*/manifest.json")}
+    proc = start([*ARGS, *RANKS, f"data.path={corpus}", f"hydra.run.dir={out}", *extra])
+    wait_for(out / "checkpoints" / f"step_{max(done, default=0) + 3}" / "manifest.json", proc)
+    workers = [p for p in descendants(proc.pid)
+               if b"ttexp.worker" in Path(f"/proc/{p}/cmdline").read_bytes()]
+    assert len(workers) == 2, workers
+    return proc, workers
+
+
+@pytest.mark.faults
+def test_sigkill_of_one_rank_then_of_the_controller_then_resume_matches_exactly(
+        tmp_path, corpus, ranks_uninterrupted):
+    out = tmp_path / "run"
+    # 1. One rank is killed: the launcher stops the other; the run ends failed, saying which.
+    proc, ranks = _start_ranks(out, corpus)
+    os.kill(ranks[-1], signal.SIGKILL)
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 1 and "killed by signal SIGKILL" in output
+    assert max(losses(out)) < STEPS, "the run finished before it was killed"
+    result = json.loads((out / "result.json").read_text())
+    assert result["status"] == "failed" and "SIGKILL" in result["error"] and not alive(ranks)
+    # 2. Its resume's controller is killed: every rank stops within seconds; the record is lost.
+    proc, ranks = _start_ranks(out, corpus, "resume=auto")
+    killed = time.time()
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    while alive(ranks) and time.time() - killed < 10:
+        time.sleep(0.02)
+    assert not alive(ranks), f"ranks {alive(ranks)} outlived their controller"
+    print(f"ranks gone {time.time() - killed:.2f} s after the controller's SIGKILL")
+    assert max(losses(out)) < STEPS, "the run finished before it was killed"
+    seen = summarize(out)
+    assert seen.returncode == 1 and f"lost: its process (pid {proc.pid} on" in seen.stdout
+    # 3. The printed resume command completes, with the uninterrupted run's losses exactly.
+    again = run_cli(printed_resume(seen.stdout))
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert losses(out) == losses(ranks_uninterrupted)
+
+
+@pytest.mark.faults
+def test_a_sweep_job_whose_process_is_killed_is_lost_and_the_sweep_goes_on(
+        tmp_path, corpus, single_uninterrupted):
+    sweep = tmp_path / "sweep"
+    # Job 0 is exactly the single uninterrupted run (warmup 1 is debug=tiny's own value).
+    proc = start(["-m", *ARGS, f"data.path={corpus}", "hydra/launcher=joblib",
+                  "hydra.launcher.n_jobs=2", "training.warmup_steps=1,2", f"hydra.sweep.dir={sweep}"])
+    wait_for(sweep / "0" / "checkpoints" / "step_3" / "manifest.json", proc)
+    victim = [p for p in descendants(proc.pid)
+              if f"ttexp.worker\0{sweep}/0".encode() in Path(f"/proc/{p}/cmdline").read_bytes()]
+    assert len(victim) == 1, victim
+    table = (sweep / "experiments.md").read_text()  # written as the jobs started
+    assert "| 0 |" in table and "| 1 |" in table
+    os.kill(victim[0], signal.SIGKILL)
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 1, output
+    assert "Job 0: lost: The job's process" in output and "killed by signal SIGKILL" in output
+    assert json.loads((sweep / "0" / "result.json").read_text())["status"] == "lost"
+    assert json.loads((sweep / "1" / "result.json").read_text())["status"] == "completed"
+    table = (sweep / "experiments.md").read_text()
+    assert "Jobs: 2 (1 completed, 1 lost)" in table and "last checkpoint step_3" in table
+    command = table.split("re-run them (completed jobs are skipped): `", 1)[1].split("`")[0]
+    args = shlex.split(command)
+    assert args[:4] == ["python", "-m", "ttexp", "-m"] and "sweep.resume=true" in args
+    again = run_cli(args[3:])
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "Jobs: 2 (2 completed)" in (sweep / "experiments.md").read_text()
+    assert losses(sweep / "0") == losses(single_uninterrupted)  # exactly
