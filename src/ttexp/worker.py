@@ -24,6 +24,7 @@ from ttexp.record.run_record import RESOLVED_NAME, NullRecord, RunRecord
 from ttexp.runner import run_rank
 from ttexp.train.launch import die_with_parent
 from ttexp.train.ranks import Ranks
+from ttexp.train.slurm import export_torch_env
 
 
 def load_resolved_config(run_dir: Path) -> RunConfig:
@@ -58,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     run_dir = Path(argv[0])
     die_with_parent()
+    export_torch_env()  # a task of a multi-task srun step: its rank from SLURM's variables
     rank_lock = hold_rank_lock(run_dir, int(os.environ.get("RANK", "0")))  # noqa: F841 - held till exit
     cfg = load_resolved_config(run_dir)
     ranks = Ranks.join(resolve_device(cfg.device).type) if "RANK" in os.environ else Ranks.single()

@@ -76,12 +76,15 @@ def export_torch_env() -> bool:
     MASTER_ADDR (the job's first host) and MASTER_PORT (unless set: drawn from the job id in
     20000-60000, as submitit's ``TorchDistributedEnvironment`` does) from SLURM's variables, read
     by submitit's ``SlurmJobEnvironment`` (it expands SLURM_JOB_NODELIST, e.g. ``gpu[07-08]``).
-    Returns False (and sets nothing) outside such a step or when RANK is set (torchrun).
+    Returns False (and sets nothing) outside such a step, in a one-task step (a plain sbatch job:
+    one process, no process group) or when RANK is set (torchrun).
 
     Raises:
         RuntimeError: submitit is not installed (``pip install -e ".[sweeps]"``).
     """
     if "RANK" in os.environ or "SLURM_PROCID" not in os.environ or "SLURM_NTASKS" not in os.environ:
+        return False
+    if int(os.environ["SLURM_NTASKS"]) < 2:
         return False
     try:
         from submitit.slurm.slurm import SlurmJobEnvironment
