@@ -16,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import ttml_double as dbl  # noqa: E402
 import ttml_double_lora as dlora  # noqa: E402
 
+from conftest import bf16_exact_copy  # noqa: E402
 from test_ttml_backend import OPT, SPEC  # noqa: E402
 from ttexp.backends.ttml.backend import TtmlBackend  # noqa: E402
 from ttexp.backends.ttml.lora import lora_module, peft_key  # noqa: E402
@@ -39,24 +40,6 @@ def backend(layout=SPLIT, lora=True, spec=SPEC, init_from=None) -> TtmlBackend:
     b = TtmlBackend([1, 1], False, OPT, 0.0, seed=0, ttml=ttml, ttnn=ttnn)
     b.build_model(spec, init_from=init_from)
     return b
-
-
-def bf16_exact_copy(src: Path, dst: Path) -> Path:
-    """``src`` with its weights rounded to bfloat16 (kept as fp32) and RMSNorm's epsilon set to
-    ttml's fixed 1e-5: ttml holds weights in bf16, so on this base ttml, PEFT and the merged
-    export compute from the same numbers."""
-    import json
-    import shutil
-
-    from safetensors.torch import load_file, save_file
-
-    shutil.copytree(src, dst)
-    conf = json.loads((dst / "config.json").read_text())
-    (dst / "config.json").write_text(json.dumps({**conf, "rms_norm_eps": 1e-5}))
-    w = load_file(str(src / "model.safetensors"))
-    save_file({k: v.to(torch.bfloat16).float() for k, v in w.items()}, str(dst / "model.safetensors"),
-              metadata={"format": "pt"})
-    return dst
 
 
 def randomise_adapter(b: TtmlBackend, seed: int = 3) -> None:
