@@ -259,6 +259,12 @@ def test_lora_trains_the_adapter_alone_resumes_exactly_and_exports_what_peft_loa
     again = _run_lora(kind, resumed, lora_base, "resume=auto")
     assert again["status"] == "completed" and str(again["resumed_from"]).endswith("step_5")
     assert losses(resumed) == losses(full)
+    if kind == "ttml-double":  # task=eval loads final_model/adapter onto the base (torch's: test_lora_finetune)
+        with pytest.MonkeyPatch.context() as mp:
+            _install_double(kind, mp)
+            ev = run_cfg(compose_cfg(["task=eval", "backend=ttml",
+                                      f"eval.checkpoint={full / 'final_model' / 'adapter'}"], tmp_path / "eval"))
+        assert ev["status"] == "completed" and np.isfinite(ev["final_val_loss"]), ev["error"]
     # The merged export and PEFT's adapter on the base give the same logits.
     ids = torch.tensor([list(range(5, 25))])
     with torch.no_grad():

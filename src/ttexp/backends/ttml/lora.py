@@ -45,6 +45,7 @@ from ttexp.models.adapter import (
     ADAPTER_CONFIG_NAME,
     ADAPTER_WEIGHTS_NAME,
     FINAL_ADAPTER_DIR,
+    ttml_module_names,
 )
 from ttexp.models.hf import write_tensors, write_weights
 from ttexp.models.spec import ModelSpec
@@ -83,21 +84,16 @@ class Member:
 
 
 def module_members(spec: ModelSpec, layout: TtmlLayout) -> dict[str, list[Member]]:
-    """ttml module (below a block, e.g. ``attention/kv_linear``) -> the HF projections it holds."""
+    """ttml module (below a block, e.g. ``attention/kv_linear``) -> the HF projections it holds,
+    rows stacked in Hugging Face order (:func:`ttexp.models.adapter.ttml_module_names`)."""
     d, kv, f = spec.hidden_dim, spec.num_kv_heads * spec.head_dim, spec.mlp_dim
-    q, k = Member("q_proj", 0, d, spec.num_heads), Member("k_proj", d, d + kv, spec.num_kv_heads)
+    rows = {"q_proj": (d, spec.num_heads), "k_proj": (kv, spec.num_kv_heads), "v_proj": (kv, 0),
+            "o_proj": (d, 0), "gate_proj": (f, 0), "up_proj": (f, 0), "down_proj": (d, 0)}
     out: dict[str, list[Member]] = {}
-    if layout.fused_qkv:
-        out["attention/qkv_linear"] = [q, k, Member("v_proj", d + kv, d + 2 * kv)]
-    else:
-        out["attention/q_linear"] = [q]
-        out["attention/kv_linear"] = [Member("k_proj", 0, kv, spec.num_kv_heads), Member("v_proj", kv, 2 * kv)]
-    out["attention/out_linear"] = [Member("o_proj", 0, d)]
-    if layout.packed_mlp:
-        out["mlp/w_gate_up"] = [Member("gate_proj", 0, f), Member("up_proj", f, 2 * f)]
-    else:
-        out["mlp/w1"], out["mlp/w3"] = [Member("gate_proj", 0, f)], [Member("up_proj", 0, f)]
-    out["mlp/w2"] = [Member("down_proj", 0, d)]
+    for hf, module in ttml_module_names(layout.fused_qkv, layout.packed_mlp).items():
+        members = out.setdefault(module, [])
+        start = members[-1].stop if members else 0
+        members.append(Member(hf, start, start + rows[hf][0], rows[hf][1]))
     return out
 
 
