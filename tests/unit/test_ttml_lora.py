@@ -154,3 +154,13 @@ def test_a_peft_adapter_with_separate_k_and_v_a_is_refused_on_fused_kv():
     with pytest.raises(TtexpError, match="missing base_model.model.model.layers.0.self_attn.k_proj.lora_B"):
         b.load_adapter_tensors(tensors)
     b.close()
+
+
+def test_backend_ttml_refuses_k_without_v_before_anything_loads():
+    from conftest import compose_cfg
+    from ttexp.config.validate import validate_config
+    from ttexp.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="on backend=ttml: ttml's Llama fuses K and V"):
+        validate_config(compose_cfg(["task=finetune", "backend=ttml", "adapter=lora", "model.pretrained_path=/x"]))
+    validate_config(compose_cfg(["task=finetune", "backend=torch", "adapter=lora", "model.pretrained_path=/x"]))
