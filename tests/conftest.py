@@ -189,6 +189,25 @@ def build_tiny_llama_dir(directory: Path, vocab_size: int = 400, seed: int = 0) 
     return directory
 
 
+def bf16_exact_copy(src: Path, dst: Path) -> Path:
+    """A copy of the model directory ``src`` with its weights rounded to bfloat16 (stored as fp32)
+    and RMSNorm's epsilon set to ttml's fixed 1e-5: ttml holds weights in bf16, so on this base
+    the ttml double, ``transformers`` and PEFT compute from the same numbers."""
+    import json as _json
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(src, dst)
+    conf = _json.loads((dst / "config.json").read_text())
+    (dst / "config.json").write_text(_json.dumps({**conf, "rms_norm_eps": 1e-5}))
+    w = load_file(str(src / "model.safetensors"))
+    save_file({k: v.to(torch.bfloat16).float() for k, v in w.items()}, str(dst / "model.safetensors"),
+              metadata={"format": "pt"})
+    return dst
+
+
 @pytest.fixture(scope="session")
 def tiny_llama_dir(tmp_path_factory) -> Path:
     """A tiny Llama + BPE tokenizer model directory (see :func:`build_tiny_llama_dir`)."""

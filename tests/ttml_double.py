@@ -139,7 +139,10 @@ class Tensor:
         return t
 
     def set_requires_grad(self, requires_grad):
+        """Also stops (or starts) torch computing this leaf's gradient, as ttml's autograd does."""
         self.requires_grad = bool(requires_grad)
+        if self.value.is_leaf and self.value.is_floating_point():
+            self.value.requires_grad_(self.requires_grad)
 
     def shape(self):
         return list(self.value.shape)
@@ -317,6 +320,15 @@ class ModuleBase:
     def get_name(self) -> str:
         return self._name
 
+    def named_children(self):
+        """Python ``AbstractModuleBase.named_children``: the attribute modules, in set order."""
+        return list(self._modules.items())
+
+    def named_parameters(self):
+        """Python ``AbstractModuleBase.named_parameters``: ``parameters()`` without the root
+        name, ``/`` -> ``.``."""
+        return [(k.split("/", 1)[-1].replace("/", "."), t) for k, t in self.parameters().items()]
+
     def register_tensor(self, tensor, name):
         if name in self._tensors:
             raise RuntimeError("Names of two tensors coincide")
@@ -376,9 +388,18 @@ def _param(*shape) -> Tensor:
     return Tensor(torch.zeros(shape).requires_grad_(True), STATE, DataType.BFLOAT16, Layout.TILE)
 
 
+class LinearLayer(ModuleBase):
+    """``LinearLayer(in, out, has_bias=False)``: ``weight [1, 1, out, in]``, ``bias`` None,
+    ``in_features``/``out_features`` (``ttml/modules/linear.py``; LoraModel injects into these)."""
+
+    def __init__(self, fan_in: int, fan_out: int):
+        super().__init__("LinearLayer")
+        self.in_features, self.out_features, self.bias = fan_in, fan_out, None
+        self.setattr("weight", _param(1, 1, fan_out, fan_in))
+
+
 def _linear(fan_in: int, fan_out: int) -> ModuleBase:
-    """``LinearLayer(in, out, has_bias=False)``: ``weight [1, 1, out, in]`` (``ttml/modules/linear.py``)."""
-    return _module("LinearLayer", weight=_param(1, 1, fan_out, fan_in))
+    return LinearLayer(fan_in, fan_out)
 
 
 def _block(cfg: "LlamaConfig", layout: TtmlLayout) -> ModuleBase:
@@ -421,15 +442,42 @@ class Llama:
             for i, b in enumerate(blocks):
                 root.setattr(layout.block.format(i), b)
         root.setattr("ln_fc", _module("RMSNormLayer", gamma=_param(1, 1, 1, d)))
-        self.root, self.params = root, root.parameters()
+        self.root = root
         with torch.no_grad():
-            for name, p in self.params.items():  # key order: the init order of the first double
+            for name, p in root.parameters().items():  # key order: the init order of the first double
                 p.value.copy_(torch.ones_like(p.value) if name.endswith("gamma")
                               else torch.randn(p.value.shape) * 0.02)
         self.training = True
 
+    @property
+    def params(self) -> "NamedParameters":
+        """Read from the module tree on every call, as ttml's C++ map is (LoRA changes it)."""
+        return self.root.parameters()
+
     def parameters(self):
         return self.params
+
+    @property
+    def named_children(self):
+        """Python Llama only: the C++ Llama is a bound ``ModuleBase`` without the Python
+        ``AbstractModuleBase`` methods (``module_base.py`` @ 04a6c330), so LoRA cannot walk it."""
+        return self._python_only("named_children")
+
+    @property
+    def named_parameters(self):
+        return self._python_only("named_parameters")
+
+    def _python_only(self, what: str):
+        if self.layout.block != "blocks/{}":
+            raise AttributeError(f"'LlamaModel' object (C++) has no attribute '{what}'")
+        return getattr(self.root, what)
+
+    def _weights(self) -> dict:
+        """Parameter values by name; a LoRA-wrapped linear's weight is ``W + s B A`` (equal to
+        ``LoraLinear.forward``'s ``linear(x, W) + s linear(linear(x, A), B)`` without dropout)."""
+        import ttml_double_lora
+
+        return ttml_double_lora.effective_weights(self.root, self.training)
 
     def train(self):
         self.training = True
@@ -453,7 +501,7 @@ class Llama:
             raise ApiViolation(f"mask must be BFLOAT16 TILE [1,1,{t},{t}]; got {mask.shape()}")
         if not torch.equal(mask.value[0, 0], torch.tril(torch.ones(t, t))):
             raise ApiViolation("the double supports only the causal mask")
-        p = {k: v.value for k, v in self.params.items()}
+        p = self._weights()
         c = self.cfg
         with torch.set_grad_enabled(st.grad_mode == GradMode.ENABLED):
             logits = ref.forward(p, self.layout, x.value[:, 0, 0, :], c.num_hidden_layers,
@@ -505,7 +553,7 @@ class KvCache:
             raise ApiViolation("KV cache mask is not open on columns 0..cached+i for row i")
         self.tokens += x.value[0, 0, 0, :q].tolist()
         ids = torch.tensor([self.tokens])
-        p = {k: v.value for k, v in model.params.items()}
+        p = model._weights()
         with torch.set_grad_enabled(STATE.grad_mode == GradMode.ENABLED):
             logits = ref.forward(p, model.layout, ids, m.num_hidden_layers, m.num_attention_heads,
                                  m.num_key_value_heads, m.rope_theta)[:, done:]
@@ -561,9 +609,13 @@ def _bf16(t: torch.Tensor) -> None:
 
 
 class Optimizer:
+    """AdamW as ``adamw.cpp`` @ 013b217398641b1697a42d986c1318dfee5101ad keeps it: moments only for
+    the parameters that require gradients when it is built (so its state dict names those alone),
+    and ``step`` skips a parameter without a gradient (a frozen one)."""
+
     def __init__(self, params, kind: str, settings: dict):
         self.kind, self.settings = kind, dict(settings)
-        self.params = params
+        self.params = NamedParameters({k: v for k, v in params.items() if v.get_requires_grad()})
         self.steps = 0
         leaves = [p.value for p in params.values()]
         self.torch = torch.optim.AdamW(leaves, lr=settings["lr"], betas=(settings["beta1"], settings["beta2"]),
@@ -749,8 +801,11 @@ def sync_gradients(parameters, axis_names=("dp",)):
 STATE = State()
 
 
-def make(generation: str = "B", layout: TtmlLayout = TtmlLayout()) -> tuple[Any, Any]:
-    """A fresh (ttml, ttnn) pair of doubles and a fresh :data:`STATE`."""
+def make(generation: str = "B", layout: TtmlLayout = TtmlLayout(), lora: bool = True) -> tuple[Any, Any]:
+    """A fresh (ttml, ttnn) pair of doubles and a fresh :data:`STATE`; ``lora=False`` leaves out
+    ``ttml.modules.lora`` (a tt-train from before it, ``ttml_double_lora``)."""
+    import ttml_double_lora
+
     global STATE
     STATE = State()
     AutoContext._instance = None
@@ -783,6 +838,7 @@ def make(generation: str = "B", layout: TtmlLayout = TtmlLayout()) -> tuple[Any,
         models=SimpleNamespace(llama=llama, RunnerType=RunnerType, WeightTyingType=WeightTyingType,
                                KvCache=KvCache, KvCacheConfig=KvCacheConfig),
         core=SimpleNamespace(distributed=dist, clip_grad_norm=clip_grad_norm), **mesh_api,
+        modules=SimpleNamespace(**({"lora": ttml_double_lora} if lora else {})),
     )
     ttnn = SimpleNamespace(Layout=Layout, DataType=DataType)
     return ttml, ttnn

@@ -197,3 +197,78 @@ def test_the_suite_fails_when_the_optimizer_state_is_pickled(tmp_path, corpus, m
     monkeypatch.setattr(TtmlBackend, "optimizer_state", pickled)
     result = _run("ttml-double", tmp_path / "run", corpus, "training.max_steps=5")
     assert result["status"] == "failed" and "cannot pickle" in result["error"]
+
+
+# -- LoRA: adapter=lora on a tiny pretrained Llama (torch: PEFT; ttml: ttml.modules.lora) --------
+# All seven projections (on ttml: fused kv_linear, so K and V share one A), no dropout, fp32.
+LORA_ARGS = ["task=finetune", "adapter=lora", "adapter.r=4", "adapter.lora_alpha=8",
+             "adapter.lora_dropout=0", "training.precision=fp32", "training.seed=7",
+             "adapter.target_modules=[q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj]",
+             "training.max_steps=10", "training.batch_size=4", "training.learning_rate=1e-2",
+             "training.checkpoint_frequency=5", "training.validation_frequency=10",
+             "training.log_frequency=1", "generation.max_new_tokens=4"]
+
+
+def _run_lora(kind: str, out: Path, base: Path, *extra: str) -> dict:
+    backend = {"torch": ["backend=torch", "device=cpu"], "ttml-double": ["backend=ttml"],
+               "torch-cuda": ["backend=torch", "device=cuda"]}[kind]
+    with pytest.MonkeyPatch.context() as mp:
+        _install_double(kind, mp)
+        return run_cfg(compose_cfg([*LORA_ARGS, *backend, f"model.pretrained_path={base}", *extra], out))
+
+
+@pytest.fixture(scope="module")
+def lora_base(tmp_path_factory, tiny_llama_dir) -> Path:
+    from conftest import bf16_exact_copy
+
+    return bf16_exact_copy(tiny_llama_dir, tmp_path_factory.mktemp("lora") / "base")
+
+
+def _tensors(path: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+@pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")  # PEFT 0.21 on transformers 5
+@pytest.mark.parametrize("kind", KINDS)
+def test_lora_trains_the_adapter_alone_resumes_exactly_and_exports_what_peft_loads(kind, lora_base, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    full = tmp_path / "full"
+    result = _run_lora(kind, full, lora_base)
+    assert result["status"] == "completed", result["error"]
+    got = [losses(full)[s] for s in range(1, 11)]
+    # A random tiny base's head (std 0.02) caps what LoRA can move: about 0.06 nats in 10 steps.
+    assert np.mean(got[-3:]) < got[0] - 0.04, got
+    # Only the adapter is checkpointed and optimised: AdamW's two moments match it in size (on
+    # ttml K and V share one A, which the PEFT-format file holds twice: 2 layers x r 4 x d 32).
+    ckpt = full / "checkpoints" / "step_10"
+    assert not (ckpt / "model.safetensors").exists()
+    adapter = sum(t.numel() for t in _tensors(ckpt / "adapter_model.safetensors").values())
+    moments = sum(t.numel() for k, t in _tensors(ckpt / "optimizer.safetensors").items() if "exp_avg" in k)
+    shared = 2 * 4 * 32 if kind == "ttml-double" else 0
+    assert moments == 2 * result["trainable_parameters"] == 2 * (adapter - shared)
+    base, merged = _tensors(lora_base / "model.safetensors"), _tensors(full / "final_model" / "model.safetensors")
+    assert {k for k in base if not torch.equal(base[k], merged[k])} == {k for k in base if k.endswith("_proj.weight")}
+    # Exact resume: lose the last checkpoint, resume=auto from step_5, same losses.
+    resumed = tmp_path / "resumed"
+    shutil.copytree(full, resumed, symlinks=True)
+    shutil.rmtree(resumed / "checkpoints" / "step_10")
+    again = _run_lora(kind, resumed, lora_base, "resume=auto")
+    assert again["status"] == "completed" and str(again["resumed_from"]).endswith("step_5")
+    assert losses(resumed) == losses(full)
+    if kind == "ttml-double":  # task=eval loads final_model/adapter onto the base (torch's: test_lora_finetune)
+        with pytest.MonkeyPatch.context() as mp:
+            _install_double(kind, mp)
+            ev = run_cfg(compose_cfg(["task=eval", "backend=ttml",
+                                      f"eval.checkpoint={full / 'final_model' / 'adapter'}"], tmp_path / "eval"))
+        assert ev["status"] == "completed" and np.isfinite(ev["final_val_loss"]), ev["error"]
+    # The merged export and PEFT's adapter on the base give the same logits.
+    ids = torch.tensor([list(range(5, 25))])
+    with torch.no_grad():
+        want = AutoModelForCausalLM.from_pretrained(full / "final_model").eval()(input_ids=ids).logits
+        on_base = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(lora_base),
+                                            full / "final_model" / "adapter").eval()
+        np.testing.assert_allclose(on_base(input_ids=ids).logits.numpy(), want.numpy(), atol=1e-5, rtol=0)

@@ -208,8 +208,9 @@ LORA_BIAS = ("none", "all", "lora_only")
 """PEFT's ``LoraConfig.bias`` choices."""
 
 
-def _adapter_rules(a: AdapterConfig, task: str) -> List[str]:
-    """LoRA's numbers and names, and no LoRA on a random initialisation."""
+def _adapter_rules(a: AdapterConfig, task: str, backend: str = "auto") -> List[str]:
+    """LoRA's numbers and names, and no LoRA on a random initialisation; on ttml, K and V
+    together (every ttml Llama fuses them into one module with one adapter)."""
     if a.name != AdapterName.lora:
         return []
     errs = []
@@ -224,6 +225,11 @@ def _adapter_rules(a: AdapterConfig, task: str) -> List[str]:
                     "adapter.target_modules=[q_proj,v_proj].")
     if a.bias not in LORA_BIAS:
         errs.append(f"adapter.bias={a.bias} must be one of {list(LORA_BIAS)}.")
+    if backend == "ttml" and len({"k_proj", "v_proj"} & set(a.target_modules)) == 1:
+        errs.append(f"adapter.target_modules={list(a.target_modules)} on backend=ttml: ttml's Llama "
+                    "fuses K and V into one kv_linear (or qkv_linear) that takes one adapter, so "
+                    "name k_proj and v_proj together, e.g. adapter.target_modules=[q_proj,k_proj,"
+                    "v_proj] (tt-train's lora_configs/tinyllama.yaml), or use backend=torch.")
     if task == "scratch":
         # LoRA trains a low-rank change to frozen weights: on a random initialisation the frozen
         # part is noise and stays noise, so the run would learn a fraction of what it could.
@@ -283,7 +289,7 @@ def validate_config(cfg: RunConfig) -> None:
         errs.append("resume and init_from are both set; resume continues a run (weights, optimizer, "
                     "step), init_from starts a new one from weights only. Choose one.")
     errs += _task_rules(cfg, task, data_format, dp)
-    errs += _adapter_rules(cfg.adapter, task)
+    errs += _adapter_rules(cfg.adapter, task, getattr(cfg.backend, "value", str(cfg.backend)))
     errs += value_rules(cfg)
     if errs:
         raise ConfigError(

@@ -95,18 +95,27 @@ def adapter_from_peft(conf: Mapping[str, Any]) -> AdapterConfig:
                          bias=str(conf.get("bias", "none")))
 
 
-def ttml_targets(adapter: AdapterConfig, num_layers: int, fused_qkv: bool = False,
-                 packed_mlp: bool = False) -> list[str]:
-    """The ttml module names that ``adapter.target_modules`` (Hugging Face names) select, in the
-    form of tt-train's ``lora_configs/*.yaml``: ``llama/llama_block_{i}/attention/q_linear``, ...
-    (``k_proj`` and ``v_proj`` give one ``kv_linear``; with ``fused_qkv`` any of q, k, v gives
-    ``qkv_linear``; with ``packed_mlp`` gate or up gives ``w_gate_up``)."""
+def ttml_module_names(fused_qkv: bool = False, packed_mlp: bool = False) -> dict[str, str]:
+    """Hugging Face projection -> the ttml module (below a block) that holds it, for a layout
+    (:data:`HF_TO_TTML_TARGETS`, with ``qkv_linear`` when ``fused_qkv``, ``w_gate_up`` when
+    ``packed_mlp``). A fused module stacks its projections' rows in Hugging Face order (q, k, v;
+    gate, up), as :func:`ttexp.models.ttml_weights.hf_to_ttml` packs the weights."""
     names = dict(HF_TO_TTML_TARGETS)
     if fused_qkv:
         names.update(q_proj="attention/qkv_linear", k_proj="attention/qkv_linear",
                      v_proj="attention/qkv_linear")
     if packed_mlp:
         names.update(gate_proj="mlp/w_gate_up", up_proj="mlp/w_gate_up")
+    return names
+
+
+def ttml_targets(adapter: AdapterConfig, num_layers: int, fused_qkv: bool = False,
+                 packed_mlp: bool = False) -> list[str]:
+    """The ttml module names that ``adapter.target_modules`` (Hugging Face names) select, in the
+    form of tt-train's ``lora_configs/*.yaml``: ``llama/llama_block_{i}/attention/q_linear``, ...
+    (``k_proj`` and ``v_proj`` give one ``kv_linear``; with ``fused_qkv`` any of q, k, v gives
+    ``qkv_linear``; with ``packed_mlp`` gate or up gives ``w_gate_up``)."""
+    names = ttml_module_names(fused_qkv, packed_mlp)
     suffixes = sorted({names[m] for m in adapter.target_modules})
     return [f"llama/llama_block_{i}/{s}" for i in range(num_layers) for s in suffixes]
 

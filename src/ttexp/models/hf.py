@@ -240,3 +240,26 @@ def make_portable(model_dir: Path) -> None:
         if theta is not None and "rope_theta" not in conf:
             conf["rope_theta"] = theta
             cfg_path.write_text(json.dumps(conf, indent=2) + "\n")
+
+
+def read_weights(directory: Path) -> dict[str, Any]:
+    """The tensors of ``directory/model.safetensors``, else of its Hugging Face shards
+    (``model-0000N-of-0000M.safetensors``), as float NumPy arrays; never a checkpoint's optimizer
+    or RNG tensors, which sit beside the weights.
+
+    Raises:
+        TtexpError: no such file, or an unreadable one.
+    """
+    from safetensors.numpy import load_file
+
+    single = Path(directory) / WEIGHTS_NAME
+    files = [single] if single.is_file() else sorted(Path(directory).glob("model-*.safetensors"))
+    if not files:
+        raise TtexpError(f"No .safetensors file in {directory}: not a ttexp checkpoint or model dir.")
+    out: dict[str, Any] = {}
+    for f in files:
+        try:
+            out.update(load_file(str(f)))
+        except Exception as exc:  # safetensors raises its own error types for corrupt files
+            raise TtexpError(f"Could not read {f}: {exc}. The file is damaged.") from None
+    return out

@@ -18,7 +18,6 @@ import shlex
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import numpy as np
 from transformers.utils import logging as hf_logging
 
 from ttexp.backends.factory import create_backend
@@ -98,8 +97,9 @@ def run(cfg: RunConfig, plan: RunPlan, ranks: Ranks, record: RunRecord) -> None:
     backend = create_backend(cfg, plan.backend, ranks)
     try:
         log.info("Loading weights from %s", base)
-        num_params = load_model(backend, source, plan.spec, cfg.adapter)
-        trained = trainable_parameters(backend, num_params)
+        num_params = load_model(backend, source, plan.spec)  # the base; then the adapter:
+        lora = cfg.adapter.name == AdapterName.lora  # what the optimizer updates (on ttml a fused
+        trained = backend.apply_adapter(cfg.adapter) if lora else num_params  # kv adapter shares A)
         record.update(trainable_parameters=trained)
         origin = {"base_model": base, "model_dir": _str(source.model_dir),
                   "prompt_template": cfg.data.prompt_template, "eos_token_id": tokenizer.eos_token_id,
@@ -127,14 +127,6 @@ def run(cfg: RunConfig, plan: RunPlan, ranks: Ranks, record: RunRecord) -> None:
         ))
     finally:
         backend.close()
-
-
-def trainable_parameters(backend: Any, num_params: int) -> int:
-    """What the optimizer updates: the adapter's parameters under LoRA, else every parameter."""
-    state = backend.adapter_state()
-    if state is None:
-        return num_params
-    return sum(int(np.prod(t.shape)) for t in state.tensors.values())
 
 
 def adapter_lines(adapter: AdapterConfig, trained: int, total: int) -> list[str]:

@@ -35,6 +35,7 @@ from ttexp.backends.ttml.api import (
     plan_mesh,
 )
 from ttexp.backends.ttml.generation import cached_steps, window_steps
+from ttexp.backends.ttml.lora import TtmlLora, upload_adapter
 from ttexp.backends.ttml.mesh import (
     close_mesh,
     init_data_parallel,
@@ -48,9 +49,9 @@ from ttexp.data.batch import Batch
 from ttexp.errors import BackendUnavailable, TtexpError
 from ttexp.models.hf import (
     CONFIG_NAME,
-    WEIGHTS_NAME,
     llama_config,
     read_hf_config,
+    read_weights,
     spec_from_hf,
     write_weights,
 )
@@ -112,6 +113,8 @@ class TtmlBackend:
         self.model: Any = None
         self.optimizer: Any = None
         self.spec: ModelSpec | None = None
+        self.lora: TtmlLora | None = None
+        self.base_path: str | None = None
         self._losses: list[tuple[Any, float]] = []
         self._masks: dict[int, Any] = {}
         self._warned_norm = False
@@ -142,7 +145,7 @@ class TtmlBackend:
     def close(self) -> None:
         if self._opened:
             self._opened = False
-            self.model = self.optimizer = None
+            self.model = self.optimizer = self.lora = None
             self._masks.clear()
             self._losses.clear()
             close_mesh(self.ttml, self.ctx, self.api)
@@ -205,6 +208,7 @@ class TtmlBackend:
         opt = optimizer_request(self.api, lr=0.0, beta1=o.beta1, beta2=o.beta2, eps=o.eps,
                                 weight_decay=self.weight_decay, use_moreh_adamw=bool(o.use_moreh_adamw),
                                 use_kahan_summation=bool(o.use_kahan_summation))
+        self.opt_req = opt
         self.optimizer = build_optimizer(opt, self.api, self.ttml, params)
         self.optimizer.zero_grad()
         log.info("ttml: %s; optimizer %s", self.api.describe(), opt.kind)
@@ -223,20 +227,30 @@ class TtmlBackend:
             raise TtexpError(f"No config.json in {path}: ttml loads pretrained weights from a local "
                              "Hugging Face directory; download it and set model.pretrained_path=DIR.")
         spec = spec_from_hf(read_hf_config(Path(path)), name=Path(path).name, source=cfg_file)
+        self.base_path = str(path)  # an adapter's adapter_config.json names its base
         return self.build_model(spec, init_from=Path(path))
 
-    def apply_adapter(self, adapter: Any) -> int:
-        """Not yet on ttml (tt-train's ``ttml/modules/lora.py`` is the route; see the README)."""
-        raise BackendUnavailable(
-            "adapter=lora is not wired to the ttml backend in this ttexp yet. Train the adapter "
-            "with backend=torch (CPU or CUDA), or fine-tune fully with adapter=none.")
+    def apply_adapter(self, adapter: Any) -> int:  # tt-train's ttml.modules.lora: ttml/lora.py
+        self.lora = TtmlLora(self.ttml, self.model, self.spec, self.layout, adapter, self.base_path)
+        self._set_mode(train=True)
+        trained = self._trained()  # the optimizer holds the adapter alone, on every AdamW version
+        self.optimizer = build_optimizer(self.opt_req, self.api, self.ttml, trained)
+        self.optimizer.zero_grad()
+        return int(sum(math.prod(getattr(p, "tensor", p).shape()) for p in trained.values()))
+
+    def _trained(self) -> Any:
+        """What the optimizer, clipping and gradient sync see: the adapter, else every parameter."""
+        params = self.model.parameters()
+        return params if self.lora is None else self.lora.trainable(self.ttml, params)
 
     def adapter_state(self) -> NamedState | None:
-        return None  # apply_adapter refuses, so there is never one
+        return None if self.lora is None else self.lora.state(self.parameters_numpy())
 
     def load_adapter_tensors(self, tensors: dict[str, Any]) -> None:
-        raise TtexpError("This checkpoint holds a LoRA adapter, which the ttml backend cannot load "
-                         "yet; resume it with backend=torch.")
+        if self.lora is None:
+            raise TtexpError("This checkpoint holds a LoRA adapter but the model has none; resume "
+                             "with adapter=lora and the settings it was trained with.")
+        upload_adapter(self.lora, tensors, self.model.parameters(), lambda a: self.to_device(a, tile=True))
 
     def num_parameters(self) -> int:
         """Scalars in every ttml parameter (tile-padded vocabulary rows included)."""
@@ -275,7 +289,7 @@ class TtmlBackend:
             self.ctx.reset_graph()  # every micro-step, also when forward or backward raised
 
     def optimizer_step(self, lr: float, max_grad_norm: float | None) -> StepStats:
-        params = self.model.parameters()
+        params = self._trained()
         if self.mesh.num_devices > 1:  # average before clipping: the norm is of the mean gradient
             sync_gradients(self.ttml, self.api, params)
         grad_norm = 0.0
@@ -343,22 +357,8 @@ class TtmlBackend:
         Raises:
             TtexpError: no safetensors file, an unreadable file, or weights that do not fit.
         """
-        from safetensors.numpy import load_file
-
-        # model.safetensors, else Hugging Face shards (model-0000N-of-0000M); never a checkpoint's
-        # optimizer or rng tensors, which sit beside the weights.
-        single = Path(directory) / WEIGHTS_NAME
-        files = [single] if single.is_file() else sorted(Path(directory).glob("model-*.safetensors"))
-        if not files:
-            raise TtexpError(f"No .safetensors file in {directory}: not a ttexp checkpoint or model dir.")
-        hf: dict[str, np.ndarray] = {}
-        for f in files:
-            try:
-                hf.update(load_file(str(f)))
-            except Exception as exc:  # safetensors raises its own error types for corrupt files
-                raise TtexpError(f"Could not read {f}: {exc}. The file is damaged.") from None
         params = self.model.parameters()
-        for name, arr in hf_to_ttml(hf, self.spec, self.layout).items():
+        for name, arr in hf_to_ttml(read_weights(directory), self.spec, self.layout).items():
             getattr(params[name], "tensor", params[name]).assign(self.to_device(arr, tile=True))
 
     def optimizer_state(self) -> NamedState:
@@ -384,7 +384,11 @@ class TtmlBackend:
         return t
 
     def save_pretrained(self, directory: Path, tokenizer: Any) -> None:
-        self.save_weights(directory)
+        """With LoRA: the merged weights plus ``adapter/`` in PEFT's format (the model is unchanged)."""
+        if self.lora is None:
+            self.save_weights(directory)
+        else:
+            self.lora.save_merged(directory, self.parameters_numpy())
         cfg = llama_config(self.spec)
         cfg.architectures = ["LlamaForCausalLM"]
         cfg.save_pretrained(str(directory))
