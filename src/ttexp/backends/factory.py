@@ -34,6 +34,8 @@ def create_backend(cfg: RunConfig, backend: str, ranks: Collectives) -> Backend:
             weight_decay=cfg.training.weight_decay,
             compile=cfg.training.compile,
             ranks=ranks,
+            planned_steps=min(cfg.training.stop_at_step or cfg.training.max_steps,
+                              cfg.training.max_steps),
         )
     if backend == "ttml":
         from ttexp.backends.ttml.backend import TtmlBackend

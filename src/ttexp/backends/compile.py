@@ -1,0 +1,85 @@
+"""``training.compile``: true, false, or auto (compile when the run is long enough to repay it).
+
+``auto`` runs the first steps eagerly, measures their time, and switches the model to
+``torch.compile`` when the steps still to run would save more time than compiling costs::
+
+    remaining_steps x step_s x GAIN[device] > COST_S[device]
+
+The figures are measured (``python -m ttexp.bench model=nano``, README "Speed"), not guessed:
+on the 2-core Xeon (AVX-512 BF16/AMX) the nano step gains about 15% from Inductor and the first
+compiled step costs about 35 s with a cold cache, 10 s with a warm one (compiled kernels are
+cached across runs under the user cache, :func:`enable_compile_cache`). perf_anchors.md §5
+measured 16% and 25-36 s on a 2-core EPYC. CUDA figures are placeholders until a GPU run
+measures them (issue 17).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Optional
+
+from ttexp.config.values import compile_setting  # noqa: F401  (re-exported: the setting's parser)
+
+GAIN: dict[str, float] = {"cpu": 0.15, "cuda": 0.30}
+"""Fraction of the eager step time that ``torch.compile`` saves, per device type."""
+COST_S: dict[str, float] = {"cpu": 35.0, "cuda": 60.0}
+"""Seconds the first compiled step costs over an eager one (cold Inductor cache), per device type."""
+MEASURED_STEPS = 3
+"""Eager steps timed before ``auto`` decides (the first step of a run is warm-up and not timed)."""
+
+
+def worth_compiling(step_s: float, remaining_steps: int, device_type: str) -> bool:
+    """True when compiling now saves more time over ``remaining_steps`` than it costs.
+
+    Args:
+        step_s: measured eager seconds per optimizer step.
+        remaining_steps: optimizer steps still to run in this process.
+        device_type: 'cpu' or 'cuda' (other types never compile).
+    """
+    if device_type not in GAIN:
+        return False
+    return remaining_steps * step_s * GAIN[device_type] > COST_S[device_type]
+
+
+def enable_compile_cache(cache_root: Path) -> Path:
+    """Point Inductor's on-disk caches (FX graph and kernel caches) at ``cache_root/inductor``
+    unless the user set ``TORCHINDUCTOR_CACHE_DIR``; returns the directory used. A second run
+    of the same model shape then reuses the compiled kernels instead of compiling again."""
+    chosen = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if not chosen:
+        chosen = str(Path(cache_root) / "inductor")
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = chosen
+    return Path(chosen)
+
+
+class AutoCompile:
+    """Times the eager steps of a ``compile=auto`` run and says once whether to compile.
+
+    Args:
+        planned_steps: optimizer steps this process will run.
+        device_type: 'cpu' or 'cuda'.
+        clock: seconds clock (injectable for tests).
+    """
+
+    def __init__(self, planned_steps: int, device_type: str, clock=time.perf_counter):
+        self.planned_steps, self.device_type, self.clock = planned_steps, device_type, clock
+        self.steps = 0
+        self._since: Optional[float] = None
+        self.decided: Optional[bool] = None
+        self.step_s: Optional[float] = None
+
+    def step_done(self) -> bool:
+        """Call after each optimizer step; True exactly once, when compiling is now worth it."""
+        self.steps += 1
+        if self.decided is not None:
+            return False
+        if self.steps == 1:  # the first step pays allocator and thread-pool warm-up
+            self._since = self.clock()
+            return False
+        if self.steps < 1 + MEASURED_STEPS:
+            return False
+        self.step_s = (self.clock() - self._since) / MEASURED_STEPS
+        self.decided = worth_compiling(self.step_s, self.planned_steps - self.steps, self.device_type)
+        return self.decided
