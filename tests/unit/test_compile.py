@@ -48,7 +48,7 @@ def _run(auto, clock, step_s, steps):
 
 def test_auto_compiles_once_after_measuring_when_the_rest_of_the_run_repays_it():
     clock = FakeClock()
-    auto = AutoCompile(planned_steps=1000, device_type="cpu", clock=clock)
+    auto = AutoCompile(planned_steps=1000, device_type="cpu", clock=clock, load=lambda: 1.0)
     assert _run(auto, clock, step_s=2.0, steps=20) == [4]  # after 1 warm-up + 3 timed steps
     assert auto.step_s == pytest.approx(2.0) and auto.decided is True
 
@@ -56,7 +56,7 @@ def test_auto_compiles_once_after_measuring_when_the_rest_of_the_run_repays_it()
 def test_auto_stays_eager_when_the_run_is_too_short():
     clock = FakeClock()
     # 96 remaining steps x 0.1 s x 15% = 1.4 s saved < 35 s of compiling
-    auto = AutoCompile(planned_steps=100, device_type="cpu", clock=clock)
+    auto = AutoCompile(planned_steps=100, device_type="cpu", clock=clock, load=lambda: 1.0)
     assert _run(auto, clock, step_s=0.1, steps=100) == []
     assert auto.decided is False and auto.step_s == pytest.approx(0.1)
 
@@ -66,6 +66,15 @@ def test_break_even_follows_the_measured_gain_and_cost():
     assert not worth_compiling(1.0, int(steps_to_repay) - 1, "cpu")
     assert worth_compiling(1.0, int(steps_to_repay) + 1, "cpu")
     assert not worth_compiling(100.0, 10**6, "mps")  # unknown device types never compile
+    # on a machine 5x loaded, the slower steps do not make a short run worth compiling
+    assert worth_compiling(5.0, 100, "cpu") and not worth_compiling(5.0, 100, "cpu", load=5.0)
+
+
+def test_a_loaded_machine_stretches_the_compile_cost():
+    clock = FakeClock()
+    auto = AutoCompile(planned_steps=300, device_type="cpu", clock=clock, load=lambda: 5.0)
+    # 296 x 1 s x 15% = 44 s saved: worth 35 s on an idle machine, not 175 s on a loaded one
+    assert _run(auto, clock, step_s=1.0, steps=10) == [] and auto.decided is False
 
 
 def test_compile_cache_goes_under_the_user_cache_unless_the_user_chose(tmp_path, monkeypatch):

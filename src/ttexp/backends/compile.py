@@ -3,7 +3,11 @@
 ``auto`` runs the first steps eagerly, measures their time, and switches the model to
 ``torch.compile`` when the steps still to run would save more time than compiling costs::
 
-    remaining_steps x step_s x GAIN[device] > COST_S[device]
+    remaining_steps x step_s x GAIN[device] > COST_S[device] x load
+
+where ``load`` = max(1, 1-minute load average / CPU count): on a shared machine the measured
+steps are slowed by the other processes, and so is compiling (mostly single-threaded Python),
+so without it a loaded machine would compile short runs.
 
 The figures are measured (``python -m ttexp.bench model=nano``, README "Speed"), not guessed:
 on the 2-core Xeon (AVX-512 BF16/AMX) the nano step gains about 15% from Inductor and the first
@@ -30,17 +34,27 @@ MEASURED_STEPS = 3
 """Eager steps timed before ``auto`` decides (the first step of a run is warm-up and not timed)."""
 
 
-def worth_compiling(step_s: float, remaining_steps: int, device_type: str) -> bool:
+def load_factor() -> float:
+    """max(1, 1-minute load average / CPU count): how much longer than on an idle machine a
+    CPU-bound job takes now (1.0 where the load average is unavailable)."""
+    try:
+        return max(1.0, os.getloadavg()[0] / (os.cpu_count() or 1))
+    except (OSError, AttributeError):
+        return 1.0
+
+
+def worth_compiling(step_s: float, remaining_steps: int, device_type: str, load: float = 1.0) -> bool:
     """True when compiling now saves more time over ``remaining_steps`` than it costs.
 
     Args:
         step_s: measured eager seconds per optimizer step.
         remaining_steps: optimizer steps still to run in this process.
         device_type: 'cpu' or 'cuda' (other types never compile).
+        load: :func:`load_factor` when the steps were measured (stretches the compile cost).
     """
     if device_type not in GAIN:
         return False
-    return remaining_steps * step_s * GAIN[device_type] > COST_S[device_type]
+    return remaining_steps * step_s * GAIN[device_type] > COST_S[device_type] * load
 
 
 def enable_compile_cache(cache_root: Path) -> Path:
@@ -61,10 +75,13 @@ class AutoCompile:
         planned_steps: optimizer steps this process will run.
         device_type: 'cpu' or 'cuda'.
         clock: seconds clock (injectable for tests).
+        load: the machine's load factor (:func:`load_factor`; injectable for tests).
     """
 
-    def __init__(self, planned_steps: int, device_type: str, clock=time.perf_counter):
+    def __init__(self, planned_steps: int, device_type: str, clock=time.perf_counter,
+                 load=load_factor):
         self.planned_steps, self.device_type, self.clock = planned_steps, device_type, clock
+        self.load = load
         self.steps = 0
         self._since: Optional[float] = None
         self.decided: Optional[bool] = None
@@ -81,5 +98,6 @@ class AutoCompile:
         if self.steps < 1 + MEASURED_STEPS:
             return False
         self.step_s = (self.clock() - self._since) / MEASURED_STEPS
-        self.decided = worth_compiling(self.step_s, self.planned_steps - self.steps, self.device_type)
+        self.decided = worth_compiling(self.step_s, self.planned_steps - self.steps,
+                                       self.device_type, self.load())
         return self.decided
