@@ -3,7 +3,13 @@
 import pytest
 from conftest import compose_cfg
 
-from ttexp.backends.compile import COST_S, GAIN, AutoCompile, enable_compile_cache, worth_compiling
+from ttexp.backends.compile import (
+    COST_S,
+    GAIN,
+    AutoCompile,
+    enable_compile_cache,
+    worth_compiling,
+)
 from ttexp.config.validate import validate_config
 from ttexp.config.values import compile_setting
 from ttexp.errors import ConfigError

@@ -30,11 +30,15 @@ from ttexp.config.values import compile_setting
 from ttexp.data.batch import IGNORE_INDEX, Batch
 from ttexp.data.corpus import cache_dir
 from ttexp.errors import BackendUnavailable, TtexpError
-from ttexp.models.hf import WEIGHTS_NAME, llama_config, refuse_remote_code, write_weights
+from ttexp.models.hf import (
+    WEIGHTS_NAME,
+    llama_config,
+    refuse_remote_code,
+    write_weights,
+)
 from ttexp.models.spec import ModelSpec
 
 log = logging.getLogger("ttexp")
-
 
 
 def cpu_has_native_bf16() -> bool:
@@ -249,9 +253,8 @@ class TorchBackend:
         stats = torch.stack([self._loss_sum, grad_norm.to(self._loss_sum.dtype)]).tolist()
         self._loss_sum.zero_()
         if self._auto is not None and self._auto.step_done():
-            log.info("training.compile=auto: %.2f s/step over %d more steps repays compiling; "
-                     "compiling the model now", self._auto.step_s,
-                     self._auto.planned_steps - self._auto.steps)
+            log.info("training.compile=auto: %.2f s/step over %d more steps repays compiling; compiling "
+                     "now", self._auto.step_s, self._auto.planned_steps - self._auto.steps)
             self._forward = self._compiled()
         return StepStats(loss=stats[0], grad_norm=stats[1])
 
@@ -394,7 +397,6 @@ class TorchBackend:
     def save_pretrained(self, directory: Path, tokenizer: Any) -> None:
         self.model.save_pretrained(str(directory), safe_serialization=True)
         tokenizer.save_pretrained(str(directory))
-
 
     def close(self) -> None:
         self.model = None
