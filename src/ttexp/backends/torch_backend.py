@@ -16,13 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ttexp.backends.base import (
-    Collectives,
-    NamedState,
-    OneProcess,
-    SamplingParams,
-    StepStats,
-)
+from ttexp.backends.base import Collectives, NamedState, OneProcess, SamplingParams, StepStats
 from ttexp.backends.compile import AutoCompile, enable_compile_cache
 from ttexp.backends.sampling import decode
 from ttexp.config.schema import OptimizerConfig
@@ -30,12 +24,7 @@ from ttexp.config.values import compile_setting
 from ttexp.data.batch import IGNORE_INDEX, Batch
 from ttexp.data.corpus import cache_dir
 from ttexp.errors import BackendUnavailable, TtexpError
-from ttexp.models.hf import (
-    WEIGHTS_NAME,
-    llama_config,
-    refuse_remote_code,
-    write_weights,
-)
+from ttexp.models.hf import WEIGHTS_NAME, llama_config, refuse_remote_code, write_weights
 from ttexp.models.spec import ModelSpec
 
 log = logging.getLogger("ttexp")
