@@ -9,12 +9,11 @@ where ``load`` = max(1, 1-minute load average / CPU count): on a shared machine 
 steps are slowed by the other processes, and so is compiling (mostly single-threaded Python),
 so without it a loaded machine would compile short runs.
 
-The figures are measured (``python -m ttexp.bench model=nano``, README "Speed"), not guessed:
-on the 2-core Xeon (AVX-512 BF16/AMX) the nano step gains about 15% from Inductor and the first
-compiled step costs about 35 s with a cold cache, 10 s with a warm one (compiled kernels are
-cached across runs under the user cache, :func:`enable_compile_cache`). perf_anchors.md §5
-measured 16% and 25-36 s on a 2-core EPYC. CUDA figures are placeholders until a GPU run
-measures them (issue 17).
+The CPU figures come from reference/perf_anchors.md §5 (2-core EPYC, torch 2.13: Inductor gave
++16% on the nano step and cost 25-36 s of compile); they were not re-measured on the shared
+2-core Xeon of issue 17, whose load made timings meaningless. Compiled kernels are cached across
+runs under the user cache (:func:`enable_compile_cache`), so a repeat run compiles faster than
+COST_S says. The CUDA figures are placeholders until a GPU run measures them (issue 17).
 """
 
 from __future__ import annotations
