@@ -76,6 +76,11 @@ def main(cfg: DictConfig) -> float | None:
                 lease.release()
     refresh_after_job(Path(cfg.output_dir), Path(hc.sweep.dir) if multirun else None,
                       cfg.sweep.journal, cfg.sweep.outputs_root)
+    if multirun:
+        from ttexp.sweeps.progress import sweep_progress
+
+        sweep_dir = Path(hc.sweep.dir)
+        logging.getLogger("ttexp").info("%s", sweep_progress(sweep_dir).line(sweep_dir))
     if not multirun and result.status != "completed":
         sys.exit(exit_code(result.status))
     if result.status == "interrupted":

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -88,6 +89,11 @@ def test_console_ends_with_the_lessons_lines(run_dir: Path):
         assert line in console
     log = (run_dir / "training.log").read_text()
     assert "Final training loss:" in log and "Step 4/4" in log
+    # every step line carries the current rate, the elapsed time and a live ETA (0 s at the end)
+    step_lines = [line for line in log.splitlines() if "| loss " in line and "Step " in line]
+    assert step_lines and all(re.search(r"\| [\d,]+ tok/s.* \| elapsed \d+m \d\ds \| ETA "
+                                        r"(\d+m \d\ds|\?)$", line) for line in step_lines)
+    assert step_lines[-1].endswith("ETA 0m 00s")
 
 
 def test_final_model_loads_in_transformers_with_identical_logits(run_dir: Path):

@@ -135,3 +135,12 @@ def test_optuna_search_survives_failed_trials(tmp_path, corpus):
     header, *body = rows((out / "experiments.md").read_text())
     assert header[2:4] == ["training.learning_rate", "training.batch_size"] and len(body) == 2
     assert all(r[header.index("status")].startswith("**failed**") for r in body)
+
+
+def test_each_job_logs_the_sweeps_progress_and_eta(four_jobs):
+    _, sweep_dir, _ = four_jobs
+    first = (sweep_dir / "0" / "training.log").read_text()
+    last = (sweep_dir / "3" / "training.log").read_text()
+    assert f"Sweep {sweep_dir}: 1/4 jobs done, 0 failed, 0 running, 3 to start | elapsed " in first
+    assert f"Sweep {sweep_dir}: 4/4 jobs done, 0 failed, 0 running, 0 to start | elapsed " in last
+    assert last.rstrip().endswith("| ETA 0m 00s")

@@ -35,6 +35,8 @@ def create_backend(cfg: RunConfig, backend: str, ranks: Collectives) -> Backend:
             compile=cfg.training.compile,
             ranks=ranks,
             activation_checkpointing=cfg.training.activation_checkpointing,
+            planned_steps=min(cfg.training.stop_at_step or cfg.training.max_steps,
+                              cfg.training.max_steps),
         )
     if backend == "ttml":
         from ttexp.backends.ttml.backend import TtmlBackend

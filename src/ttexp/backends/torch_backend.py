@@ -2,7 +2,7 @@
 
 Speed choices (reference/perf_anchors.md §5): SDPA attention; bf16 autocast where the device has
 native bf16 (CUDA with bf16, CPUs with AVX512_BF16 or AMX), fp32 elsewhere; optional
-``torch.compile``; fused AdamW on CUDA; one host synchronisation per optimizer step.
+``torch.compile``; fused AdamW on CPU and CUDA; one host synchronisation per optimizer step.
 """
 
 from __future__ import annotations
@@ -16,13 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ttexp.backends.base import (
-    Collectives,
-    NamedState,
-    OneProcess,
-    SamplingParams,
-    StepStats,
-)
+from ttexp.backends.base import Collectives, NamedState, OneProcess, SamplingParams, StepStats
+from ttexp.backends.compile import AutoCompile, enable_compile_cache
 from ttexp.backends.sampling import decode
 from ttexp.backends.torch_device import (  # noqa: F401  (re-exported: callers import them here)
     autocast_dtype_for,
@@ -31,7 +26,9 @@ from ttexp.backends.torch_device import (  # noqa: F401  (re-exported: callers i
 )
 from ttexp.backends import torch_lora
 from ttexp.config.schema import AdapterConfig, OptimizerConfig
+from ttexp.config.values import compile_setting
 from ttexp.data.batch import IGNORE_INDEX, Batch
+from ttexp.data.corpus import cache_dir
 from ttexp.errors import TtexpError
 from ttexp.models.hf import WEIGHTS_NAME, llama_config, refuse_remote_code, write_weights
 from ttexp.models.spec import ModelSpec
@@ -47,7 +44,9 @@ class TorchBackend:
         precision: 'auto', 'fp32' or 'bf16' (bf16 = autocast; weights and AdamW state stay fp32).
         optimizer_cfg: the ``optimizer`` config section (betas, eps, fused).
         weight_decay: AdamW decoupled weight decay for matrices (norm weights get none).
-        compile: wrap the model in ``torch.compile`` for training and evaluation.
+        compile: ``training.compile``: True/False, or 'auto' to compile after the first steps
+            when the rest of the run repays the compile time (:mod:`ttexp.backends.compile`).
+        planned_steps: optimizer steps this process will run (what ``auto`` weighs).
         ranks: the run's ranks (gradients and validation sums are summed over them); one
             process when omitted.
     """
@@ -60,15 +59,18 @@ class TorchBackend:
         precision: str,
         optimizer_cfg: OptimizerConfig,
         weight_decay: float,
-        compile: bool = False,
+        compile: bool | str = False,
         ranks: Collectives | None = None,
         activation_checkpointing: bool = False,
+        planned_steps: int = 0,
     ):
         self.device = device
         self.autocast_dtype = autocast_dtype_for(device, precision)
         self.optimizer_cfg = optimizer_cfg
         self.weight_decay = weight_decay
-        self.compile = compile
+        setting = compile_setting(compile)
+        self.compile = setting is True
+        self._auto = AutoCompile(planned_steps, device.type) if setting is None else None
         self.activation_checkpointing = activation_checkpointing
         self.ranks = ranks or OneProcess()
         self.model: Any = None
@@ -99,7 +101,7 @@ class TorchBackend:
             self.load_weights(Path(init_from))
         self.model.train()
         self._checkpointing()
-        self._forward = torch.compile(self.model) if self.compile else self.model
+        self._forward = self._compiled() if self.compile else self.model
         self.optimizer = self._make_optimizer()
         return sum(p.numel() for p in self.model.parameters())
 
@@ -130,13 +132,13 @@ class TorchBackend:
             ) from None
         self.model.to(self.device).train()
         self._checkpointing()
-        self._forward = torch.compile(self.model) if self.compile else self.model
+        self._forward = self._compiled() if self.compile else self.model
         self.optimizer = self._make_optimizer()
         return sum(p.numel() for p in self.model.parameters())
 
     def apply_adapter(self, adapter: AdapterConfig) -> int:  # PEFT: ttexp.backends.torch_lora
         self.model = torch_lora.wrap_with_lora(self.model, adapter).to(self.device).train()
-        self._forward = torch.compile(self.model) if self.compile else self.model
+        self._forward = self._compiled() if self.compile else self.model
         self.optimizer = self._make_optimizer()  # over the adapter alone (the rest is frozen)
         return sum(p.numel() for p in self.model.parameters() if p.requires_grad)
 
@@ -153,12 +155,20 @@ class TorchBackend:
             self.model.gradient_checkpointing_enable(
                 gradient_checkpointing_kwargs={"use_reentrant": False})
 
+    def _compiled(self) -> Any:
+        """``torch.compile`` of the model, with Inductor's caches under the user cache, so the
+        next run of the same shape reuses the compiled kernels."""
+        enable_compile_cache(cache_dir())
+        return torch.compile(self.model)
+
     def _make_optimizer(self) -> torch.optim.Optimizer:
         decay = [p for p in self.model.parameters() if p.requires_grad and p.dim() >= 2]
         no_decay = [p for p in self.model.parameters() if p.requires_grad and p.dim() < 2]
         fused = self.optimizer_cfg.fused
         if fused is None:
-            fused = self.device.type == "cuda"
+            # torch has fused AdamW kernels for CPU (since 2.4) and CUDA: one pass over each
+            # parameter instead of ~8 elementwise ops (the CPU default, foreach=False, loops them)
+            fused = self.device.type in ("cpu", "cuda")
         return torch.optim.AdamW(
             [
                 {"params": decay, "weight_decay": self.weight_decay},
@@ -218,6 +228,10 @@ class TorchBackend:
         self.optimizer.zero_grad(set_to_none=True)
         stats = torch.stack([self._loss_sum, grad_norm.to(self._loss_sum.dtype)]).tolist()
         self._loss_sum.zero_()
+        if self._auto is not None and self._auto.step_done():
+            log.info("training.compile=auto: %.2f s/step over %d more steps repays compiling; compiling "
+                     "now", self._auto.step_s, self._auto.planned_steps - self._auto.steps)
+            self._forward = self._compiled()
         return StepStats(loss=stats[0], grad_norm=stats[1])
 
     @torch.no_grad()

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import List, Optional
+from typing import List, Optional, Union
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.plugins import Plugins
@@ -155,7 +155,7 @@ class OptimizerConfig(Section):
     use_kahan_summation: bool = False
     """ttml only, where the API supports it."""
     fused: Optional[bool] = None
-    """torch only: fused AdamW kernel; null = on for CUDA, off for CPU."""
+    """torch only: fused AdamW kernel; null = on (CPU and CUDA have one)."""
 
 
 @dataclass
@@ -272,8 +272,9 @@ class TrainingConfig(Section):
     use_clip_grad_norm: bool = True
     clip_grad_norm_max_norm: float = 1.0
     precision: Precision = Precision.auto
-    compile: bool = False
-    """torch.compile the model (costs ~30 s on a 2-core CPU; pays off on long runs)."""
+    compile: Union[bool, str] = "auto"
+    """torch.compile the model: true, false, or auto = compile after the first steps when the
+    rest of the run repays the compile time (ttexp.backends.compile; torch backend only)."""
     activation_checkpointing: bool = False
     """Recompute each decoder layer's activations in backward instead of keeping them: less
     memory for activations, about one more forward's worth of compute per step."""

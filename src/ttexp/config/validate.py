@@ -20,7 +20,7 @@ from ttexp.config.schema import (
     RunConfig,
     TrainingConfig,
 )
-from ttexp.config.values import value_rules
+from ttexp.config.values import compile_setting, value_rules
 from ttexp.errors import ConfigError
 
 GET_WEIGHTS_HINT = (
@@ -139,6 +139,10 @@ def _training_rules(t: TrainingConfig, dp: int, hw_name: str) -> List[str]:
             f"training.clip_grad_norm_max_norm={t.clip_grad_norm_max_norm} must be positive "
             "(or set training.use_clip_grad_norm=false)."
         )
+    try:
+        compile_setting(t.compile)
+    except ValueError as exc:
+        errs.append(f"{exc}.")
     return errs
 
 

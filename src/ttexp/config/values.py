@@ -17,7 +17,7 @@ import math
 import os
 import re
 from dataclasses import fields, is_dataclass
-from typing import Any, Iterator, List
+from typing import Any, Iterator, List, Optional, Union
 
 SEED_MAX = 2**32 - 1
 """The largest seed NumPy's legacy ``np.random.seed`` accepts (it takes 0 .. 2**32 - 1; torch takes
@@ -78,3 +78,21 @@ def value_rules(cfg: Any) -> List[str]:
         errs.append(f"sweep.journal={journal} must be a Markdown file (*.md): it is rewritten after "
                     "every run; null turns it off.")
     return errs
+
+
+def compile_setting(value: Union[bool, str]) -> Optional[bool]:
+    """``training.compile`` as True, False, or None for ``auto``.
+
+    Hydra reads ``training.compile=true`` as a bool; ``auto`` (and a quoted ``'true'``) arrive as
+    strings.
+
+    Raises:
+        ValueError: any other value (the message names the key and the three choices).
+    """
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("auto", "true", "false"):
+        return None if text == "auto" else text == "true"
+    raise ValueError(f"training.compile={value} is not a choice; use training.compile=auto, true "
+                     "or false")

@@ -12,6 +12,8 @@ Times a fixed, short training workload three ways in one process, on the same ma
    the way nanoGPT runs on a CPU by default (reference/perf_anchors.md §5).
 
 Each figure is the median step time over ``--steps`` timed steps after ``--warmup`` untimed ones.
+The loops are interleaved (one step of each per round), so load from other processes on a shared
+machine falls on all three alike and the ratios stay fair.
 Defaults: ``model=nano``, batch 16 x 512, accumulation 1. Any run override applies, e.g.
 ``python -m ttexp.bench model=midi training.batch_size=32 training.compile=true``.
 """
@@ -34,6 +36,7 @@ from ttexp.backends.factory import create_backend
 from ttexp.config.compose import compose_run_config
 from ttexp.config.schema import RunConfig
 from ttexp.config.validate import validate_config
+from ttexp.config.values import compile_setting
 from ttexp.data.text import TextData
 from ttexp.errors import TtexpError
 from ttexp.models.hf import llama_config
@@ -44,7 +47,8 @@ from ttexp.train.ranks import Ranks
 from ttexp.train.speed import peak_flops_for, peak_memory_bytes, speed_figures
 
 DEFAULT_OVERRIDES = ["model=nano", "training.batch_size=16", "training.gradient_accumulation_steps=1",
-                     "training.warmup_steps=0", "training.max_steps=1000000", "model.dropout=0.0"]
+                     "training.warmup_steps=0", "training.max_steps=1000000", "model.dropout=0.0",
+                     "training.compile=false"]
 
 
 def compose(overrides: list[str]) -> RunConfig:
@@ -59,19 +63,25 @@ def compose(overrides: list[str]) -> RunConfig:
     return cfg
 
 
-def _time_steps(step: Callable[[int], None], warmup: int, steps: int) -> list[float]:
+def _time_rounds(steps: dict[str, Callable[[int], None]], warmup: int, rounds: int
+                 ) -> dict[str, list[float]]:
+    """Step times (s) of each named step function, interleaved: every round runs one step of
+    each in turn, so a burst of load from other processes hits every loop alike."""
     for i in range(warmup):
-        step(i)
-    times = []
-    for i in range(warmup, warmup + steps):
-        tick = time.perf_counter()
-        step(i)
-        times.append(time.perf_counter() - tick)
+        for step in steps.values():
+            step(i)
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for i in range(warmup, warmup + rounds):
+        for name, step in steps.items():
+            tick = time.perf_counter()
+            step(i)
+            times[name].append(time.perf_counter() - tick)
     return times
 
 
-def bench_ttexp(cfg: Any, warmup: int, steps: int) -> dict[str, Any]:
-    """The framework's step on random windows of a synthetic corpus (no file I/O)."""
+def bench_ttexp(cfg: Any) -> dict[str, Any]:
+    """The framework's step on random windows of a synthetic corpus (no file I/O); returns the
+    step function (``"step"``), the backend and the plan."""
     import numpy as np
 
     plan = make_plan(cfg)
@@ -81,15 +91,13 @@ def bench_ttexp(cfg: Any, warmup: int, steps: int) -> dict[str, Any]:
     backend = create_backend(cfg, plan.backend, Ranks.single())
     backend.build_model(plan.spec)
     loop = TrainingLoop(cfg, plan, backend, data, None, NullRecord("."), Ranks.single())
-    times = _time_steps(lambda i: loop.train_step(i), warmup, steps)
-    out = {"device": backend.device_name, "precision": backend.precision_name,
-           "autocast": backend.autocast_dtype, "step_times": times, "plan": plan}
-    backend.close()
-    return out
+    return {"device": backend.device_name, "precision": backend.precision_name,
+            "autocast": backend.autocast_dtype, "step": loop.train_step, "plan": plan,
+            "backend": backend}
 
 
-def bench_minimal(cfg: Any, plan: Any, device: torch.device, autocast: Any, warmup: int,
-                  steps: int, compile_model: bool) -> list[float]:
+def bench_minimal(plan: Any, device: torch.device, autocast: Any, compile_model: bool
+                  ) -> Callable[[int], None]:
     """A hand-written loop over the same transformers Llama, same precision and batch."""
     from transformers import LlamaForCausalLM
 
@@ -97,7 +105,7 @@ def bench_minimal(cfg: Any, plan: Any, device: torch.device, autocast: Any, warm
     model = LlamaForCausalLM(llama_config(plan.spec)).to(device).train()
     fwd = torch.compile(model) if compile_model else model
     opt = torch.optim.AdamW(model.parameters(), lr=3e-4, betas=(0.9, 0.95), weight_decay=0.1,
-                            fused=device.type == "cuda")
+                            fused=True)  # as ttexp (fused on CPU and CUDA)
     b, t, v = plan.global_batch_size, plan.seq_len, plan.spec.vocab_size
     data = torch.randint(0, v, (8, b, t + 1), device=device)
 
@@ -112,7 +120,7 @@ def bench_minimal(cfg: Any, plan: Any, device: torch.device, autocast: Any, warm
         opt.zero_grad(set_to_none=True)
         loss.item()  # one host sync per step, as in ttexp
 
-    return _time_steps(step, warmup, steps)
+    return step
 
 
 class _Block(nn.Module):
@@ -148,7 +156,7 @@ class NanoGPTStyle(nn.Module):
         return self.ln(x) @ self.wte.weight.T  # tied head
 
 
-def bench_nanogpt_fp32(plan: Any, device: torch.device, warmup: int, steps: int) -> list[float]:
+def bench_nanogpt_fp32(plan: Any, device: torch.device) -> Callable[[int], None]:
     """nanoGPT's default CPU path at the run's width, depth, heads, batch and context: fp32 eager."""
     s = plan.spec
     torch.manual_seed(0)
@@ -166,7 +174,7 @@ def bench_nanogpt_fp32(plan: Any, device: torch.device, warmup: int, steps: int)
         opt.zero_grad(set_to_none=True)
         loss.item()
 
-    return _time_steps(step, warmup, steps)
+    return step
 
 
 def _row(name: str, times: list[float], plan: Any, peak: float | None, precision: str) -> dict[str, Any]:
@@ -180,20 +188,23 @@ def _row(name: str, times: list[float], plan: Any, peak: float | None, precision
 def run_bench(overrides: list[str], warmup: int, steps: int, baselines: bool = True) -> dict[str, Any]:
     """Run the three loops and return the report (see module docstring)."""
     cfg = compose(overrides)
-    ours = bench_ttexp(cfg, warmup, steps)
+    ours = bench_ttexp(cfg)
     plan, device_name = ours["plan"], ours["device"]
     device = torch.device(device_name.split(" ")[0])
-    peak, source = peak_flops_for(plan.backend, plan.hardware, device_name, ours["precision"])
-    rows = [_row("ttexp", ours["step_times"], plan, peak, ours["precision"])]
+    steps_fns = {"ttexp": ours["step"]}
     if baselines and plan.backend == "torch":
-        gc.collect()
-        rows.append(_row("minimal", bench_minimal(cfg, plan, device, ours["autocast"], warmup, steps,
-                                                  bool(cfg.training.compile)),
-                         plan, peak, ours["precision"]))
-        gc.collect()
+        steps_fns["minimal"] = bench_minimal(plan, device, ours["autocast"],
+                                             compile_setting(cfg.training.compile) is True)
+        steps_fns["nanoGPT fp32"] = bench_nanogpt_fp32(plan, device)
+    times = _time_rounds(steps_fns, warmup, steps)
+    ours["backend"].close()
+    gc.collect()
+    peak, source = peak_flops_for(plan.backend, plan.hardware, device_name, ours["precision"])
+    rows = [_row("ttexp", times["ttexp"], plan, peak, ours["precision"])]
+    if "minimal" in times:
+        rows.append(_row("minimal", times["minimal"], plan, peak, ours["precision"]))
         fp32_peak, _ = peak_flops_for("torch", plan.hardware, device_name, "fp32")
-        rows.append(_row("nanoGPT fp32", bench_nanogpt_fp32(plan, device, warmup, steps),
-                         plan, fp32_peak, "fp32"))
+        rows.append(_row("nanoGPT fp32", times["nanoGPT fp32"], plan, fp32_peak, "fp32"))
     by = {r["loop"]: r for r in rows}
     report = {
         "model": plan.spec.name, "backend": plan.backend, "hardware": plan.hardware,

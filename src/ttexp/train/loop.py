@@ -30,7 +30,7 @@ from ttexp.record.run_record import RunRecord
 from ttexp.train.checkpoint import CheckpointManager
 from ttexp.train.slurm import hand_over, preempt_signal
 from ttexp.train.plan import RunPlan
-from ttexp.train.progress import TrainingProgress
+from ttexp.train.progress import Pace, TrainingProgress, hms
 from ttexp.train.ranks import Ranks
 from ttexp.train.schedule import learning_rate_at
 from ttexp.train.speed import mfu
@@ -128,13 +128,16 @@ class TrainingLoop:
         # training.stop_at_step ends the loop early while lr() keeps the max_steps schedule, so a
         # later resume=auto continues the very curve an uninterrupted run follows (halving rungs).
         last = min(t.stop_at_step or t.max_steps, t.max_steps)
+        pace = Pace(start_step, last)
+        tokens0, train_s0 = self.result.tokens, self.result.train_s  # a resume's totals so far
         with TrainingProgress(last, start_step) as bar, self._catch_signals():
             for step in range(start_step, last):
-                stats, lr, tps = self.train_step(step)
+                stats, lr, _ = self.train_step(step)
                 done = step + 1
                 tick = time.perf_counter()
-                bar.update(done, stats.loss, lr, tps)
-                self._log_step(done, start_step, stats.loss, stats.grad_norm, lr)
+                pace.update(done, self.result.tokens - tokens0, self.result.train_s - train_s0)
+                bar.update(done, stats.loss, lr, pace)
+                self._log_step(done, start_step, stats.loss, stats.grad_norm, lr, pace)
                 self.result.log_s += time.perf_counter() - tick
                 if _due(done, t.validation_frequency, last):
                     self.validate(done)
@@ -241,19 +244,21 @@ class TrainingLoop:
             f"checkpoint is {last}. Lower training.learning_rate or raise training.warmup_steps."
         )
 
-    def _log_step(self, done: int, start_step: int, loss: float, grad_norm: float, lr: float) -> None:
+    def _log_step(self, done: int, start_step: int, loss: float, grad_norm: float, lr: float,
+                  pace: Pace) -> None:
         r = self.result
         if done == start_step + min(3, self.t.max_steps - start_step):
             # Honest estimate: measured on the steps so far (the first one includes warm-up).
             per_step = r.train_s / (done - start_step)
             remaining = per_step * (self.t.max_steps - done)
             log.info("Measured %.2f s/step: the remaining %s steps take about %s (plus validation).",
-                     per_step, f"{self.t.max_steps - done:,}", _hms(remaining))
+                     per_step, f"{self.t.max_steps - done:,}", hms(remaining))
         if done % self.t.log_frequency == 0 or done == self.t.max_steps:
-            util = mfu(r.tokens_per_s, self.plan.flops_per_token, self.peak_flops)
+            util = mfu(pace.tokens_per_s, self.plan.flops_per_token, self.peak_flops)
             shown = f" | MFU {util:.1%}" if util is not None else ""
-            log.info("Step %d/%d | loss %.4f | lr %.3e | grad_norm %.3f | %s tok/s%s",
-                     done, self.t.max_steps, loss, lr, grad_norm, f"{r.tokens_per_s:,.0f}", shown)
+            log.info("Step %d/%d | loss %.4f | lr %.3e | grad_norm %.3f | %s tok/s%s | elapsed %s "
+                     "| ETA %s", done, self.t.max_steps, loss, lr, grad_norm,
+                     f"{pace.tokens_per_s:,.0f}", shown, hms(pace.elapsed_s), pace.eta_text)
 
     def validate(self, step: int) -> float:
         """Validation loss and perplexity, plus one sample per prompt, recorded at ``step``."""
@@ -303,10 +308,3 @@ class TrainingLoop:
         r.checkpoint_s += time.perf_counter() - tick
         log.info("Checkpoint saved to %s", path)
         return path
-
-
-def _hms(seconds: float) -> str:
-    seconds = int(round(seconds))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}h {m:02d}m {s:02d}s" if h else f"{m}m {s:02d}s"

@@ -1,0 +1,91 @@
+"""training.compile: the three choices through Hydra, and when ``auto`` decides to compile."""
+
+import pytest
+from conftest import compose_cfg
+
+from ttexp.backends.compile import (
+    COST_S,
+    GAIN,
+    AutoCompile,
+    enable_compile_cache,
+    worth_compiling,
+)
+from ttexp.config.validate import validate_config
+from ttexp.config.values import compile_setting
+from ttexp.errors import ConfigError
+
+
+@pytest.mark.parametrize("override, expected", [
+    ([], None),  # the default is auto
+    (["training.compile=auto"], None),
+    (["training.compile=true"], True),  # Hydra gives a bool here
+    (["training.compile=false"], False),
+    (["training.compile='true'"], True),  # a quoted string means the same
+    (["training.compile=False"], False),
+])
+def test_compile_overrides_compose_to_the_three_choices(override, expected):
+    cfg = compose_cfg(["debug=tiny"] + override)
+    validate_config(cfg)
+    assert compile_setting(cfg.training.compile) is expected
+
+
+def test_a_compile_value_that_is_no_choice_is_refused_by_name():
+    cfg = compose_cfg(["debug=tiny", "training.compile=sometimes"])
+    with pytest.raises(ConfigError, match=r"training.compile=sometimes .*auto, true or false"):
+        validate_config(cfg)
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def _run(auto, clock, step_s, steps):
+    fired = []
+    for i in range(steps):
+        clock.now += 50.0 if i == 0 else step_s  # the first step is slow warm-up, not measured
+        if auto.step_done():
+            fired.append(i + 1)
+    return fired
+
+
+def test_auto_compiles_once_after_measuring_when_the_rest_of_the_run_repays_it():
+    clock = FakeClock()
+    auto = AutoCompile(planned_steps=1000, device_type="cpu", clock=clock, load=lambda: 1.0)
+    assert _run(auto, clock, step_s=2.0, steps=20) == [4]  # after 1 warm-up + 3 timed steps
+    assert auto.step_s == pytest.approx(2.0) and auto.decided is True
+
+
+def test_auto_stays_eager_when_the_run_is_too_short():
+    clock = FakeClock()
+    # 96 remaining steps x 0.1 s x 15% = 1.4 s saved < 35 s of compiling
+    auto = AutoCompile(planned_steps=100, device_type="cpu", clock=clock, load=lambda: 1.0)
+    assert _run(auto, clock, step_s=0.1, steps=100) == []
+    assert auto.decided is False and auto.step_s == pytest.approx(0.1)
+
+
+def test_break_even_follows_the_measured_gain_and_cost():
+    steps_to_repay = COST_S["cpu"] / (GAIN["cpu"] * 1.0)  # at 1 s/step
+    assert not worth_compiling(1.0, int(steps_to_repay) - 1, "cpu")
+    assert worth_compiling(1.0, int(steps_to_repay) + 1, "cpu")
+    assert not worth_compiling(100.0, 10**6, "mps")  # unknown device types never compile
+    # on a machine 5x loaded, the slower steps do not make a short run worth compiling
+    assert worth_compiling(5.0, 100, "cpu") and not worth_compiling(5.0, 100, "cpu", load=5.0)
+
+
+def test_a_loaded_machine_stretches_the_compile_cost():
+    clock = FakeClock()
+    auto = AutoCompile(planned_steps=300, device_type="cpu", clock=clock, load=lambda: 5.0)
+    # 296 x 1 s x 15% = 44 s saved: worth 35 s on an idle machine, not 175 s on a loaded one
+    assert _run(auto, clock, step_s=1.0, steps=10) == [] and auto.decided is False
+
+
+def test_compile_cache_goes_under_the_user_cache_unless_the_user_chose(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "restored after the test")
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR")
+    assert enable_compile_cache(tmp_path) == tmp_path / "inductor"
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))
+    assert enable_compile_cache(tmp_path) == tmp_path / "mine"
