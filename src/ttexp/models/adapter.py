@@ -16,6 +16,7 @@ from typing import Any, Mapping
 
 from ttexp.config.schema import AdapterConfig, AdapterName
 from ttexp.errors import TtexpError
+from ttexp.models.memory import LoraShape, lora_params
 from ttexp.models.spec import ModelSpec
 
 ADAPTER_CONFIG_NAME = "adapter_config.json"
@@ -120,21 +121,9 @@ def ttml_targets(adapter: AdapterConfig, num_layers: int, fused_qkv: bool = Fals
     return [f"llama/llama_block_{i}/{s}" for i in range(num_layers) for s in suffixes]
 
 
-def _projection_shapes(spec: ModelSpec) -> dict[str, tuple[int, int]]:
-    """(in_features, out_features) of each Llama projection (``transformers`` LlamaAttention and
-    LlamaMLP: K and V project to ``num_kv_heads * head_dim``)."""
-    head_dim = spec.hidden_dim // spec.num_heads
-    kv = (spec.num_kv_heads or spec.num_heads) * head_dim
-    d, f = spec.hidden_dim, spec.mlp_dim
-    return {"q_proj": (d, d), "k_proj": (d, kv), "v_proj": (d, kv), "o_proj": (d, d),
-            "gate_proj": (d, f), "up_proj": (d, f), "down_proj": (f, d)}
-
-
 def lora_parameter_count(spec: ModelSpec, adapter: AdapterConfig) -> int:
     """Trainable parameters of PEFT's LoRA on ``spec`` (no weights needed): per target and layer,
     A is (r, in_features) and B is (out_features, r) (Hu et al. 2021, arXiv:2106.09685, §4.1;
     PEFT ``LoraLayer.update_layer``). Bias settings other than 'none' add nothing on Llama, whose
     projections have no bias."""
-    shapes = _projection_shapes(spec)
-    per_layer = sum(adapter.r * (shapes[m][0] + shapes[m][1]) for m in adapter.target_modules)
-    return per_layer * spec.num_layers
+    return lora_params(spec, LoraShape(adapter.r, tuple(adapter.target_modules)))
