@@ -17,9 +17,11 @@ any job did not complete. Single runs refresh the journal in the task function i
 
 from __future__ import annotations
 
+import atexit
 import shlex
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -150,8 +152,30 @@ class ExperimentsCallback(Callback):
         if not (sweep_dir / MULTIRUN_NAME).exists():
             sweep_dir.mkdir(parents=True, exist_ok=True)
             OmegaConf.save(config, sweep_dir / MULTIRUN_NAME)
+        self._ended = False
+        atexit.register(self._if_aborted, sweep_dir)
+
+    def _if_aborted(self, sweep_dir: Path) -> None:
+        """At exit of a sweep that never reached ``on_multirun_end`` (a launcher crashed, e.g.
+        joblib's TerminatedWorkerError when a worker process is SIGKILLed, or Ctrl-C): rewrite
+        experiments.md from the records on disk, so it shows each job as it really ended (lost,
+        not running), and print the command that continues the sweep."""
+        if self._ended:
+            return
+        from ttexp.sweeps.summarize import SUMMARY_NAME, write_sweep_summary
+        from ttexp.sweeps.sweep import sweep_command
+
+        time.sleep(1.0)  # the other jobs' processes die with their workers; let their pids go
+        try:
+            write_sweep_summary(sweep_dir)
+        except Exception as exc:  # noqa: BLE001 - the message below matters more
+            print(f"Could not write experiments.md ({type(exc).__name__}: {exc}).", file=sys.stderr)
+        print(f"The sweep stopped before all its jobs ended; {sweep_dir / SUMMARY_NAME} shows each "
+              f"job as it ended. Continue it (completed jobs are skipped, the others resume from "
+              f"their checkpoints): {sweep_command(sweep_dir, resume=True)}", file=sys.stderr)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self._ended = True
         from ttexp.sweeps.summarize import (
             SUMMARY_NAME,
             refresh_journal,

@@ -235,3 +235,35 @@ def test_a_sweep_job_whose_process_is_killed_is_lost_and_the_sweep_goes_on(
     assert again.returncode == 0, again.stdout + again.stderr
     assert "Jobs: 2 (2 completed)" in (sweep / "experiments.md").read_text()
     assert losses(sweep / "0") == losses(single_uninterrupted)  # exactly
+
+
+@pytest.mark.faults
+def test_a_killed_joblib_worker_leaves_a_truthful_table_and_the_printed_command_finishes_the_sweep(
+        tmp_path, corpus, single_uninterrupted):
+    """SIGKILL of the loky worker process itself (not the job's training child): joblib aborts the
+    whole batch (TerminatedWorkerError), so every running job ends with its worker. What the user
+    must get: experiments.md rewritten at exit showing those jobs `lost` (never `running` or `no
+    result`), the sweep.resume=true command on stderr, and that command completing every job, job 0
+    with exactly the uninterrupted losses."""
+    sweep = tmp_path / "sweep"
+    proc = start(["-m", *ARGS, f"data.path={corpus}", "hydra/launcher=joblib",
+                  "hydra.launcher.n_jobs=2", "training.warmup_steps=1,2", f"hydra.sweep.dir={sweep}"])
+    wait_for(sweep / "0" / "checkpoints" / "step_3" / "manifest.json", proc)
+    child = [p for p in descendants(proc.pid)
+             if f"ttexp.worker\0{sweep}/0".encode() in Path(f"/proc/{p}/cmdline").read_bytes()]
+    assert len(child) == 1, child
+    worker = int(Path(f"/proc/{child[0]}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    assert b"loky" in Path(f"/proc/{worker}/cmdline").read_bytes()
+    os.kill(worker, signal.SIGKILL)
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 1, output
+    assert "The sweep stopped before all its jobs ended" in output
+    table = (sweep / "experiments.md").read_text()
+    assert "running" not in table.split("| job |", 1)[1] and "no result" not in table
+    assert "(1 lost" in table or "lost)" in table, table
+    args = shlex.split(output.rsplit("from their checkpoints): ", 1)[1].splitlines()[0])
+    assert args[:4] == ["python", "-m", "ttexp", "-m"] and "sweep.resume=true" in args
+    again = run_cli(args[3:])
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "Jobs: 2 (2 completed)" in (sweep / "experiments.md").read_text()
+    assert losses(sweep / "0") == losses(single_uninterrupted)  # exactly
