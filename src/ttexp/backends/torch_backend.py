@@ -101,9 +101,7 @@ class TorchBackend:
             self.load_weights(Path(init_from))
         self.model.train()
         self._checkpointing()
-        self._forward = self._compiled() if self.compile else self.model
-        self.optimizer = self._make_optimizer()
-        return sum(p.numel() for p in self.model.parameters())
+        return self._ready()
 
     def load_pretrained(self, path: str) -> int:
         """Load a Hugging Face model directory (or hub id) as the model; returns the parameter count.
@@ -132,15 +130,19 @@ class TorchBackend:
             ) from None
         self.model.to(self.device).train()
         self._checkpointing()
-        self._forward = self._compiled() if self.compile else self.model
-        self.optimizer = self._make_optimizer()
-        return sum(p.numel() for p in self.model.parameters())
+        return self._ready()
 
     def apply_adapter(self, adapter: AdapterConfig) -> int:  # PEFT: ttexp.backends.torch_lora
         self.model = torch_lora.wrap_with_lora(self.model, adapter).to(self.device).train()
-        self._forward = self._compiled() if self.compile else self.model
-        self.optimizer = self._make_optimizer()  # over the adapter alone (the rest is frozen)
+        self._ready()  # the optimizer now holds the adapter alone (the rest is frozen)
         return sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+
+    def _ready(self) -> int:
+        """Point the forward pass (compiled or not) and a fresh AdamW at ``self.model`` as it is
+        now; returns its parameter count."""
+        self._forward = self._compiled() if self.compile else self.model
+        self.optimizer = self._make_optimizer()
+        return sum(p.numel() for p in self.model.parameters())
 
     def adapter_state(self) -> NamedState | None:
         return torch_lora.adapter_state(self.model) if torch_lora.has_adapter(self.model) else None

@@ -14,7 +14,7 @@ from typing import Any, Optional
 import yaml
 
 ORIGIN_FILE = "ttexp_origin.json"
-"""The file a fine-tune writes into final_model/ (ttexp.models.pretrained.ORIGIN_NAME)."""
+"""The file a fine-tune writes into final_model/ (``ttexp.models.pretrained.ORIGIN_NAME`` is this)."""
 
 
 def recorded_model_name(checkpoint: Any, default: Any) -> str:

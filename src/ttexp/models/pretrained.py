@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from ttexp.config.recorded import ORIGIN_FILE
 from ttexp.config.section import evolve
 from ttexp.config.schema import AdapterConfig, AdapterName, ModelConfig, RunConfig
 from ttexp.config.validate import GET_WEIGHTS_HINT
@@ -40,8 +41,9 @@ from ttexp.models.tokenizer import ByteTokenizer
 
 log = logging.getLogger("ttexp")
 
-ORIGIN_NAME = "ttexp_origin.json"
-"""Written into a fine-tuned final_model/: the base model, prompt template and EOS id."""
+ORIGIN_NAME = ORIGIN_FILE
+"""Written into a fine-tuned final_model/: the base model, prompt template and EOS id (the name
+is owned by :mod:`ttexp.config.recorded`, which reads it while the config resolves)."""
 FALLBACK_EOS_TEXT = "\x04"
 """ASCII End of Transmission: the EOS of tokenizers that have none (the 256-byte tokenizer)."""
 

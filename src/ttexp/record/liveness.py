@@ -184,7 +184,8 @@ class Liveness:
     reason: str = ""
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host lives (a zombie counts as dead; another user's as alive)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -215,7 +216,7 @@ def liveness(run_dir: Path, status: str, now: Optional[float] = None,
             last, pid, host = (Path(run_dir) / "result.json").stat().st_mtime, 0, ""
         except OSError:
             return Liveness(status)
-    if host == socket.gethostname() and pid and not _pid_alive(pid):
+    if host == socket.gethostname() and pid and not pid_alive(pid):
         return Liveness("lost", f"its process (pid {pid} on {host}) is gone")
     if now - last > stale_s:
         return Liveness("lost", f"no heartbeat for {now - last:.0f} s (threshold {stale_s:.0f} s)")

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ttexp.errors import Interrupted
+from ttexp.record.liveness import pid_alive
 
 
 def signal_name(signum: Any) -> str:
@@ -94,7 +95,7 @@ def die_with_parent() -> None:
             ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
         except (OSError, AttributeError):
             pass  # the watchdog below still covers it
-    if parent == 1 or not _alive(parent):
+    if parent == 1 or not pid_alive(parent):
         os._exit(1)
 
     def watch() -> None:
@@ -104,15 +105,6 @@ def die_with_parent() -> None:
                 os.kill(os.getpid(), signal.SIGKILL)
 
     threading.Thread(target=watch, name="ttexp-parent-watchdog", daemon=True).start()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
     return True
 
 
