@@ -26,6 +26,7 @@ import ttml_double as dbl  # noqa: E402
 
 from conftest import compose_cfg, run_cfg  # noqa: E402
 from ttexp.backends.base import SamplingParams  # noqa: E402
+from ttexp.backends.torch_generate import generate_cached, generate_windowed  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -159,7 +160,8 @@ def _generate_both_ways(backend, prompt: list[int], params: SamplingParams) -> t
     if backend.name == "torch":
         with torch.no_grad():
             backend.model.eval()
-            return backend._generate_cached(prompt, params), backend._generate_windowed(prompt, params)
+            return (generate_cached(backend.model, prompt, params, backend.device),
+                    generate_windowed(backend.model, prompt, params, backend.device))
     cached = backend.generate(prompt, params)
     assert backend.api.has_kv_cache
     backend.api = replace(backend.api, has_kv_cache=False)

@@ -7,6 +7,7 @@ from ttexp.backends.compile import (
     COST_S,
     GAIN,
     AutoCompile,
+    CompileCosts,
     enable_compile_cache,
     worth_compiling,
 )
@@ -89,3 +90,39 @@ def test_compile_cache_goes_under_the_user_cache_unless_the_user_chose(tmp_path,
     assert enable_compile_cache(tmp_path) == tmp_path / "inductor"
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))
     assert enable_compile_cache(tmp_path) == tmp_path / "mine"
+
+
+def test_auto_times_the_first_compiled_step_and_the_next_run_weighs_that_cost(tmp_path):
+    costs = CompileCosts(tmp_path / "compile_costs.json")
+    clock = FakeClock()
+    first = AutoCompile(planned_steps=1000, device_type="cpu", clock=clock, load=lambda: 1.0,
+                        costs=costs, key="shape A")
+    assert _run(first, clock, step_s=1.0, steps=4) == [4] and first.cost_source == "expected"
+    clock.now += 21.0  # the first compiled step: 20 s of compiling on top of a 1 s step
+    first.step_done()
+    assert first.measured_cost_s == pytest.approx(20.0) and costs.get("shape A") == pytest.approx(20.0)
+    # 146 steps x 1 s x 15% = 21.9 s saved: not worth COST_S (35 s), worth the 20 s measured
+    assert not worth_compiling(1.0, 146, "cpu")
+    again = AutoCompile(planned_steps=150, device_type="cpu", clock=clock, load=lambda: 1.0,
+                        costs=costs, key="shape A")
+    assert _run(again, clock, step_s=1.0, steps=4) == [4]
+    assert again.cost_s == pytest.approx(20.0) and again.cost_source == "measured for this shape before"
+    other = AutoCompile(planned_steps=150, device_type="cpu", clock=clock, load=lambda: 1.0,
+                        costs=costs, key="shape B")
+    assert _run(other, clock, step_s=1.0, steps=4) == [] and other.cost_s == COST_S["cpu"]
+
+
+def test_an_unreadable_cost_table_means_no_measurement(tmp_path):
+    path = tmp_path / "compile_costs.json"
+    path.write_text("{not json")
+    costs = CompileCosts(path)
+    assert costs.get("k") is None
+    costs.put("k", 3.5)  # replaces the damaged file rather than failing the run
+    assert costs.get("k") == 3.5
+
+
+def test_a_resumed_run_weighs_only_the_steps_it_has_left():
+    clock = FakeClock()
+    auto = AutoCompile(planned_steps=1000, device_type="cpu", clock=clock, load=lambda: 1.0)
+    auto.expect_steps(100)  # resumed at step 900: 96 x 1 s x 15% = 14 s < 35 s
+    assert _run(auto, clock, step_s=1.0, steps=10) == [] and auto.decided is False

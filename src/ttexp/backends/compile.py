@@ -1,5 +1,11 @@
 """``training.compile``: true, false, or auto (compile when the run is long enough to repay it).
 
+What is compiled is the decoder layer, not the whole model ("regional compilation", the
+torch.compile tutorial of that name): every layer of a Llama runs the same code, so Dynamo and
+Inductor compile one layer's graph once and every layer reuses it. That cuts the cold compile
+several-fold against compiling the whole model, and keeps most of its speed: the elementwise work
+that eager mode spends most of its non-matmul time on (RMSNorm, RoPE, SwiGLU) lives in the layers.
+
 ``auto`` runs the first steps eagerly, measures their time, and switches the model to
 ``torch.compile`` when the steps still to run would save more time than compiling costs::
 
@@ -18,10 +24,11 @@ COST_S says. The CUDA figures are placeholders until a GPU run measures them (is
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from ttexp.config.values import compile_setting  # noqa: F401  (re-exported: the setting's parser)
 
@@ -42,7 +49,8 @@ def load_factor() -> float:
         return 1.0
 
 
-def worth_compiling(step_s: float, remaining_steps: int, device_type: str, load: float = 1.0) -> bool:
+def worth_compiling(step_s: float, remaining_steps: int, device_type: str, load: float = 1.0,
+                    cost_s: Optional[float] = None) -> bool:
     """True when compiling now saves more time over ``remaining_steps`` than it costs.
 
     Args:
@@ -50,10 +58,13 @@ def worth_compiling(step_s: float, remaining_steps: int, device_type: str, load:
         remaining_steps: optimizer steps still to run in this process.
         device_type: 'cpu' or 'cuda' (other types never compile).
         load: :func:`load_factor` when the steps were measured (stretches the compile cost).
+        cost_s: the compile cost measured for this shape before (:class:`CompileCosts`);
+            :data:`COST_S` when None.
     """
     if device_type not in GAIN:
         return False
-    return remaining_steps * step_s * GAIN[device_type] > COST_S[device_type] * load
+    cost = COST_S[device_type] if cost_s is None else cost_s
+    return remaining_steps * step_s * GAIN[device_type] > cost * load
 
 
 def enable_compile_cache(cache_root: Path) -> Path:
@@ -67,36 +78,145 @@ def enable_compile_cache(cache_root: Path) -> Path:
     return Path(chosen)
 
 
+def decoder_layers(model: Any) -> list[Any]:
+    """The repeated blocks of ``model``: the modules of its first ``ModuleList`` named ``layers``
+    (transformers' ``model.model.layers``, also under a PEFT wrapper); [] when it has none."""
+    import torch
+
+    for name, module in model.named_modules():
+        if name.rsplit(".", 1)[-1] == "layers" and isinstance(module, torch.nn.ModuleList):
+            return list(module)
+    return []
+
+
+def compile_regions(model: Any) -> Any:
+    """Compile ``model`` for training and return what to call for the forward pass.
+
+    Each decoder layer is compiled in place (``nn.Module.compile``); the model itself is returned,
+    so its embedding, final norm, head and loss stay eager. A model without ``layers`` is compiled
+    whole (``torch.compile(model)``).
+    """
+    import torch
+
+    layers = decoder_layers(model)
+    if not layers:
+        return torch.compile(model)
+    for layer in layers:
+        layer.compile()
+    return model
+
+
+class CompileCosts:
+    """Measured compile costs, so ``auto`` weighs what compiling this shape cost on this machine
+    last time (a warm Inductor cache makes a repeat far cheaper than :data:`COST_S`).
+
+    Stored as JSON at ``<cache>/compile_costs.json``: {key: seconds}, the key naming the model
+    shape, batch, precision, device type, torch version and thread count (:func:`cost_key`).
+    A missing or unreadable file means no measurement (never an error).
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def get(self, key: str) -> Optional[float]:
+        """The last measured cost in seconds for ``key``, or None."""
+        try:
+            value = json.loads(self.path.read_text()).get(key)
+        except (OSError, ValueError, AttributeError):
+            return None
+        return float(value) if isinstance(value, (int, float)) else None
+
+    def put(self, key: str, seconds: float) -> None:
+        """Record ``seconds`` for ``key`` (atomic replace; a failure to write is ignored)."""
+        try:
+            table = json.loads(self.path.read_text()) if self.path.is_file() else {}
+            if not isinstance(table, dict):
+                table = {}
+        except (OSError, ValueError):
+            table = {}
+        table[key] = round(float(seconds), 2)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_name(f".tmp-{os.getpid()}-{self.path.name}")
+            tmp.write_text(json.dumps(table, indent=1, sort_keys=True))
+            os.replace(tmp, self.path)
+        except OSError:
+            pass
+
+
+def cost_key(config: Any, batch_shape: tuple, precision: str, lora: bool, checkpointing: bool,
+             device_type: str) -> str:
+    """The :class:`CompileCosts` key: what a compile's cost depends on. ``config`` is the
+    transformers model config (its shape), ``batch_shape`` the micro-batch (rows, tokens); then
+    precision, LoRA, activation checkpointing, device type, torch version and intra-op threads."""
+    import torch
+
+    c = config
+    return (f"{c.hidden_size}x{c.num_hidden_layers} heads {c.num_attention_heads}/"
+            f"{c.num_key_value_heads} mlp {c.intermediate_size} vocab {c.vocab_size} "
+            f"batch {'x'.join(str(n) for n in batch_shape)} {precision}"
+            f"{' lora' if lora else ''}{' checkpointing' if checkpointing else ''}"
+            f"|{device_type}|torch {torch.__version__}|{torch.get_num_threads()} threads")
+
+
 class AutoCompile:
     """Times the eager steps of a ``compile=auto`` run and says once whether to compile.
 
+    After it decides to compile, the first compiled step is timed too: its excess over the eager
+    step time is the compile cost, stored in ``costs`` under ``key`` for the next run to weigh.
+
     Args:
-        planned_steps: optimizer steps this process will run.
+        planned_steps: optimizer steps this process will run (:meth:`expect_steps` corrects it
+            once a resume says where the run starts).
         device_type: 'cpu' or 'cuda'.
         clock: seconds clock (injectable for tests).
         load: the machine's load factor (:func:`load_factor`; injectable for tests).
+        costs: measured compile costs (None: always :data:`COST_S`).
+        key: this run's :func:`cost_key`.
     """
 
     def __init__(self, planned_steps: int, device_type: str, clock=time.perf_counter,
-                 load=load_factor):
+                 load=load_factor, costs: Optional[CompileCosts] = None, key: str = ""):
         self.planned_steps, self.device_type, self.clock = planned_steps, device_type, clock
-        self.load = load
+        self.load, self.costs, self.key = load, costs, key
         self.steps = 0
         self._since: Optional[float] = None
         self.decided: Optional[bool] = None
         self.step_s: Optional[float] = None
+        self.cost_s: Optional[float] = None
+        """The compile cost weighed (measured before, else COST_S), once decided."""
+        self.cost_source = "expected"
+        """'measured for this shape before' or 'expected' (COST_S), once decided."""
+        self.measured_cost_s: Optional[float] = None
+        """This run's compile cost, once the first compiled step has run."""
+
+    def expect_steps(self, remaining: int) -> None:
+        """Say how many optimizer steps this process will actually run (a resumed run starts
+        part-way, so fewer than ``planned_steps``); only before the decision."""
+        if self.decided is None:
+            self.planned_steps = self.steps + max(0, int(remaining))
 
     def step_done(self) -> bool:
         """Call after each optimizer step; True exactly once, when compiling is now worth it."""
         self.steps += 1
         if self.decided is not None:
+            if self.decided and self.measured_cost_s is None and self._since is not None:
+                self.measured_cost_s = max(0.0, self.clock() - self._since - (self.step_s or 0.0))
+                if self.costs is not None and self.key:
+                    self.costs.put(self.key, self.measured_cost_s)
             return False
         if self.steps == 1:  # the first step pays allocator and thread-pool warm-up
             self._since = self.clock()
             return False
         if self.steps < 1 + MEASURED_STEPS:
             return False
-        self.step_s = (self.clock() - self._since) / MEASURED_STEPS
+        now = self.clock()
+        self.step_s = (now - self._since) / MEASURED_STEPS
+        known = self.costs.get(self.key) if self.costs is not None and self.key else None
+        self.cost_s = known if known is not None else COST_S.get(self.device_type)
+        if known is not None:
+            self.cost_source = "measured for this shape before"
         self.decided = worth_compiling(self.step_s, self.planned_steps - self.steps,
-                                       self.device_type, self.load())
+                                       self.device_type, self.load(), cost_s=known)
+        self._since = now  # the next step is the first compiled one: it times the compile
         return self.decided

@@ -17,11 +17,18 @@ import torch
 import torch.nn.functional as F
 
 from ttexp.backends.base import Collectives, NamedState, OneProcess, SamplingParams, StepStats
-from ttexp.backends.compile import AutoCompile, enable_compile_cache
-from ttexp.backends.sampling import decode
+from ttexp.backends.compile import (
+    AutoCompile,
+    CompileCosts,
+    compile_regions,
+    cost_key,
+    enable_compile_cache,
+)
+from ttexp.backends.torch_generate import generate_tokens
 from ttexp.backends.torch_device import (  # noqa: F401  (re-exported: callers import them here)
     autocast_dtype_for,
     cpu_has_native_bf16,
+    make_adamw,
     resolve_device,
 )
 from ttexp.backends import torch_lora
@@ -70,7 +77,10 @@ class TorchBackend:
         self.weight_decay = weight_decay
         setting = compile_setting(compile)
         self.compile = setting is True
-        self._auto = AutoCompile(planned_steps, device.type) if setting is None else None
+        self._auto = (AutoCompile(planned_steps, device.type,
+                                  costs=CompileCosts(cache_dir() / "compile_costs.json"))
+                      if setting is None else None)
+        self._is_compiled = False
         self.activation_checkpointing = activation_checkpointing
         self.ranks = ranks or OneProcess()
         self.model: Any = None
@@ -158,29 +168,28 @@ class TorchBackend:
                 gradient_checkpointing_kwargs={"use_reentrant": False})
 
     def _compiled(self) -> Any:
-        """``torch.compile`` of the model, with Inductor's caches under the user cache, so the
-        next run of the same shape reuses the compiled kernels."""
+        """The model with its decoder layers compiled (:func:`ttexp.backends.compile.compile_regions`),
+        with Inductor's caches under the user cache, so the next run of the same shape reuses the
+        compiled kernels."""
         enable_compile_cache(cache_dir())
-        return torch.compile(self.model)
+        self._is_compiled = True
+        return compile_regions(self.model)
+
+    def _eager(self) -> contextlib.AbstractContextManager:
+        """Validation and generation run the layers eagerly even when training compiled them:
+        no second compile for no-grad mode, none per decoding length."""
+        if not self._is_compiled:
+            return contextlib.nullcontext()
+        return torch.compiler.set_stance("force_eager")
+
+    def expect_steps(self, remaining: int) -> None:
+        """How many optimizer steps this process will run from here (a resumed run starts
+        part-way); what ``training.compile=auto`` weighs against the compile cost."""
+        if self._auto is not None:
+            self._auto.expect_steps(remaining)
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
-        decay = [p for p in self.model.parameters() if p.requires_grad and p.dim() >= 2]
-        no_decay = [p for p in self.model.parameters() if p.requires_grad and p.dim() < 2]
-        fused = self.optimizer_cfg.fused
-        if fused is None:
-            # torch has fused AdamW kernels for CPU (since 2.4) and CUDA: one pass over each
-            # parameter instead of ~8 elementwise ops (the CPU default, foreach=False, loops them)
-            fused = self.device.type in ("cpu", "cuda")
-        return torch.optim.AdamW(
-            [
-                {"params": decay, "weight_decay": self.weight_decay},
-                {"params": no_decay, "weight_decay": 0.0},
-            ],
-            lr=0.0,  # set every step by optimizer_step
-            betas=(self.optimizer_cfg.beta1, self.optimizer_cfg.beta2),
-            eps=self.optimizer_cfg.eps,
-            fused=bool(fused),
-        )
+        return make_adamw(self.model, self.optimizer_cfg, self.weight_decay, self.device)
 
     # -- training ------------------------------------------------------------------------------
 
@@ -202,9 +211,16 @@ class TorchBackend:
         )
 
     def micro_step(self, batch: Batch, loss_scale: float) -> None:
+        if self._auto is not None and not self._auto.key:
+            self._auto.key = self._cost_key(batch)
         loss = self._loss(batch)
         (loss * loss_scale).backward()
         self._loss_sum += loss.detach() * loss_scale  # stays on device: no sync here
+
+    def _cost_key(self, batch: Batch) -> str:
+        return cost_key(self.model.config, tuple(batch.inputs.shape), self.precision_name,
+                        torch_lora.has_adapter(self.model), self.activation_checkpointing,
+                        self.device.type)
 
     def _average_across_ranks(self, params: list[torch.Tensor]) -> None:
         """Average gradients and the step's loss over the ranks: one flat all-reduce (the
@@ -231,8 +247,10 @@ class TorchBackend:
         stats = torch.stack([self._loss_sum, grad_norm.to(self._loss_sum.dtype)]).tolist()
         self._loss_sum.zero_()
         if self._auto is not None and self._auto.step_done():
-            log.info("training.compile=auto: %.2f s/step over %d more steps repays compiling; compiling "
-                     "now", self._auto.step_s, self._auto.planned_steps - self._auto.steps)
+            log.info("training.compile=auto: %.2f s/step over %d more steps repays compiling (%.0f s, "
+                     "%s); compiling now", self._auto.step_s,
+                     self._auto.planned_steps - self._auto.steps, self._auto.cost_s,
+                     self._auto.cost_source)
             self._forward = self._compiled()
         return StepStats(loss=stats[0], grad_norm=stats[1])
 
@@ -241,11 +259,12 @@ class TorchBackend:
         self.model.eval()
         sums = torch.zeros(2, device=self.device, dtype=torch.float64)  # [loss * tokens, tokens]
         try:
-            for batch in batches:
-                n = int((batch.labels != IGNORE_INDEX).sum())
-                if n:  # a rank may get no rows of a short last batch
-                    sums[0] += self._loss(batch).double() * n
-                    sums[1] += n
+            with self._eager():
+                for batch in batches:
+                    n = int((batch.labels != IGNORE_INDEX).sum())
+                    if n:  # a rank may get no rows of a short last batch
+                        sums[0] += self._loss(batch).double() * n
+                        sums[1] += n
         finally:
             self.model.train()
         total, count = self.ranks.sum_(sums).tolist()
@@ -260,32 +279,11 @@ class TorchBackend:
         self.model.eval()
         try:
             # fork_rng: sampling must not move the training RNG (exact resume depends on it).
-            with torch.random.fork_rng(devices=devices), self._autocast():
+            with torch.random.fork_rng(devices=devices), self._autocast(), self._eager():
                 torch.manual_seed(params.seed)
-                if len(prompt) + params.max_new_tokens <= self.model.config.max_position_embeddings:
-                    return self._generate_cached(prompt, params)
-                return self._generate_windowed(prompt, params)
+                return generate_tokens(self.model, prompt, params, self.device)
         finally:
             self.model.train()
-
-    def _generate_cached(self, prompt: list[int], params: SamplingParams) -> list[int]:
-        """transformers' generate with its KV cache, when the whole output fits the context."""
-        x = torch.tensor([prompt], dtype=torch.long, device=self.device)
-        out = self.model.generate(x, attention_mask=torch.ones_like(x),
-                                  generation_config=params.to_generation_config())
-        return out[0, len(prompt) :].tolist()
-
-    def _generate_windowed(self, prompt: list[int], params: SamplingParams) -> list[int]:
-        """Past the context length: re-run the last ``max_seq_len`` tokens for every new token
-        (no cache; positions stay within what the model was trained on, as nanoGPT does), and
-        sample with the shared :func:`ttexp.backends.sampling.decode`."""
-        window = self.model.config.max_position_embeddings
-
-        def next_logits(ids: list[int]) -> np.ndarray:
-            x = torch.tensor([ids[-window:]], dtype=torch.long, device=self.device)
-            return self.model(input_ids=x, use_cache=False).logits[0, -1].float().cpu().numpy()
-
-        return decode(next_logits, prompt, params)
 
     # -- state ---------------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -49,3 +50,23 @@ def autocast_dtype_for(device: torch.device, precision: str) -> torch.dtype | No
         torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_has_native_bf16()
     )
     return torch.bfloat16 if native else None
+
+
+def make_adamw(model: torch.nn.Module, optimizer_cfg: Any, weight_decay: float,
+               device: torch.device) -> torch.optim.Optimizer:
+    """AdamW over the trainable parameters of ``model``: matrices decay by ``weight_decay``,
+    vectors (norm weights) not; lr 0 until each step sets it. ``optimizer_cfg.fused`` None means
+    fused on CPU and CUDA: torch has fused AdamW kernels there (CPU since 2.4), one pass over each
+    parameter instead of ~8 elementwise ops (the CPU default, foreach=False, loops them)."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    fused = optimizer_cfg.fused
+    if fused is None:
+        fused = device.type in ("cpu", "cuda")
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=0.0,
+        betas=(optimizer_cfg.beta1, optimizer_cfg.beta2),
+        eps=optimizer_cfg.eps,
+        fused=bool(fused),
+    )

@@ -128,6 +128,9 @@ class TrainingLoop:
         # training.stop_at_step ends the loop early while lr() keeps the max_steps schedule, so a
         # later resume=auto continues the very curve an uninterrupted run follows (halving rungs).
         last = min(t.stop_at_step or t.max_steps, t.max_steps)
+        expect = getattr(self.backend, "expect_steps", None)  # torch: what compile=auto weighs
+        if callable(expect):
+            expect(last - start_step)
         pace = Pace(start_step, last)
         tokens0, train_s0 = self.result.tokens, self.result.train_s  # a resume's totals so far
         with TrainingProgress(last, start_step) as bar, self._catch_signals():
