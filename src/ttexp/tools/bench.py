@@ -32,6 +32,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ttexp.backends.compile import compile_regions
 from ttexp.backends.factory import create_backend
 from ttexp.config.compose import compose_run_config
 from ttexp.config.schema import RunConfig
@@ -103,7 +104,7 @@ def bench_minimal(plan: Any, device: torch.device, autocast: Any, compile_model:
 
     torch.manual_seed(0)
     model = LlamaForCausalLM(llama_config(plan.spec)).to(device).train()
-    fwd = torch.compile(model) if compile_model else model
+    fwd = compile_regions(model) if compile_model else model  # as ttexp compiles
     opt = torch.optim.AdamW(model.parameters(), lr=3e-4, betas=(0.9, 0.95), weight_decay=0.1,
                             fused=True)  # as ttexp (fused on CPU and CUDA)
     b, t, v = plan.global_batch_size, plan.seq_len, plan.spec.vocab_size
