@@ -17,9 +17,10 @@ other processes on a shared machine falls on all alike; compare the medians.
 path cannot start without (``torch`` and ``transformers``' Llama, :data:`FLOOR_IMPORTS`): the
 difference to the run is ttexp's (and Hydra's) own share of the start-up.
 
-``--breakdown`` adds two runs stopped right after the first optimizer step: one under
-``python -X importtime`` (import time summed by top-level package) and one under :mod:`cProfile`
-(the ttexp and Hydra functions that take longest, imports included in their cumulative time).
+``--breakdown`` adds two runs stopped right after the first optimizer step: one that marks when
+each stage starts and ends on the real clock (Hydra's compositions, torch's and transformers'
+imports, the runner, the config, the model, the step), and one under ``python -X importtime``
+(import time summed by top-level package).
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import pstats
 import re
 import statistics
 import subprocess
@@ -47,25 +47,63 @@ DEFAULT_OVERRIDES = ["debug=fast", "training.log_frequency=1"]
 FLOOR_IMPORTS = "import torch, transformers.models.llama.modeling_llama"
 """What a torch-path run cannot start without: the floor under its start-up (``--floor``)."""
 
-# Runs ``python -m ttexp ARGS`` in this process and exits right after the first optimizer step
-# (argv: MODE OUT ARGS; MODE is "profile" (cProfile stats to OUT) or "stop" (for -X importtime)).
-_DRIVER = """
-import cProfile, os, runpy, sys
-mode, out = sys.argv[1], sys.argv[2]
-sys.argv = [sys.argv[0]] + sys.argv[3:]
-prof = cProfile.Profile()
-if mode == "profile":
-    prof.enable()
-import ttexp.train.loop as loop
-first = loop.TrainingLoop.train_step
-def stop(self, step):
-    result = first(self, step)
-    prof.disable()
-    if mode == "profile":
-        prof.dump_stats(out)
+# Runs ``python -m ttexp ARGS`` in this process (argv: OUT ARGS) and exits right after the first
+# optimizer step, writing to OUT (unless "-") the seconds since it started at which each stage of
+# the start-up began (">") and ended ("<"). It patches functions as their modules are first
+# imported (an import hook), so the run imports in its own order. A string, not a module: it
+# runs under any interpreter's ttexp (--python), also a checkout without this file.
+_DRIVER = r"""
+import importlib.abc, json, os, runpy, sys, time
+T0 = time.perf_counter()
+out = sys.argv[1]
+sys.argv = [sys.argv[0]] + sys.argv[2:]
+marks = []
+def mark(label):
+    marks.append((label, time.perf_counter() - T0))
+def finish():
+    if out != "-":
+        with open(out, "w") as f:
+            json.dump(marks, f)
     sys.stdout.flush(); sys.stderr.flush()
     os._exit(0)
-loop.TrainingLoop.train_step = stop
+def wrap(owner, attr, label, last=False):
+    fn = getattr(owner, attr)
+    def timed(*args, **kwargs):
+        mark(label + " >")
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            mark(label + " <")
+            if last:
+                finish()
+    setattr(owner, attr, timed)
+PATCHES = {
+    "torch": lambda m: mark("import torch <"),
+    "ttexp.runner": lambda m: (mark("import ttexp.runner <"), wrap(m, "run", "runner.run"),
+                               wrap(m, "prepare", "resolve, validate, write the config")),
+    "transformers.models.llama.modeling_llama": lambda m: mark("import transformers' Llama <"),
+    "hydra._internal.hydra": lambda m: wrap(m.Hydra, "compose_config", "Hydra composes"),
+    "ttexp.backends.torch_backend": lambda m: wrap(m.TorchBackend, "build_model", "build the model"),
+    "ttexp.train.loop": lambda m: wrap(m.TrainingLoop, "train_step", "first step", last=True),
+}
+class Hook(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name not in PATCHES:
+            return None
+        for finder in sys.meta_path:
+            spec = None if finder is self else finder.find_spec(name, path, target)
+            if spec is not None:
+                break
+        else:
+            return None
+        load = spec.loader.exec_module
+        def exec_module(module):
+            load(module)
+            PATCHES[name](module)
+        spec.loader.exec_module = exec_module
+        return spec
+sys.meta_path.insert(0, Hook())
+mark("python started <")
 runpy.run_module("ttexp", run_name="__main__", alter_sys=True)
 """
 
@@ -145,7 +183,7 @@ def import_breakdown(python: str, args: list[str], top: int = 12) -> list[tuple[
         RuntimeError: the run failed before its first step (its stderr's tail is in the message).
     """
     with tempfile.TemporaryDirectory(prefix="ttexp-startup-") as tmp:
-        cmd = [python, "-X", "importtime", "-c", _DRIVER, "stop", "-", *args, f"hydra.run.dir={tmp}/run"]
+        cmd = [python, "-X", "importtime", "-c", _DRIVER, "-", *args, f"hydra.run.dir={tmp}/run"]
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     _check_driver(done)
     err = done.stderr
@@ -157,23 +195,25 @@ def import_breakdown(python: str, args: list[str], top: int = 12) -> list[tuple[
     return sorted(per_package.items(), key=lambda kv: -kv[1])[:top]
 
 
-def profile_breakdown(python: str, args: list[str], top: int = 15) -> list[tuple[str, float]]:
-    """The ttexp and Hydra functions with the largest cumulative time (s, cProfile's inflated
-    clock) up to the first step, as ``("module.py:line(function)", seconds)``.
+def stage_breakdown(python: str, args: list[str]) -> dict[str, Any]:
+    """One run stopped right after its first step, with the real-clock time of each stage.
+
+    Returns:
+        ``{"total_s": spawn to exit, "marks": [(label, seconds since the interpreter ran the
+        first line)]}``; a label ending in ``>`` starts a stage, ``<`` ends one, and the gap to the
+        previous mark is what ran in between (imports mostly).
 
     Raises:
         RuntimeError: the run failed before its first step (its stderr's tail is in the message).
     """
     with tempfile.TemporaryDirectory(prefix="ttexp-startup-") as tmp:
-        out = Path(tmp) / "startup.prof"
-        cmd = [python, "-c", _DRIVER, "profile", str(out), *args, f"hydra.run.dir={tmp}/run"]
-        _check_driver(subprocess.run(cmd, capture_output=True, text=True, check=False))
-        stats = pstats.Stats(str(out)).stats  # type: ignore[attr-defined]
-    rows = []
-    for (path, line, func), (_, _, _, cum, _) in stats.items():
-        if ("/ttexp/" in path or "/hydra/main.py" in path) and "<module>" not in func:
-            rows.append((f"{'/'.join(Path(path).parts[-2:])}:{line}({func})", cum))
-    return sorted(rows, key=lambda kv: -kv[1])[:top]
+        out = Path(tmp) / "marks.json"
+        cmd = [python, "-c", _DRIVER, str(out), *args, f"hydra.run.dir={tmp}/run"]
+        start = time.perf_counter()
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        total = time.perf_counter() - start
+        _check_driver(done)
+        return {"total_s": total, "marks": [tuple(m) for m in json.loads(out.read_text())]}
 
 
 def print_report(args: list[str], results: dict[str, list[dict[str, Any]]]) -> None:
@@ -191,6 +231,21 @@ def print_report(args: list[str], results: dict[str, list[dict[str, Any]]]) -> N
               f"{s['first_step_max_s']:6.2f}   {s['exit_median_s']:6.2f}")
     print(f"load average (1, 5, 15 min): {', '.join(f'{x:.2f}' for x in os.getloadavg())} "
           f"on {os.cpu_count()} CPUs")
+
+
+def print_breakdown(python: str, imports: list[tuple[str, float]], stages: dict[str, Any]) -> None:
+    """The stages of one run up to its first step (real clock) and the import time by package."""
+    print(f"\nStages up to the first step ({python}; one run, stopped after it; s since the "
+          f"interpreter's first line; gap = since the mark before):")
+    before = 0.0
+    for label, at in stages["marks"]:
+        print(f"  {at:6.3f}  +{at - before:5.3f}  {label}")
+        before = at
+    print(f"  spawn to exit: {stages['total_s']:.3f} s (interpreter start and exit: "
+          f"{stages['total_s'] - before:.3f} s)")
+    print("\nImport time by package up to the first step (-X importtime self times, inflated):")
+    for name, seconds in imports:
+        print(f"  {seconds:6.3f} s  {name}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -218,13 +273,8 @@ def main(argv: list[str] | None = None) -> int:
                               "summary": {py: summary(rows) for py, rows in results.items()}}
     if ns.breakdown:
         report["imports_s"] = import_breakdown(pythons[-1], args)
-        report["functions_s"] = profile_breakdown(pythons[-1], args)
-        print(f"\nImport time by package up to the first step ({pythons[-1]}, -X importtime):")
-        for name, seconds in report["imports_s"]:
-            print(f"  {seconds:6.3f} s  {name}")
-        print("\nLongest ttexp/Hydra calls up to the first step (cProfile cumulative, inflated):")
-        for name, seconds in report["functions_s"]:
-            print(f"  {seconds:6.3f} s  {name}")
+        report["stages"] = stage_breakdown(pythons[-1], args)
+        print_breakdown(pythons[-1], report["imports_s"], report["stages"])
     if ns.json:
         text = json.dumps(report, indent=2)
         print(text) if ns.json == "-" else Path(ns.json).write_text(text + "\n")
