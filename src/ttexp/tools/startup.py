@@ -36,7 +36,7 @@ import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 FIRST_STEP = re.compile(r"^Step 1/\d+ \|")
 """The console line of the first optimizer step (:mod:`ttexp.train.progress`)."""
@@ -120,7 +120,7 @@ def time_one_run(python: str, args: list[str], run_dir: Path, timeout: float = 3
     """
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     cmd = [python, "-m", "ttexp", *args, f"hydra.run.dir={run_dir}"]
-    first_step: Optional[float] = None
+    first_step: float | None = None
     start = time.perf_counter()
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           env=env) as proc:
@@ -261,7 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--breakdown", action="store_true",
                         help="also break the start-up down by import and by function")
     parser.add_argument("--json", metavar="FILE", help="also write the report as JSON ('-' = stdout)")
-    parser.add_argument("overrides", nargs="*", help="run overrides after debug=fast, e.g. data.path=...")
+    parser.add_argument("overrides", nargs="*",
+                        help="run overrides after debug=fast training.log_frequency=1, e.g. data.path=...")
     ns = parser.parse_args(argv)
     if ns.runs < 1:
         parser.error(f"--runs={ns.runs}: give at least 1 run")
