@@ -58,9 +58,10 @@ def git_info(start: Path) -> dict[str, Any]:
         ``changed_by_ttexp`` (tracked files whose only change is the journal part ttexp
         regenerates); nulls outside git.
     """
-    commit = _git(start, "rev-parse", "HEAD")
-    top = _git(start, "rev-parse", "--show-toplevel")
-    names = _git(start, "diff", "--name-only", "HEAD")
+    # one git process for both (each costs a fork and exec at start-up); none more outside git
+    head_top = (_git(start, "rev-parse", "HEAD", "--show-toplevel") or "").splitlines()
+    commit, top = (head_top[0], head_top[1]) if len(head_top) == 2 else (None, None)
+    names = _git(start, "diff", "--name-only", "HEAD") if commit else None
     if commit is None or top is None or names is None:
         return {"commit": commit, "dirty": None, "dirty_files": [], "changed_by_ttexp": []}
     changed = [n for n in names.splitlines() if n]

@@ -247,7 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m ttexp.bench [--steps N] [--warmup N] [--json FILE] [--no-baselines] OVERRIDES``;
     returns the exit status (0, or 2 with the message on stderr when the run config is refused)."""
     parser = argparse.ArgumentParser(prog="python -m ttexp.bench", description=__doc__.split("\n\n")[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="Start-up of a run: python -m ttexp.bench --startup --help")
     parser.add_argument("--steps", type=int, default=8, help="timed steps (default 8)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (default 2)")
     parser.add_argument("--json", metavar="FILE", help="also write the report as JSON ('-' = stdout)")
