@@ -29,7 +29,6 @@ from ttexp.record.liveness import RunLease, last_state
 from ttexp.record.result import RunResult
 from ttexp.record.run_record import NullRecord, RunRecord
 from ttexp.record.trackers import attach_trackers
-from ttexp.record.wandb_lost import close_lost_wandb_run
 from ttexp.tasks import Task
 from ttexp.tasks import eval as eval_task
 from ttexp.tasks import finetune, scratch
@@ -122,7 +121,6 @@ def _run(cfg: RunConfig, record: RunRecord, isolate: bool = False) -> None:
     if status in ("diverged", "interrupted"):  # every rank stopped together, as rank 0 reports
         raise error_for_status(status, rank0_error)
     if failure and plan.processes == 1 and status == "running":  # died without closing its record
-        close_lost_wandb_run(record.dir, record.result, f"the job's {failure}", holder=True)
         raise JobLost(f"The job's {failure}; {last_state(record.dir)}. Continue it with: "
                       f"{resume_command(record.dir, record.result.overrides)}")
     if failure:

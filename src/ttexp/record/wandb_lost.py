@@ -1,12 +1,14 @@
 """A lost run's W&B run, closed as lost: a SIGKILLed run never calls ``wandb.finish``, so its W&B
 run would read ``running`` (or ``crashed``) for ever.
 
-When a reader finds a run ``lost`` (:func:`ttexp.record.liveness.liveness` in the summaries, or the
-supervisor of a killed job) it calls :func:`close_lost_wandb_run`: if the record names a W&B run
-(``result.json``'s ``wandb``: id, project, entity, mode), that run is re-opened with W&B's own API
-(same id, ``resume="allow"``, same mode, files under the same run directory, so offline works),
-its summary gets ``status: lost``, ``lost/last_step``, ``lost/last_checkpoint`` and
-``lost/reason``, and it is finished with exit code 1. Once per lost start of the run:
+When the summaries find a run ``lost`` (``python -m ttexp.summarize``, a sweep's experiments.md,
+the journal, all through :attr:`ttexp.sweeps.summarize.JobRow.liveness`: a record still
+``running`` whose writer is gone, or one its supervisor closed as ``lost``) they call
+:func:`close_lost_wandb_run`: if the record names a W&B run (``result.json``'s ``wandb``: id,
+project, entity, mode), that run is re-opened with W&B's own API (same id, ``resume="allow"``,
+same mode, files under the same run directory, so offline works), its summary gets
+``status: lost``, ``lost/last_step``, ``lost/last_checkpoint`` and ``lost/reason``, and it is
+finished with exit code 1. Once per lost start of the run:
 ``<run dir>/wandb/lost.json`` records that it was done (or why it could not be), and the next start
 of the run (:class:`ttexp.record.wandb_tracker.WandbTracker`) removes it. When that resumed run
 completes, the same W&B run's summary reads ``status: completed`` (one W&B run per job).
@@ -34,16 +36,13 @@ INIT_TIMEOUT_S = 20.0
 log = logging.getLogger("ttexp")
 
 
-def close_lost_wandb_run(run_dir: Path, result: Any, reason: str = "",
-                         holder: bool = False) -> Optional[str]:
+def close_lost_wandb_run(run_dir: Path, result: Any, reason: str = "") -> Optional[str]:
     """Close the W&B run of lost run ``run_dir`` as ``lost`` (see the module docstring).
 
     Args:
         run_dir: the run directory (holds result.json, wandb/, checkpoints/).
         result: its :class:`ttexp.record.result.RunResult` (None: nothing to do).
         reason: why the run is lost (e.g. "its process (pid 12 on host) is gone").
-        holder: the caller holds the run directory's lock (the supervisor of the killed job);
-            else a directory held by a live process (a resume has begun) is left alone.
 
     Returns:
         What was done, as a sentence, or None when there was nothing to do (no W&B run in the
@@ -53,7 +52,7 @@ def close_lost_wandb_run(run_dir: Path, result: Any, reason: str = "",
     run_dir = Path(run_dir)
     if not info.get("id") or info.get("mode") in (None, "disabled") or (run_dir / LOST_MARK).exists():
         return None
-    if not holder and busy_message(run_dir):  # a live run (a resume) holds the directory: it owns the W&B run
+    if busy_message(run_dir):  # a live run (a resume) holds the directory: it owns the W&B run
         return None
     try:
         lock = FileLock(str(run_dir / "wandb" / ".lost.lock"), timeout=0)

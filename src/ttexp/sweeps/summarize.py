@@ -88,7 +88,7 @@ class JobRow:
         if "_live" not in self.__dict__:
             live = self.__dict__["_live"] = liveness(self.dir, str(self.result.status) if self.result else "")
             if live.status == "lost":
-                close_lost_wandb_run(self.dir, self.result, live.reason)
+                close_lost_wandb_run(self.dir, self.result, live.reason or self.result.error or "")
         return self.__dict__["_live"]
 
     @property
