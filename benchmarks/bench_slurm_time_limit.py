@@ -9,7 +9,9 @@ checks limits only every ~30 s), so it is measured here by hand:
 Prints, for each start of the job: when it started, when the warning arrived (seconds after the
 start; nominally ``timeout_min*60 - signal_delay_s``), the step it checkpointed, and the gap to the
 next start; then whether the losses equal an uninterrupted run's. Timings on a shared machine are
-noisy.
+noisy. Each start trains only until SLURM's next check (~30 s apart) minus the ~17 s restart,
+so on a busy machine a long run can use up ``max_num_timeout`` (20 here) and end ``interrupted``
+(the sweep's ``sweep.resume=true`` command continues it).
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ def _losses(run_dir: Path) -> dict[int, float]:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--compile", default="false", help="training.compile (false, auto, true)")
-    parser.add_argument("--steps", type=int, default=4000,
+    parser.add_argument("--steps", type=int, default=600,
                         help="training steps: enough to outlast the first warning (0-30 s after a start)")
     parser.add_argument("--timeout-min", type=int, default=1)
     parser.add_argument("--signal-delay-s", type=int, default=45)
