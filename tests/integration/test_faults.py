@@ -210,10 +210,13 @@ def test_sigkill_of_one_rank_then_of_the_controller_then_resume_matches_exactly(
 @pytest.mark.faults
 def test_a_sweep_job_whose_process_is_killed_is_lost_and_the_sweep_goes_on(
         tmp_path, corpus, single_uninterrupted):
+    from test_wandb import of_kind, parse_wandb_file, summary_of
+
     sweep = tmp_path / "sweep"
     # Job 0 is exactly the single uninterrupted run (warmup 1 is debug=tiny's own value).
-    proc = start(["-m", *ARGS, f"data.path={corpus}", "hydra/launcher=joblib",
-                  "hydra.launcher.n_jobs=2", "training.warmup_steps=1,2", f"hydra.sweep.dir={sweep}"])
+    proc = start(["-m", *ARGS, f"data.path={corpus}", "hydra/launcher=joblib", "logger=wandb",
+                  "logger.wandb.mode=offline", "hydra.launcher.n_jobs=2", "training.warmup_steps=1,2",
+                  f"hydra.sweep.dir={sweep}"])
     wait_for(sweep / "0" / "checkpoints" / "step_3" / "manifest.json", proc)
     victim = [p for p in descendants(proc.pid)
               if f"ttexp.worker\0{sweep}/0".encode() in Path(f"/proc/{p}/cmdline").read_bytes()]
@@ -228,6 +231,10 @@ def test_a_sweep_job_whose_process_is_killed_is_lost_and_the_sweep_goes_on(
     assert json.loads((sweep / "1" / "result.json").read_text())["status"] == "completed"
     table = (sweep / "experiments.md").read_text()
     assert "Jobs: 2 (1 completed, 1 lost)" in table and "last checkpoint step_3" in table
+    # W&B as well: the sweep's table closed job 0's W&B run as lost, once, with where it stopped
+    lost = [summary_of(parse_wandb_file(f)) for f in sorted((sweep / "0").glob("wandb/offline-run-*/*.wandb"))]
+    assert [s.get("status") for s in lost] == [None, "lost"], lost
+    assert lost[1]["lost/last_checkpoint"].startswith("step_") and "SIGKILL" in lost[1]["lost/reason"]
     command = table.split("re-run them (completed jobs are skipped): `", 1)[1].split("`")[0]
     args = shlex.split(command)
     assert args[:4] == ["python", "-m", "ttexp", "-m"] and "sweep.resume=true" in args
@@ -235,6 +242,12 @@ def test_a_sweep_job_whose_process_is_killed_is_lost_and_the_sweep_goes_on(
     assert again.returncode == 0, again.stdout + again.stderr
     assert "Jobs: 2 (2 completed)" in (sweep / "experiments.md").read_text()
     assert losses(sweep / "0") == losses(single_uninterrupted)  # exactly
+    run_id = json.loads((sweep / "0" / "result.json").read_text())["wandb"]["id"]
+    files = list((sweep / "0").glob("wandb/offline-run-*/*.wandb"))
+    ends = [parse_wandb_file(f) for f in files]
+    # the killed start's file may end before its run record (wandb-core buffers; SIGKILL)
+    assert len(files) == 3 and {r.run.run_id for e in ends for r in of_kind(e, "run")} == {run_id}
+    assert sorted(summary_of(r).get("status") for r in ends if of_kind(r, "exit")) == ["completed", "lost"]
 
 
 @pytest.mark.faults

@@ -56,3 +56,33 @@ def test_submitit_preemption_checkpoints_then_hands_over(tmp_path, corpus, monke
         return [(m["step"], m["train/loss"]) for m in map(json.loads, lines) if "train/loss" in m]
 
     assert losses(resumed["output_dir"]) == losses(straight["output_dir"])
+
+
+def test_a_child_started_while_training_is_spared_the_preemption_signal():
+    """SLURM sends its warning to every process of the step: a compiler that torch.compile starts
+    must not die of it (SIGUSR2's default action), while this process still gets its handler."""
+    import subprocess
+    import sys
+    import time
+
+    from ttexp.train.slurm import SpareChildren
+
+    got = []
+    previous = signal.signal(signal.SIGUSR2, lambda signum, frame: got.append(signum))
+    try:
+        with SpareChildren(signal.SIGUSR2):
+            child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1.5)"])
+            time.sleep(0.3)
+            for pid in (child.pid, os.getpid()):  # as slurmstepd does: each process of the step
+                os.kill(pid, signal.SIGUSR2)
+            deadline = time.monotonic() + 5
+            while not got and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert child.wait(timeout=10) == 0  # not -12: it did not die of the signal
+        assert got == [signal.SIGUSR2]
+        unspared = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(5)"])
+        time.sleep(0.3)
+        os.kill(unspared.pid, signal.SIGUSR2)
+        assert unspared.wait(timeout=10) == -signal.SIGUSR2  # what happened to g++ before
+    finally:
+        signal.signal(signal.SIGUSR2, previous)

@@ -1,10 +1,24 @@
-"""A 2 x 2 sweep on a real one-node SLURM through hydra-submitit-launcher, one job requeued while
-it trains (``scontrol requeue``, as a preemption does): SLURM restarts it in the same directory,
-it continues with resume=auto from the checkpoint it saved on SIGTERM, and its losses equal an
-uninterrupted run's; the sweep's experiments.md lists every job, completed, with its result.
+"""A 2 x 2 sweep on a real one-node SLURM through hydra-submitit-launcher, with two jobs stopped
+while they train, the two ways SLURM stops a job:
+
+- job 3 is requeued (``scontrol requeue``, as a preemption with PreemptMode=REQUEUE does): SIGTERM,
+  a checkpoint, and SLURM restarts it;
+- job 2 gets submitit's warning signal as SLURM delivers it before the time limit
+  (``scancel --signal=USR2 JOB``: without ``--batch``/``--full`` it reaches the job's steps, i.e.
+  the Python process that ``srun`` started and where submitit installed its handler, as
+  ``--signal=USR2@signal_delay_s`` without ``B:`` does; the batch shell does not get it): the loop
+  saves a checkpoint, hands over to submitit, which requeues the job itself
+  (``hydra.launcher.max_num_timeout`` >= 1: with a limit under 50 minutes submitit counts every
+  warning as a time-out).
+
+Both restart with SLURM_RESTART_COUNT=1 in the same directory, continue with resume=auto from their
+checkpoint, and their losses equal an uninterrupted run's; the sweep's experiments.md lists every
+job, completed, with its result. A genuine time limit (SLURM itself sending the warning) is not
+run: SLURM checks limits every ~30 s, so a job must outlive a minute or more to be sure to get it.
 
 Needs SLURM (sudo .ci/slurm/start.sh; .ci/run does it) and skips with the reason otherwise. It
-costs about a minute of wall time, most of it SLURM's restart delay (cred_expire) and Python start-up.
+costs about a minute of wall time, most of it SLURM's restart delay (cred_expire) and Python
+start-up; the two stops overlap, so the warning-signal case adds little.
 """
 
 from __future__ import annotations
@@ -25,13 +39,14 @@ from conftest import ROOT, run_in_process
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 STEPS = 160  # long enough (a second or more) for the requeue to land mid-run on a loaded machine
-REQUEUED = 3  # the last job: its restart waits for SLURM's cred_expire while the others finish
+REQUEUED = 3  # the last two jobs: their restarts wait for SLURM's cred_expire while the others finish
+WARNED = 2  # gets submitit's warning signal (USR2) and is requeued by submitit
 JOB = ["debug=tiny", f"training.max_steps={STEPS}", "training.checkpoint_frequency=10",
        f"training.validation_frequency={STEPS}", "training.validation_batches=1", "sweep.journal=null"]
 LAUNCHER = ["hydra/launcher=submitit_slurm", "hydra.launcher.partition=debug",
             "hydra.launcher.timeout_min=5", "hydra.launcher.signal_delay_s=10",
             "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1",
-            "hydra.launcher.gpus_per_node=0"]
+            "hydra.launcher.gpus_per_node=0", "hydra.launcher.max_num_timeout=1"]
 
 
 def _slurm_problem() -> str | None:
@@ -74,7 +89,8 @@ def _losses(run_dir: Path) -> dict[int, float]:
 
 @pytest.fixture(scope="module")
 def requeued_sweep(slurm, tmp_path_factory, corpus):
-    """Submit the sweep, requeue one job once its first checkpoint exists, wait for the end."""
+    """Submit the sweep; once jobs 2 and 3 have their first checkpoint, send job 2 the warning
+    signal and requeue job 3; wait for both restarts and the end. Prints SLURM's figures."""
     tmp = tmp_path_factory.mktemp("slurm")
     sweep, name = tmp / "sweep", f"ttexp-test-{uuid.uuid4().hex[:8]}"
     args = [sys.executable, "-m", "ttexp", "-m", *JOB, f"data.path={corpus}",
@@ -83,22 +99,48 @@ def requeued_sweep(slurm, tmp_path_factory, corpus):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     started = time.monotonic()
     proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = {n: sweep / f"{n}/training.log" for n in (WARNED, REQUEUED)}
+    seen = {}  # figures: seconds from the signal / the requeue
+
+    def logged(n: int, text: str):
+        return lambda: log[n].is_file() and text in log[n].read_text()
+
     try:
-        _wait_for("the first checkpoint", lambda: list((sweep / f"{REQUEUED}/checkpoints").glob("step_*")), 180, proc)
+        for n in (WARNED, REQUEUED):
+            _wait_for(f"job {n}'s first checkpoint", lambda n=n: list((sweep / f"{n}/checkpoints").glob("step_*")),
+                      180, proc)
         ids = subprocess.run(["squeue", "-h", "-n", name, "-o", "%i"], capture_output=True, text=True).stdout.split()
-        job = next(i for i in ids if i.endswith(f"_{REQUEUED}"))  # array task N is sweep job N
-        requeued = time.monotonic()
-        subprocess.run(["scontrol", "requeue", job], check=True, timeout=30)
-        log = sweep / f"{REQUEUED}/training.log"
-        _wait_for("the restart", lambda: "SLURM restart 1" in log.read_text(), 120, proc)
-        restart_s = time.monotonic() - requeued
+        job = {n: next(i for i in ids if i.endswith(f"_{n}")) for n in (WARNED, REQUEUED)}  # task N = job N
+        signalled = time.monotonic()
+        subprocess.run(["scancel", "--signal=USR2", job[WARNED]], check=True, timeout=30)
+        subprocess.run(["scontrol", "requeue", job[REQUEUED]], check=True, timeout=30)
+        _wait_for("job 2's checkpoint and requeue", logged(WARNED, "requeued by submitit"), 60, proc)
+        seen["signal to checkpoint and requeue"] = time.monotonic() - signalled
+        for n in (WARNED, REQUEUED):
+            _wait_for(f"job {n}'s restart", logged(n, "SLURM restart 1"), 120, proc)
+            seen[f"job {n}: signal to restart"] = time.monotonic() - signalled
         out, _ = proc.communicate(timeout=240)
     finally:
         if proc.poll() is None:
             proc.kill()
             subprocess.run(["scancel", "-n", name], check=False)
-    print(f"\nSLURM sweep: {time.monotonic() - started:.1f} s in all; requeue to restart {restart_s:.1f} s")
+    print(f"\nSLURM sweep: {time.monotonic() - started:.1f} s in all; "
+          + "; ".join(f"{k} {v:.1f} s" for k, v in seen.items()))
     return sweep, proc.returncode, out
+
+
+def _matches_an_uninterrupted_run(run_dir: Path, reference_dir: Path) -> dict:
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["status"] == "completed" and result["steps_done"] == STEPS
+    assert result["resumed_from"] and "/checkpoints/step_" in result["resumed_from"]
+    overrides = [o for o in result["overrides"] if not o.startswith("hydra")]
+    reference = run_in_process([*overrides], reference_dir)
+    assert reference["status"] == "completed"
+    resumed, straight = _losses(run_dir), _losses(reference_dir)
+    assert sorted(resumed) == list(range(1, STEPS + 1))
+    assert resumed == straight  # exact: resume restores weights, optimizer, RNG and data position
+    assert result["final_val_loss"] == reference["final_val_loss"]
+    return result
 
 
 def test_the_requeued_job_resumes_and_matches_an_uninterrupted_run(requeued_sweep, tmp_path, corpus):
@@ -108,15 +150,24 @@ def test_the_requeued_job_resumes_and_matches_an_uninterrupted_run(requeued_swee
     # the first start saved a checkpoint on SLURM's SIGTERM; the restart continued from it
     assert "SIGTERM received" in log and "Stopped by SIGTERM after step" in log, log
     assert "SLURM restart 1 of this job: continuing" in log and "Resumed from" in log, log
-    result = json.loads((sweep / f"{REQUEUED}/result.json").read_text())
-    assert result["status"] == "completed" and result["steps_done"] == STEPS
-    overrides = [o for o in result["overrides"] if not o.startswith("hydra")]
-    reference = run_in_process([*overrides], tmp_path / "uninterrupted")
-    assert reference["status"] == "completed"
-    resumed, straight = _losses(sweep / str(REQUEUED)), _losses(tmp_path / "uninterrupted")
-    assert sorted(resumed) == list(range(1, STEPS + 1))
-    assert resumed == straight  # exact: resume restores weights, optimizer, RNG and data position
-    assert result["final_val_loss"] == reference["final_val_loss"]
+    _matches_an_uninterrupted_run(sweep / str(REQUEUED), tmp_path / "uninterrupted")
+
+
+def test_the_warned_job_checkpoints_is_requeued_by_submitit_and_matches(requeued_sweep, tmp_path):
+    """SLURM's warning signal (USR2) reached the training process under srun; the loop saved a
+    checkpoint at the end of the step, then submitit requeued the job; SLURM restarted it."""
+    sweep, code, out = requeued_sweep
+    assert code == 0, out
+    log = (sweep / f"{WARNED}/training.log").read_text()
+    assert "SIGUSR2 received" in log and "Preempted (SIGUSR2) after step" in log, log
+    assert "requeued by submitit; SLURM restarts it and it continues with resume=auto" in log, log
+    assert "SLURM restart 1 of this job: continuing" in log and "Resumed from" in log, log
+    stopped_at = int(log.split("Preempted (SIGUSR2) after step ")[1].split(";")[0])
+    result = _matches_an_uninterrupted_run(sweep / str(WARNED), tmp_path / "uninterrupted")
+    assert result["resumed_from"].endswith(f"step_{stopped_at}")  # the checkpoint the warning saved
+    # submitit's side: it caught the signal and requeued rather than giving up on the job
+    submitit_log = "\n".join(p.read_text() for p in (sweep / ".submitit").rglob(f"*_{WARNED}_*.err"))
+    assert "Caught signal SIGUSR2" in submitit_log and "Job not requeued" not in submitit_log, submitit_log
 
 
 def test_the_sweep_table_is_complete_and_exact(requeued_sweep):

@@ -139,9 +139,21 @@ def test_a_wandb_that_cannot_start_leaves_a_completed_local_run(tiny_cfg, monkey
     assert (Path(result["output_dir"]) / "training_curves.png").is_file()
 
 
-def test_a_killed_run_resumed_continues_the_same_wandb_run(tmp_path, corpus, monkeypatch):
-    """SIGKILL mid-run, then resume=auto: both starts write to one W&B run (the id kept in the
-    run directory), and WANDB_MODE=offline from the environment is honoured (no mode in the config)."""
+def summary_of(records: list) -> dict:
+    """The W&B summary a file leaves: the last value of each key over its summary records."""
+    out = {}
+    for r in of_kind(records, "summary"):
+        out.update({(i.key or "/".join(i.nested_key)): json.loads(i.value_json) for i in r.summary.update})
+    return out
+
+
+def test_a_killed_run_resumed_continues_the_same_wandb_run(tmp_path, corpus, monkeypatch, capsys):
+    """SIGKILL mid-run; summarize finds it lost and closes its W&B run as lost (status, last step
+    and checkpoint in the summary, exit code 1), once; then resume=auto: every start writes to one
+    W&B run (the id kept in the run directory), whose final summary reads completed; and
+    WANDB_MODE=offline from the environment is honoured (no mode in the config)."""
+    from ttexp.record.liveness import last_checkpoint, last_logged_step
+    from ttexp.sweeps.summarize import main as summarize
     import os
     import signal
     import subprocess
@@ -172,21 +184,45 @@ def test_a_killed_run_resumed_continues_the_same_wandb_run(tmp_path, corpus, mon
     finally:
         proc.wait(timeout=30)
     run_id = (run_dir / "wandb/run_id.txt").read_text().strip()
+    killed = set(run_dir.glob("wandb/offline-run-*/run-*.wandb"))
+    step, ckpt = last_logged_step(run_dir), last_checkpoint(run_dir).name
+    assert json.loads((run_dir / "result.json").read_text())["status"] == "running"
+    assert summarize([str(run_dir), "--no-plot"]) == 1  # lost: exit 1, and its W&B run closed as lost
+    assert "lost" in capsys.readouterr().out
+    assert summarize([str(run_dir), "--no-plot"]) == 1  # once: no second W&B start
+    (lost_file,) = set(run_dir.glob("wandb/offline-run-*/run-*.wandb")) - killed
+    deadline = time.monotonic() + 60
+    while not of_kind(lost := parse_wandb_file(lost_file), "exit") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    (exit_record,) = of_kind(lost, "exit")
+    assert exit_record.exit.exit_code == 1
+    assert of_kind(lost, "run")[0].run.run_id == run_id
+    said = summary_of(lost)
+    assert said["status"] == "lost" and said["lost/last_step"] == step and step >= 5
+    assert said["lost/last_checkpoint"] == ckpt and "is gone" in said["lost/reason"]
+    mark = json.loads((run_dir / "wandb/lost.json").read_text())
+    assert mark["id"] == run_id and mark["last_step"] == step and "error" not in mark
+
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_PROJECT", "from-env")
     result = run_in_process([*job, "resume=auto"], run_dir)
     assert result["status"] == "completed"
     assert result["wandb"]["id"] == run_id and result["wandb"]["mode"] == "offline"
-    files = sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb"))
-    assert len(files) == 2  # one file per start, both for the same run: `wandb sync` merges them
+    assert not (run_dir / "wandb/lost.json").exists()  # a later loss of this start is marked again
+    files = set(run_dir.glob("wandb/offline-run-*/run-*.wandb"))
+    assert len(files) == 3  # one file per start, all for the same run: `wandb sync` merges them
+    (resumed_file,) = files - killed - {lost_file}
     deadline = time.monotonic() + 60
-    while not of_kind(parse_wandb_file(files[1]), "exit") and time.monotonic() < deadline:
+    while not of_kind(parse_wandb_file(resumed_file), "exit") and time.monotonic() < deadline:
         time.sleep(0.2)
     starts = [of_kind(parse_wandb_file(f), "run")[0].run for f in files]
     assert {s.run_id for s in starts} == {run_id}
     assert {s.project for s in starts} == {"from-env"}
-    resumed = parse_wandb_file(files[1])
-    assert starts[1].resumed or starts[1].resume, starts[1]
+    resumed = parse_wandb_file(resumed_file)
+    start = of_kind(resumed, "run")[0].run
+    assert start.resumed or start.resume, start
+    assert summary_of(resumed)["status"] == "completed"
+    assert of_kind(resumed, "exit")[0].exit.exit_code == 0
     steps = [int(json.loads(i.value_json)) for r in of_kind(resumed, "history")
              for i in r.history.item if (i.key or "/".join(i.nested_key)) == "_step"]
     kinds = [r.WhichOneof("record_type") for r in resumed]

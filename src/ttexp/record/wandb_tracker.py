@@ -21,6 +21,7 @@ from ttexp.config.schema import RunConfig
 from ttexp.record.job import hydra_job_context, run_display_name, sweep_id, swept_keys
 from ttexp.record.result import RESULT_NAME, RunResult
 from ttexp.record.run_record import RunRecord
+from ttexp.record.wandb_lost import LOST_MARK
 
 RUN_ID_PATH = Path("wandb") / "run_id.txt"
 """The W&B run id, kept in the run directory so that a resumed run continues the same W&B run."""
@@ -66,17 +67,20 @@ class WandbTracker:
         if getattr(run, "id", None):  # the resume of a killed run finds it here
             id_file.parent.mkdir(parents=True, exist_ok=True)
             id_file.write_text(f"{run.id}\n")
+        (record.dir / LOST_MARK).unlink(missing_ok=True)  # this start may be lost again: mark it then
         run.define_metric("val/loss", summary="min")
         run.define_metric("val/ppl", summary="min")
         run.define_metric("train/loss", summary="last")
         return cls(run, wandb, record.dir, bool(w.log_model))
 
     def info(self) -> dict[str, Any]:
-        """Facts for result.json: id, name, group, mode, url (None offline) and local directory."""
+        """Facts for result.json: id, name, group, project, entity, mode, url (None offline) and
+        local directory; what :func:`ttexp.record.wandb_lost.close_lost_wandb_run` re-opens."""
         run = self.run
         files = getattr(run, "dir", None)
         return {"id": getattr(run, "id", None), "name": getattr(run, "name", None),
                 "group": getattr(run, "group", None), "project": getattr(run, "project", None),
+                "entity": getattr(run, "entity", None) or None,
                 "mode": getattr(getattr(run, "settings", None), "mode", None),
                 "url": getattr(run, "url", None),
                 "dir": str(Path(files).parent) if files else None}

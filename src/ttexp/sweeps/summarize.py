@@ -22,18 +22,13 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ttexp.files import write_text_atomic
-from ttexp.record.job import (
-    format_value,
-    parse_overrides,
-    read_multirun,
-    resume_command,
-    short_key,
-    swept_keys,
-)
+from ttexp.record.job import (format_value, parse_overrides, read_multirun, resume_command,
+                             short_key, swept_keys)
 from ttexp.record.provenance import JOURNAL_MARKER
 from ttexp.record.liveness import Liveness, last_state, liveness
 from ttexp.record.result import RESULT_NAME, RunResult
 from ttexp.record.run_record import CURVES_NAME
+from ttexp.record.wandb_lost import close_lost_wandb_run
 from ttexp.sweeps.figures import (
     HEATMAP_NAME,
     SWEEP_PLOT_NAME,
@@ -84,13 +79,16 @@ class JobRow:
 
     @property
     def status(self) -> str:
-            return self.liveness.status if self.result else "no result"
+        return self.liveness.status if self.result else "no result"
 
     @property
     def liveness(self) -> Liveness:
-        """:func:`ttexp.record.liveness.liveness` of this row (read once: heartbeats move)."""
+        """:func:`ttexp.record.liveness.liveness` of this row (read once: heartbeats move). A lost
+        run's W&B run is closed as lost here, once (:mod:`ttexp.record.wandb_lost`)."""
         if "_live" not in self.__dict__:
-            self.__dict__["_live"] = liveness(self.dir, str(self.result.status) if self.result else "")
+            live = self.__dict__["_live"] = liveness(self.dir, str(self.result.status) if self.result else "")
+            if live.status == "lost":
+                close_lost_wandb_run(self.dir, self.result, live.reason or self.result.error or "")
         return self.__dict__["_live"]
 
     @property

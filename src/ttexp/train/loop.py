@@ -28,7 +28,7 @@ from ttexp.models.metrics import perplexity
 from ttexp.record.job import resume_command
 from ttexp.record.run_record import RunRecord
 from ttexp.train.checkpoint import CheckpointManager
-from ttexp.train.slurm import hand_over, preempt_signal
+from ttexp.train.slurm import SpareChildren, hand_over, preempt_signal
 from ttexp.train.plan import RunPlan
 from ttexp.train.progress import Pace, TrainingProgress, hms
 from ttexp.train.ranks import Ranks
@@ -211,6 +211,7 @@ class TrainingLoop:
                 for sig in (signal.SIGINT, signal.SIGTERM, *([preempt] if preempt else [])):
                     self.saved[sig] = signal.signal(sig, self._handle)
                 loop._saved_handlers = self.saved
+                self.spared = SpareChildren(preempt).__enter__()  # SLURM signals the compiler too
 
             def _handle(self, signum: int, frame: Any) -> None:
                 loop._signal = signum
@@ -219,6 +220,8 @@ class TrainingLoop:
                             "(send it again to stop at once).", signal.Signals(signum).name)
 
             def __exit__(self, *exc: Any) -> None:
+                if self.saved:
+                    self.spared.__exit__()
                 for sig, handler in self.saved.items():
                     signal.signal(sig, handler)
 

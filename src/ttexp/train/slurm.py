@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import threading
 from typing import Any, Optional
 
 RESTART_ENV = "SLURM_RESTART_COUNT"
@@ -50,6 +51,35 @@ def preempt_signal() -> Optional[signal.Signals]:
     if not isinstance(sig, signal.Signals):
         return None
     return sig if callable(signal.getsignal(sig)) else None
+
+
+class SpareChildren:
+    """Keep the preemption signal from the processes this one starts while it trains.
+
+    SLURM sends the warning to every process of the job step (``--signal`` without ``B:``, and
+    ``scancel --signal``), the compiler processes of ``torch.compile`` (Inductor's g++) included;
+    SIGUSR2's default action ends them, and the run then fails with a compile error instead of
+    checkpointing (seen on the local SLURM: ``benchmarks/bench_slurm_time_limit.py``). A blocked
+    signal stays blocked across fork and exec, so: block ``sig`` in the main thread (children it
+    starts inherit the mask and never act on it) and keep one daemon thread that does not block
+    it, which the kernel delivers it to; Python runs the handler in the main thread as always.
+    Children started before this, or from other threads, are not covered.
+    """
+
+    def __init__(self, sig: Optional[signal.Signals]):
+        self.sig = sig if hasattr(signal, "pthread_sigmask") else None
+
+    def __enter__(self) -> "SpareChildren":
+        if self.sig is not None:
+            self._done = threading.Event()  # the receiving thread: started before the block
+            threading.Thread(target=self._done.wait, name="ttexp-signal-receiver", daemon=True).start()
+            self._mask = signal.pthread_sigmask(signal.SIG_BLOCK, {self.sig})
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.sig is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, self._mask)
+            self._done.set()
 
 
 def hand_over(handler: Any, signum: int) -> str:
