@@ -1,7 +1,7 @@
 """The memory plan against measured bytes: nano, mini and a tiny Llama, full and LoRA, with and
 without activation checkpointing, fp32 and bf16 autocast; then TinyLlama on n150 (ttml).
 
-    python tests/benchmarks/bench_memory.py [--batch 2] [--seq 128]
+    python benchmarks/bench_memory.py [--batch 2] [--seq 128]
 
 Estimated: ttexp.models.memory.activation_bytes. Measured: tests/memory_probe.py (bytes saved
 for backward, via torch.autograd.graph.saved_tensors_hooks, one count per storage). Model shapes
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-TESTS = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parents[1] / "tests"
 sys.path.insert(0, str(TESTS))
 sys.path.insert(0, str(TESTS / "unit"))
 from conftest import compose_cfg  # noqa: E402
