@@ -209,5 +209,10 @@ class ExperimentsCallback(Callback):
         if failed:
             for job, status, error in failed:
                 print(f"Job {job}: {status}" + (f": {error}" if error else ""), file=sys.stderr)
-            print(f"{len(failed)} job(s) of the sweep did not complete.", file=sys.stderr)
+            from ttexp.sweeps.sweep import sweep_command
+
+            again = sweep_command(sweep_dir, resume=True)
+            print(f"{len(failed)} job(s) of the sweep did not complete." + (
+                f" Run them again (completed jobs are skipped, the others resume from their "
+                f"checkpoints): {again}" if again else ""), file=sys.stderr)
             sys.exit(exit_code("failed"))
