@@ -76,6 +76,9 @@ def launch(run_dir: Path, nprocs: int) -> Optional[str]:
 
 WATCHDOG_S = 0.5
 """Seconds between the watchdog's parent checks (where PR_SET_PDEATHSIG is unavailable)."""
+REPARENT_WAIT_S = 2.0
+"""Seconds a sweep job's training process waits, after its parent-death signal, to be handed to a
+new parent (the dying parent's threads exit one at a time)."""
 PR_SET_PDEATHSIG = 1
 """prctl(2) option: the signal this process gets when its parent thread dies (linux/prctl.h)."""
 
@@ -97,18 +100,27 @@ def die_with_parent(on_orphaned: Optional[Callable[[int], None]] = None) -> None
             Must be called from the main thread (Python's signal handlers run there).
     """
     parent = os.getppid()
-    done = threading.Lock()
+    once = threading.RLock()  # the signal handler and the watchdog may both get here
+    recorded = []
 
     def orphaned() -> None:
-        if on_orphaned is not None and done.acquire(blocking=False):
-            try:
-                on_orphaned(parent)
-            except Exception:  # noqa: BLE001 - stopping matters more than the record
-                pass
+        with once:  # a second caller waits for the first to finish recording
+            if on_orphaned is not None and not recorded:
+                recorded.append(True)
+                try:
+                    on_orphaned(parent)
+                except Exception:  # noqa: BLE001 - stopping matters more than the record
+                    pass
         os.kill(os.getpid(), signal.SIGKILL)
 
     def hang_up(signum: int, frame: Any) -> None:
-        if os.getppid() == parent:  # a real hang-up, not the parent's death: the default action
+        # The kernel sends the parent-death signal when the *thread* that started this process
+        # exits; a SIGKILLed parent's threads die one by one, so this process may first be handed
+        # to a sibling thread (same parent pid) and only then to a new parent. Wait for that.
+        deadline = time.monotonic() + REPARENT_WAIT_S
+        while os.getppid() == parent and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if os.getppid() == parent:  # a real hang-up, the parent lives: the default action
             signal.signal(signal.SIGHUP, signal.SIG_DFL)
             os.kill(os.getpid(), signal.SIGHUP)
         orphaned()

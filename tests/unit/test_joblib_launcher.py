@@ -1,0 +1,124 @@
+"""hydra/launcher=joblib is ttexp's launcher (the plugin's JoblibLauncher subclassed, with the
+plugin's options); after a broken pool it keeps the jobs that ended and re-dispatches the rest; a
+sweep job's training process records its supervisor's death. The whole fault, a SIGKILLed loky
+worker, is tests/integration/test_faults.py (marked ``faults``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+
+from conftest import ROOT
+from ttexp.config.compose import compose_config
+from ttexp.record.liveness import record_orphaned
+from ttexp.record.result import RunResult
+
+pytest.importorskip("hydra_plugins.hydra_joblib_launcher", reason='pip install -e ".[sweeps]"')
+
+
+def test_hydra_launcher_joblib_is_ttexps_launcher_with_the_plugins_options():
+    from hydra.core.plugins import Plugins
+    from hydra_plugins.hydra_joblib_launcher.config import JobLibLauncherConf
+    from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
+
+    from ttexp.config.launchers import TARGET
+
+    cfg = compose_config(["hydra/launcher=joblib", "hydra.launcher.n_jobs=3"], return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_ == TARGET
+    assert set(launcher) == {f.name for f in dataclasses.fields(JobLibLauncherConf)}
+    assert launcher.n_jobs == 3 and launcher.prefer == "processes"  # the plugin's defaults
+    plugin = Plugins.instance()._instantiate(launcher)  # as Hydra's sweeper does
+    # The plugin's class, by name: Hydra's plugin scan re-executes its module, a new class object.
+    assert JoblibLauncher.__name__ in [c.__name__ for c in type(plugin).__mro__[1:]]
+    assert type(plugin).__name__ == "RecoveringJoblibLauncher"
+    assert plugin.joblib["n_jobs"] == 3
+    with pytest.raises(ConfigCompositionException):  # still type-checked by the plugin's dataclass
+        compose_config(["hydra/launcher=joblib", "hydra.launcher.n_jobs=many"], return_hydra_config=True)
+
+
+def _record(job_dir: Path, status: str, best: float | None = None) -> None:
+    job_dir.mkdir(parents=True)
+    (job_dir / "result.json").write_text(json.dumps(
+        {"status": status, "best_val_loss": best, "overrides": []}))
+
+
+def test_after_a_broken_pool_ended_jobs_are_kept_and_the_others_redispatched(tmp_path, monkeypatch):
+    from ttexp.sweeps import joblib_launcher
+
+    sweep = tmp_path / "sweep"
+    _record(sweep / "0", "lost")  # the killed worker's job: its training process wrote this
+    _record(sweep / "1", "running")  # killed by loky with its worker
+    _record(sweep / "3", "completed", best=5.0)  # ended as the pool broke
+    monkeypatch.setattr(joblib_launcher, "_job_config", lambda launcher, idx, overrides: OmegaConf.create(
+        {"hydra": {"sweep": {"dir": str(sweep), "subdir": str(idx)}, "job": {"name": "app"}}}))
+    todo = {i: [f"x={i}", "sweep.resume=false"] for i in range(5)}
+    returns = {4: "returned by its worker"}
+    again = joblib_launcher._triage(None, todo, 0, returns, sweep)
+    assert again == {1: ["x=1", "sweep.resume=true"], 2: ["x=2", "sweep.resume=true"]}  # 2: never started
+    assert math.isinf(returns[0].return_value) and returns[3].return_value == 5.0
+    assert returns[0].overrides == ["x=0", "sweep.resume=false"] and returns[0].working_dir == str(sweep / "0")
+    assert returns[4] == "returned by its worker"
+
+
+def test_record_orphaned_closes_only_a_running_record(tmp_path):
+    _record(tmp_path / "a", "running")
+    _record(tmp_path / "b", "completed", best=1.0)
+    assert record_orphaned(tmp_path / "a", 4321) and not record_orphaned(tmp_path / "b", 4321)
+    a = RunResult.read(tmp_path / "a")
+    assert a.status == "lost" and a.ended_at
+    assert "(pid 4321, the sweep's joblib worker) was killed" in a.error
+    assert "last logged step none, last checkpoint none" in a.error
+    assert RunResult.read(tmp_path / "b").status == "completed"
+
+
+ORPHAN = """
+import sys, time
+from pathlib import Path
+from ttexp.train.launch import die_with_parent
+die_with_parent(lambda pid: Path(sys.argv[1]).write_text(str(pid)))
+print("ready", flush=True)
+time.sleep(60)
+"""
+PARENT = """
+import subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", sys.argv[1], sys.argv[2]], stdout=subprocess.PIPE)
+child.stdout.readline()
+print(child.pid, flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.faults
+@pytest.mark.parametrize("first", ["parent", "child"])
+def test_a_supervised_process_records_its_parents_death_but_not_its_own_kill(tmp_path, first):
+    """Killing the parent (the killed joblib worker) makes the child write its mark and stop;
+    killing the child first, then the parent (what loky does to the other workers) leaves none."""
+    mark = tmp_path / "orphaned"
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, ORPHAN, str(mark)], cwd=ROOT,
+                              stdout=subprocess.PIPE, text=True)
+    child = int(parent.stdout.readline())
+    if first == "child":
+        os.kill(child, signal.SIGKILL)
+        time.sleep(0.2)
+    parent.kill()
+    parent.wait()
+    deadline = time.time() + 10
+    while Path(f"/proc/{child}").exists() and time.time() < deadline:
+        time.sleep(0.02)
+    assert not Path(f"/proc/{child}").exists() or "Z" in Path(f"/proc/{child}/stat").read_text().split()[2]
+    if first == "parent":
+        assert mark.read_text() == str(parent.pid)
+    else:
+        assert not mark.exists()
