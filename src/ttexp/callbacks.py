@@ -157,7 +157,7 @@ class ExperimentsCallback(Callback):
 
     def _if_aborted(self, sweep_dir: Path) -> None:
         """At exit of a sweep that never reached ``on_multirun_end`` (a launcher crashed, e.g.
-        joblib's TerminatedWorkerError when a worker process is SIGKILLed, or Ctrl-C): rewrite
+        joblib's TerminatedWorkerError once ``sweep.recoveries`` pools broke, or Ctrl-C): rewrite
         experiments.md from the records on disk, so it shows each job as it really ended (lost,
         not running), and print the command that continues the sweep."""
         if self._ended:

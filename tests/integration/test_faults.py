@@ -257,12 +257,14 @@ def test_a_killed_joblib_worker_loses_only_its_job_and_the_printed_command_finis
     sweep = tmp_path / "sweep"
     proc = start(["-m", *ARGS, f"data.path={corpus}", "hydra/launcher=joblib",
                   "hydra.launcher.n_jobs=2", "training.warmup_steps=1,2", f"hydra.sweep.dir={sweep}"])
-    wait_for(sweep / "0" / "checkpoints" / "step_3" / "manifest.json", proc)
-    child = [p for p in descendants(proc.pid)
-             if f"ttexp.worker\0{sweep}/0".encode() in Path(f"/proc/{p}/cmdline").read_bytes()]
-    assert len(child) == 1, child
+    child = []
+    while not child:  # found before it trains, so the kill lands mid-run (12 steps take ~1 s)
+        assert proc.poll() is None, proc.stdout.read()
+        child = [p for p in descendants(proc.pid)
+                 if f"ttexp.worker\0{sweep}/0".encode() in Path(f"/proc/{p}/cmdline").read_bytes()]
     worker = int(Path(f"/proc/{child[0]}/stat").read_text().rsplit(")", 1)[1].split()[1])
     assert b"loky" in Path(f"/proc/{worker}/cmdline").read_bytes()
+    wait_for(sweep / "0" / "checkpoints" / "step_3" / "manifest.json", proc)
     os.kill(worker, signal.SIGKILL)
     killed = time.time()
     output, _ = proc.communicate(timeout=300)
@@ -276,6 +278,7 @@ def test_a_killed_joblib_worker_loses_only_its_job_and_the_printed_command_finis
     # The record: job 0 lost with its last checkpoint, job 1 completed with the uninterrupted losses.
     lost = json.loads((sweep / "0" / "result.json").read_text())
     assert lost["status"] == "lost" and "last checkpoint step_3" in lost["error"], lost["error"]
+    assert max(losses(sweep / "0")) < STEPS, "job 0 finished before its worker was killed"
     assert json.loads((sweep / "1" / "result.json").read_text())["status"] == "completed"
     assert losses(sweep / "1") == losses(warmup2_uninterrupted)  # exactly
     table = (sweep / "experiments.md").read_text()

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from hydra.errors import ConfigCompositionException
@@ -70,6 +71,39 @@ def test_after_a_broken_pool_ended_jobs_are_kept_and_the_others_redispatched(tmp
     assert math.isinf(returns[0].return_value) and returns[3].return_value == 5.0
     assert returns[0].overrides == ["x=0", "sweep.resume=false"] and returns[0].working_dir == str(sweep / "0")
     assert returns[4] == "returned by its worker"
+
+
+@pytest.mark.parametrize("recoveries, breaks", [(2, 1), (1, 2), (0, 1)])
+def test_the_pool_is_replaced_at_most_sweep_recoveries_times(tmp_path, monkeypatch, recoveries, breaks):
+    from joblib.externals.loky.process_executor import TerminatedWorkerError
+
+    from ttexp.sweeps import joblib_launcher
+
+    launcher = SimpleNamespace(joblib={"n_jobs": 2}, config=OmegaConf.create({
+        "hydra": {"hydra_logging": None, "verbose": False, "sweep": {"dir": str(tmp_path)}},
+        "sweep": {"recoveries": recoveries}}))
+    pools = []
+
+    def dispatch(launcher, joblib_cfg, todo, initial_job_idx, returns):
+        pools.append(dict(todo))
+        if len(pools) <= breaks:  # job 0 ends, then a worker dies
+            returns[0] = "job 0"
+            raise TerminatedWorkerError("...\nThe exit codes of the workers are {SIGKILL(-9)}\n...")
+        returns.update({i: f"job {i}" for i in todo})
+
+    monkeypatch.setattr(joblib_launcher, "configure_log", lambda *a: None)
+    monkeypatch.setattr(joblib_launcher, "_dispatch", dispatch)
+    monkeypatch.setattr(joblib_launcher, "_triage", lambda launcher, todo, idx, returns, sweep_dir: {
+        i: joblib_launcher.with_resume(o) for i, o in todo.items() if i not in returns})
+    overrides = [["a=1"], ["a=2"], ["a=3"]]
+    if breaks > recoveries:
+        with pytest.raises(TerminatedWorkerError):
+            joblib_launcher.launch(launcher, overrides, 0)
+        assert len(pools) == recoveries + 1
+        return
+    assert joblib_launcher.launch(launcher, overrides, 0) == ["job 0", "job 1", "job 2"]  # in job order
+    assert pools == [{0: ["a=1"], 1: ["a=2"], 2: ["a=3"]},
+                     {1: ["a=2", "sweep.resume=true"], 2: ["a=3", "sweep.resume=true"]}]
 
 
 def test_record_orphaned_closes_only_a_running_record(tmp_path):
