@@ -71,6 +71,14 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
+def cmdline(pid: int) -> bytes:
+    """Process ``pid``'s command line, NUL-separated; empty once it has gone."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
 def alive(pids: list[int]) -> list[int]:
     out = []
     for p in pids:
@@ -260,8 +268,7 @@ def test_a_killed_joblib_worker_loses_only_its_job_and_the_printed_command_finis
     child = []
     while not child:  # found before it trains, so the kill lands mid-run (12 steps take ~1 s)
         assert proc.poll() is None, proc.stdout.read()
-        child = [p for p in descendants(proc.pid)
-                 if f"ttexp.worker\0{sweep}/0".encode() in Path(f"/proc/{p}/cmdline").read_bytes()]
+        child = [p for p in descendants(proc.pid) if f"ttexp.worker\0{sweep}/0".encode() in cmdline(p)]
     worker = int(Path(f"/proc/{child[0]}/stat").read_text().rsplit(")", 1)[1].split()[1])
     assert b"loky" in Path(f"/proc/{worker}/cmdline").read_bytes()
     wait_for(sweep / "0" / "checkpoints" / "step_3" / "manifest.json", proc)
