@@ -29,7 +29,8 @@ from ttexp.train.slurm import export_torch_env
 
 
 SUPERVISED = "--supervised"
-"""Argument :func:`ttexp.train.launch.supervise` adds: this process is a sweep job's only one."""
+"""Argument :func:`ttexp.train.launch.supervise` adds, followed by its pid: this process is a sweep
+job's only one."""
 
 
 def load_resolved_config(run_dir: Path) -> RunConfig:
@@ -65,7 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = Path(argv[0])
     # A sweep job's one process (started by supervise()) records its supervisor's death as it
     # stops, so the sweep's launcher knows which job's worker was killed.
-    die_with_parent(partial(record_orphaned, run_dir) if SUPERVISED in argv[1:] else None)
+    if SUPERVISED in argv[1:]:
+        die_with_parent(partial(record_orphaned, run_dir), parent=int(argv[argv.index(SUPERVISED) + 1]))
+    else:
+        die_with_parent()
     export_torch_env()  # a task of a multi-task srun step: its rank from SLURM's variables
     rank_lock = hold_rank_lock(run_dir, int(os.environ.get("RANK", "0")))  # noqa: F841 - held till exit
     cfg = load_resolved_config(run_dir)

@@ -156,3 +156,18 @@ def test_a_supervised_process_records_its_parents_death_but_not_its_own_kill(tmp
         assert mark.read_text() == str(parent.pid)
     else:
         assert not mark.exists()
+
+
+@pytest.mark.faults
+def test_a_supervised_process_whose_parent_died_while_it_started_records_it(tmp_path):
+    """Its parent passed its pid (supervise() does): already re-parented, it records and stops."""
+    mark = tmp_path / "orphaned"
+    code = ("import sys; from pathlib import Path; from ttexp.train.launch import die_with_parent; "
+            "die_with_parent(lambda pid: Path(sys.argv[1]).write_text(str(pid)), parent=int(sys.argv[2])); "
+            "print('still running')")
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a pid that existed and has gone
+    proc = subprocess.run([sys.executable, "-c", code, str(mark), str(gone.pid)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == -signal.SIGKILL and "still running" not in proc.stdout
+    assert mark.read_text() == str(gone.pid)

@@ -37,6 +37,7 @@ from typing import Any, Sequence
 from filelock import FileLock, Timeout
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, setup_globals
+from hydra_plugins.hydra_joblib_launcher import _core  # the plugin's job body and option parsing
 from joblib import Parallel, delayed
 from joblib.externals.loky.process_executor import BrokenProcessPool
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -45,8 +46,6 @@ from ttexp.record.job import override_key
 from ttexp.record.liveness import last_state, rank_lock_path
 from ttexp.sweeps.summarize import write_sweep_summary
 from ttexp.sweeps.sweep import objective, read_result
-
-from hydra_plugins.hydra_joblib_launcher import _core  # the plugin's job body and option parsing
 
 log = logging.getLogger(__name__)
 

@@ -83,7 +83,8 @@ PR_SET_PDEATHSIG = 1
 """prctl(2) option: the signal this process gets when its parent thread dies (linux/prctl.h)."""
 
 
-def die_with_parent(on_orphaned: Optional[Callable[[int], None]] = None) -> None:
+def die_with_parent(on_orphaned: Optional[Callable[[int], None]] = None,
+                    parent: Optional[int] = None) -> None:
     """Stop this process (SIGKILL) as soon as the process that started it dies.
 
     Linux: ``prctl(PR_SET_PDEATHSIG, SIGKILL)`` (the kernel sends it at the parent's death). Then,
@@ -98,8 +99,10 @@ def die_with_parent(on_orphaned: Optional[Callable[[int], None]] = None) -> None
             record_orphaned`). Then the parent-death signal is SIGHUP, caught here, so the call
             can run; a SIGHUP while the parent lives keeps its default action (the process ends).
             Must be called from the main thread (Python's signal handlers run there).
+        parent: the pid of the process that started this one, when it passed it on (a parent
+            that died while this process was still starting has already been replaced by then).
     """
-    parent = os.getppid()
+    parent = os.getppid() if parent is None else parent
     once = threading.RLock()  # the signal handler and the watchdog may both get here
     recorded = []
 
@@ -134,7 +137,7 @@ def die_with_parent(on_orphaned: Optional[Callable[[int], None]] = None) -> None
             ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(death), 0, 0, 0)
         except (OSError, AttributeError):
             pass  # the watchdog below still covers it
-    if parent == 1 or not pid_alive(parent):
+    if parent == 1 or not pid_alive(parent) or os.getppid() != parent:
         orphaned()
 
     def watch() -> None:
@@ -147,8 +150,8 @@ def die_with_parent(on_orphaned: Optional[Callable[[int], None]] = None) -> None
 
 
 def supervise(run_dir: Path) -> Optional[str]:
-    """Run ``python -m ttexp.worker run_dir --supervised`` as one child process (world size 1) and
-    wait. If this process dies, the child records its job ``lost`` and stops (:func:`die_with_parent`).
+    """Run ``python -m ttexp.worker run_dir --supervised PID`` (this process's pid) as one child
+    process (world size 1) and wait. If this process dies, the child records its job ``lost`` and stops (:func:`die_with_parent`).
 
     Returns None when it exited 0, else "process (pid N) was killed by signal SIGKILL" or
     "process (pid N) exited with code C".
@@ -158,8 +161,8 @@ def supervise(run_dir: Path) -> Optional[str]:
             checkpoint and stopped.
     """
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    child = subprocess.Popen([sys.executable, "-u", "-m", "ttexp.worker", str(run_dir), "--supervised"],
-                             env=env)
+    child = subprocess.Popen([sys.executable, "-u", "-m", "ttexp.worker", str(run_dir), "--supervised",
+                              str(os.getpid())], env=env)
     try:
         code = child.wait()
     except KeyboardInterrupt:
