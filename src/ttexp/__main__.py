@@ -37,7 +37,7 @@ def main(cfg: DictConfig) -> float | None:
     from ttexp.record.job import is_multirun
     from ttexp.runner import run
     from ttexp.sweeps.summarize import refresh_after_job
-    from ttexp.sweeps.sweep import completed_result, pin_job_device
+    from ttexp.sweeps.sweep import completed_result, objective, pin_job_device
     from ttexp.train.slurm import restart_count, restart_resume
 
     hc = HydraConfig.get()
@@ -85,10 +85,7 @@ def main(cfg: DictConfig) -> float | None:
         sys.exit(exit_code(result.status))
     if result.status == "interrupted":
         raise KeyboardInterrupt  # Ctrl-C stops the whole sweep, not only this job
-    best = result.best_val_loss
-    if result.status != "completed" or best is None:
-        return float("inf")  # a failed or diverged trial is the worst, never a good score
-    return float(best)  # Optuna 2 rejects NaN; inf = worst
+    return objective(result)  # a failed or diverged trial is the worst (inf), never a good score
 
 
 def cli() -> None:

@@ -157,7 +157,7 @@ class ExperimentsCallback(Callback):
 
     def _if_aborted(self, sweep_dir: Path) -> None:
         """At exit of a sweep that never reached ``on_multirun_end`` (a launcher crashed, e.g.
-        joblib's TerminatedWorkerError when a worker process is SIGKILLed, or Ctrl-C): rewrite
+        joblib's TerminatedWorkerError once ``sweep.recoveries`` pools broke, or Ctrl-C): rewrite
         experiments.md from the records on disk, so it shows each job as it really ended (lost,
         not running), and print the command that continues the sweep."""
         if self._ended:
@@ -209,5 +209,10 @@ class ExperimentsCallback(Callback):
         if failed:
             for job, status, error in failed:
                 print(f"Job {job}: {status}" + (f": {error}" if error else ""), file=sys.stderr)
-            print(f"{len(failed)} job(s) of the sweep did not complete.", file=sys.stderr)
+            from ttexp.sweeps.sweep import sweep_command
+
+            again = sweep_command(sweep_dir, resume=True)
+            print(f"{len(failed)} job(s) of the sweep did not complete." + (
+                f" Run them again (completed jobs are skipped, the others resume from their "
+                f"checkpoints): {again}" if again else ""), file=sys.stderr)
             sys.exit(exit_code("failed"))

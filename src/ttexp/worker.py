@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from functools import partial
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -19,12 +20,17 @@ from ttexp.config.convert import to_run_config
 from ttexp.config.schema import RunConfig
 from ttexp.errors import exit_code
 from ttexp.record.console import console_handler
-from ttexp.record.liveness import hold_rank_lock
+from ttexp.record.liveness import hold_rank_lock, record_orphaned
 from ttexp.record.run_record import RESOLVED_NAME, NullRecord, RunRecord
 from ttexp.runner import run_rank
 from ttexp.train.launch import die_with_parent
 from ttexp.train.ranks import Ranks
 from ttexp.train.slurm import export_torch_env
+
+
+SUPERVISED = "--supervised"
+"""Argument :func:`ttexp.train.launch.supervise` adds, followed by its pid: this process is a sweep
+job's only one."""
 
 
 def load_resolved_config(run_dir: Path) -> RunConfig:
@@ -58,7 +64,12 @@ def main(argv: list[str] | None = None) -> int:
     """
     argv = sys.argv[1:] if argv is None else argv
     run_dir = Path(argv[0])
-    die_with_parent()
+    # A sweep job's one process (started by supervise()) records its supervisor's death as it
+    # stops, so the sweep's launcher knows which job's worker was killed.
+    if SUPERVISED in argv[1:]:
+        die_with_parent(partial(record_orphaned, run_dir), parent=int(argv[argv.index(SUPERVISED) + 1]))
+    else:
+        die_with_parent()
     export_torch_env()  # a task of a multi-task srun step: its rank from SLURM's variables
     rank_lock = hold_rank_lock(run_dir, int(os.environ.get("RANK", "0")))  # noqa: F841 - held till exit
     cfg = load_resolved_config(run_dir)

@@ -104,6 +104,7 @@ def test_hardware_meshes(hw, mesh, dp):
     (["data.val_fraction=0"], "leaves no validation data"),
     (["training.keep_last_n=0"], "training.keep_last_n=0 must be at least 1"),
     (["sweep.pin_devices=0"], "sweep.pin_devices=0 must be at least 1"),
+    (["sweep.recoveries=-1"], "sweep.recoveries=-1 must be 0"),
 ])
 def test_each_validation_rule_names_the_key_and_the_fix(overrides, expected):
     with pytest.raises(ConfigError) as info:

@@ -25,6 +25,7 @@ from ttexp.config.experiments_source import (
     ExperimentsConfigSource,
     TtexpExperimentsSearchPath,
 )
+from ttexp.config.launchers import register_joblib_launcher
 from ttexp.config.choices import (  # noqa: F401  (re-exported: the schema's choices)
     Backend,
     DataFormat,
@@ -232,6 +233,10 @@ class SweepConfig(Section):
     outputs_root: str = "outputs"
     """Runs and sweeps under this folder are listed in the journal; others only get their own
     experiments.md (a sweep) or nothing (a single run)."""
+    recoveries: int = 2
+    """hydra/launcher=joblib: how many times a sweep replaces its process pool after a worker
+    process is killed (SIGKILL, the out-of-memory killer) and re-dispatches its unfinished jobs
+    (each from its last checkpoint); the killed worker's job stays lost. 0 = the sweep stops."""
     halving: HalvingConfig = field(default_factory=HalvingConfig)
     """Successive halving: ``sweep.halving.rungs=[100,300]`` (steps) and ``sweep.halving.keep``."""
 
@@ -365,7 +370,8 @@ class RunConfig(Section):
 
 def register_configs() -> None:
     """Store the schema in Hydra's ConfigStore as ``ttexp_schema`` (config.yaml lists it first)
-    and register the plugin that serves ``experiments/*.yaml`` as ``experiment=NAME``.
+    and register the plugin that serves ``experiments/*.yaml`` as ``experiment=NAME`` and ttexp's
+    joblib launcher as ``hydra/launcher=joblib`` (:mod:`ttexp.config.launchers`).
 
     Tests that compose the config must call this (or import :mod:`ttexp.__main__`), or Hydra
     fails with "Could not load 'ttexp_schema'".
@@ -377,5 +383,6 @@ def register_configs() -> None:
         OmegaConf.register_new_resolver("ttexp_model_name", recorded_model_name)
     for plugin in (ExperimentsConfigSource, TtexpExperimentsSearchPath):
         Plugins.instance().register(plugin)
+    register_joblib_launcher()  # after the plugin scan above: hydra/launcher=joblib is ttexp's
 
 

@@ -280,6 +280,9 @@ def validate_config(cfg: RunConfig) -> None:
         errs.append(f"sweep.pin_devices={pin} gives each sweep job one device, but hardware="
                     f"{cfg.hardware.name} is a mesh of several; use hardware=n150 (or p150) for "
                     "the jobs, or unset sweep.pin_devices.")
+    if cfg.sweep.recoveries < 0:
+        errs.append(f"sweep.recoveries={cfg.sweep.recoveries} must be 0 (a killed joblib worker stops "
+                    "the sweep) or more (how many times the sweep replaces its process pool).")
     errs += _halving_rules(cfg.training, cfg.sweep.halving)
     if not 0 <= cfg.scheduler.min_lr_ratio <= 1:
         errs.append(f"scheduler.min_lr_ratio={cfg.scheduler.min_lr_ratio} must be in [0, 1].")

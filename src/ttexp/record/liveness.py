@@ -29,8 +29,9 @@ from typing import Optional
 
 from filelock import FileLock, Timeout
 
-from ttexp.errors import RunDirBusy
-from ttexp.files import write_json_atomic
+from ttexp.errors import RunDirBusy, redact
+from ttexp.files import write_json_atomic, write_text_atomic
+from ttexp.record.result import RESULT_NAME, RunResult
 
 LOCK_NAME = ".ttexp.lock"
 OWNER_NAME = ".ttexp.owner.json"
@@ -250,3 +251,25 @@ def last_state(run_dir: Path) -> str:
     step = last_logged_step(run_dir)
     return (f"last logged step {step if step is not None else 'none'}, last checkpoint "
             f"{ckpt.name if ckpt else 'none (a resume starts over)'}")
+
+
+def record_orphaned(run_dir: Path, supervisor_pid: int) -> bool:
+    """Close a ``running`` record as ``lost`` because the process supervising it died.
+
+    Called by a sweep job's training process (``python -m ttexp.worker``) at its supervisor's
+    death, just before it stops itself (:func:`ttexp.train.launch.die_with_parent`). Only the
+    job whose own joblib worker was killed gets here: loky kills the other workers' process trees
+    children first, so their training processes never see their supervisor die. The sweep's
+    launcher (:mod:`ttexp.sweeps.joblib_launcher`) reads this to tell that job, which stays lost,
+    from the others, which it re-dispatches. Returns whether the record was closed (False when
+    it is missing or already final).
+    """
+    result = RunResult.read(run_dir)
+    if result is None or result.status != "running":
+        return False
+    result.update(status="lost", ended_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"), error=(
+        f"Its supervising process (pid {supervisor_pid}, the sweep's joblib worker) was killed, "
+        f"and its training stopped with it: {last_state(run_dir)}. The sweep's other jobs went on; "
+        "continue this one with the sweep's sweep.resume=true command (in experiments.md)."))
+    write_text_atomic(Path(run_dir) / RESULT_NAME, redact(result.to_json()))
+    return True

@@ -21,8 +21,9 @@ RESULT_NAME = "result.json"
 STATUSES = ("running", "completed", "failed", "diverged", "interrupted", "lost")
 """``running`` while the run lives; the others are final (:data:`ttexp.errors.EXIT_CODES`).
 ``lost`` is never written by the run itself: readers show it for a ``running`` record whose
-heartbeat stopped (:func:`ttexp.record.liveness.liveness`), and a supervising process writes it
-when the job's process was killed."""
+heartbeat stopped (:func:`ttexp.record.liveness.liveness`), a supervising process writes it
+when the job's process was killed, and a sweep job's training process writes it as it stops
+because its supervisor (a joblib worker) was killed (:func:`ttexp.record.liveness.record_orphaned`)."""
 
 
 @dataclass

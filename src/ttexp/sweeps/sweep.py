@@ -82,6 +82,14 @@ def read_result(run_dir: Path) -> Optional[RunResult]:
     return RunResult.read(run_dir)
 
 
+def objective(result: RunResult) -> float:
+    """What a sweep job returns to Hydra's sweeper (an Optuna sweeper minimises it): its best
+    validation loss; +inf (the worst) for a job that did not complete or never validated (Optuna 2
+    rejects NaN)."""
+    best = result.best_val_loss
+    return float(best) if result.status == "completed" and best is not None else float("inf")
+
+
 def sweep_command(sweep_dir: Path, resume: bool = False) -> Optional[str]:
     """The command line that launched the sweep (from ``multirun.yaml``); with ``resume``, the one
     that re-runs it into the same directory, skipping completed jobs. None without multirun.yaml."""

@@ -28,7 +28,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from ttexp.errors import Interrupted
 from ttexp.record.liveness import pid_alive
@@ -76,11 +76,15 @@ def launch(run_dir: Path, nprocs: int) -> Optional[str]:
 
 WATCHDOG_S = 0.5
 """Seconds between the watchdog's parent checks (where PR_SET_PDEATHSIG is unavailable)."""
+REPARENT_WAIT_S = 2.0
+"""Seconds a sweep job's training process waits, after its parent-death signal, to be handed to a
+new parent (the dying parent's threads exit one at a time)."""
 PR_SET_PDEATHSIG = 1
 """prctl(2) option: the signal this process gets when its parent thread dies (linux/prctl.h)."""
 
 
-def die_with_parent() -> None:
+def die_with_parent(on_orphaned: Optional[Callable[[int], None]] = None,
+                    parent: Optional[int] = None) -> None:
     """Stop this process (SIGKILL) as soon as the process that started it dies.
 
     Linux: ``prctl(PR_SET_PDEATHSIG, SIGKILL)`` (the kernel sends it at the parent's death). Then,
@@ -88,28 +92,66 @@ def die_with_parent() -> None:
     ``os.getppid()`` every :data:`WATCHDOG_S` s (a re-parented process gets a new parent pid).
     SIGKILL, not SIGTERM: without the controller a rank cannot finish a collective or a
     checkpoint; the last saved checkpoint is the resume point.
+
+    Args:
+        on_orphaned: called with the dead parent's pid before this process stops (a sweep job's
+            training process records that its supervisor died: :func:`ttexp.record.liveness.
+            record_orphaned`). Then the parent-death signal is SIGHUP, caught here, so the call
+            can run; a SIGHUP while the parent lives keeps its default action (the process ends).
+            Must be called from the main thread (Python's signal handlers run there).
+        parent: the pid of the process that started this one, when it passed it on (a parent
+            that died while this process was still starting has already been replaced by then).
     """
-    parent = os.getppid()
+    parent = os.getppid() if parent is None else parent
+    once = threading.RLock()  # the signal handler and the watchdog may both get here
+    recorded = []
+
+    def orphaned() -> None:
+        with once:  # a second caller waits for the first to finish recording
+            if on_orphaned is not None and not recorded:
+                recorded.append(True)
+                try:
+                    on_orphaned(parent)
+                except Exception:  # noqa: BLE001 - stopping matters more than the record
+                    pass
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    def hang_up(signum: int, frame: Any) -> None:
+        # The kernel sends the parent-death signal when the *thread* that started this process
+        # exits; a SIGKILLed parent's threads die one by one, so this process may first be handed
+        # to a sibling thread (same parent pid) and only then to a new parent. Wait for that.
+        deadline = time.monotonic() + REPARENT_WAIT_S
+        while os.getppid() == parent and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if os.getppid() == parent:  # a real hang-up, the parent lives: the default action
+            signal.signal(signal.SIGHUP, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGHUP)
+        orphaned()
+
+    death = signal.SIGKILL
+    if on_orphaned is not None:
+        signal.signal(signal.SIGHUP, hang_up)
+        death = signal.SIGHUP
     if sys.platform.startswith("linux"):
         try:
-            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(death), 0, 0, 0)
         except (OSError, AttributeError):
             pass  # the watchdog below still covers it
-    if parent == 1 or not pid_alive(parent):
-        os._exit(1)
+    if parent == 1 or not pid_alive(parent) or os.getppid() != parent:
+        orphaned()
 
     def watch() -> None:
         while True:
             time.sleep(WATCHDOG_S)
             if os.getppid() != parent:
-                os.kill(os.getpid(), signal.SIGKILL)
+                orphaned()
 
     threading.Thread(target=watch, name="ttexp-parent-watchdog", daemon=True).start()
-    return True
 
 
 def supervise(run_dir: Path) -> Optional[str]:
-    """Run ``python -m ttexp.worker run_dir`` as one child process (world size 1) and wait.
+    """Run ``python -m ttexp.worker run_dir --supervised PID`` (this process's pid) as one child
+    process (world size 1) and wait. If this process dies, the child records its job ``lost`` and stops (:func:`die_with_parent`).
 
     Returns None when it exited 0, else "process (pid N) was killed by signal SIGKILL" or
     "process (pid N) exited with code C".
@@ -119,7 +161,8 @@ def supervise(run_dir: Path) -> Optional[str]:
             checkpoint and stopped.
     """
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    child = subprocess.Popen([sys.executable, "-u", "-m", "ttexp.worker", str(run_dir)], env=env)
+    child = subprocess.Popen([sys.executable, "-u", "-m", "ttexp.worker", str(run_dir), "--supervised",
+                              str(os.getpid())], env=env)
     try:
         code = child.wait()
     except KeyboardInterrupt:
