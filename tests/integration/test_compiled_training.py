@@ -53,3 +53,33 @@ def test_compiled_layers_train_as_eager_and_validation_and_generation_compile_no
     assert np.isfinite(loss) and len(out) == 5
     assert counters["stats"]["unique_graphs"] == graphs  # nothing compiled for eval or decoding
     torch._dynamo.reset()
+
+
+def test_auto_compiles_a_shape_measured_as_worth_it_and_records_what_this_run_measured(
+        tmp_path, monkeypatch):
+    """compile=auto in the real backend: the key is this run's shape, a stored measurement
+    (cheap compile, large gain) makes even an 11-step run compile, and the run stores its own
+    measured cost and gain under the same key."""
+    from ttexp.backends.compile import CompileCosts, cost_key
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    backend = TorchBackend(torch.device("cpu"), "fp32", OptimizerConfig(), weight_decay=0.1,
+                           compile="auto", planned_steps=11)
+    backend.build_model(SPEC)
+    key = cost_key(backend.model.config, (2, 16), "fp32", False, False, "cpu")
+    costs = CompileCosts(tmp_path / "cache" / "ttexp" / "compile_costs.json")
+    costs.put(key, cost_s=0.0, gain=0.9)
+    rng = np.random.default_rng(0)
+    for _ in range(11):
+        ids = rng.integers(0, SPEC.vocab_size, size=(2, 17))
+        backend.micro_step(Batch(ids[:, :-1], ids[:, 1:]), 1.0)
+        backend.optimizer_step(lr=1e-2, max_grad_norm=1.0)
+    assert backend._auto.key == key and backend._auto.decided is True
+    assert all(layer._compiled_call_impl is not None for layer in decoder_layers(backend.model))
+    measured = costs.get(key)
+    assert measured["cost_s"] == pytest.approx(backend._auto.measured_cost_s, abs=1e-3)
+    assert measured["gain"] == pytest.approx(backend._auto.measured_gain, abs=1e-3)
+    assert measured["gain"] != 0.9  # replaced by what this run measured
+    torch._dynamo.reset()

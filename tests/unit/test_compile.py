@@ -62,7 +62,7 @@ def test_auto_compiles_once_after_measuring_when_the_rest_of_the_run_repays_it()
 
 def test_auto_stays_eager_when_the_run_is_too_short():
     clock = FakeClock()
-    # 96 remaining steps x 0.1 s x 15% = 1.4 s saved < 35 s of compiling
+    # 96 remaining steps x 0.1 s x 12% = 1.2 s saved < 20 s of compiling
     auto = AutoCompile(planned_steps=100, device_type="cpu", clock=clock, load=lambda: 1.0)
     assert _run(auto, clock, step_s=0.1, steps=100) == []
     assert auto.decided is False and auto.step_s == pytest.approx(0.1)
@@ -80,7 +80,7 @@ def test_break_even_follows_the_measured_gain_and_cost():
 def test_a_loaded_machine_stretches_the_compile_cost():
     clock = FakeClock()
     auto = AutoCompile(planned_steps=300, device_type="cpu", clock=clock, load=lambda: 5.0)
-    # 296 x 1 s x 15% = 44 s saved: worth 35 s on an idle machine, not 175 s on a loaded one
+    # 296 x 1 s x 12% = 36 s saved: worth 20 s on an idle machine, not 100 s on a loaded one
     assert _run(auto, clock, step_s=1.0, steps=10) == [] and auto.decided is False
 
 
@@ -92,33 +92,48 @@ def test_compile_cache_goes_under_the_user_cache_unless_the_user_chose(tmp_path,
     assert enable_compile_cache(tmp_path) == tmp_path / "mine"
 
 
-def test_auto_times_the_first_compiled_step_and_the_next_run_weighs_that_cost(tmp_path):
+def test_auto_measures_the_compile_cost_and_gain_and_the_next_run_weighs_them(tmp_path):
     costs = CompileCosts(tmp_path / "compile_costs.json")
     clock = FakeClock()
     first = AutoCompile(planned_steps=1000, device_type="cpu", clock=clock, load=lambda: 1.0,
                         costs=costs, key="shape A")
     assert _run(first, clock, step_s=1.0, steps=4) == [4] and first.cost_source == "expected"
-    clock.now += 21.0  # the first compiled step: 20 s of compiling on top of a 1 s step
+    clock.now += 11.0  # the first compiled step: 10 s of compiling on top of a 1 s step
     first.step_done()
-    assert first.measured_cost_s == pytest.approx(20.0) and costs.get("shape A") == pytest.approx(20.0)
-    # 146 steps x 1 s x 15% = 21.9 s saved: not worth COST_S (35 s), worth the 20 s measured
-    assert not worth_compiling(1.0, 146, "cpu")
-    again = AutoCompile(planned_steps=150, device_type="cpu", clock=clock, load=lambda: 1.0,
+    assert first.measured_cost_s == pytest.approx(10.0)
+    for _ in range(3):  # then three compiled steps of 0.7 s: 30% saved
+        clock.now += 0.7
+        first.step_done()
+    assert first.measured_gain == pytest.approx(0.3)
+    assert costs.get("shape A") == pytest.approx({"cost_s": 10.0, "gain": 0.3})
+    # 66 steps x 1 s x 12% = 7.9 s saved: not worth COST_S (20 s); x 30% = 19.8 s > 10 s measured
+    assert not worth_compiling(1.0, 66, "cpu")
+    again = AutoCompile(planned_steps=70, device_type="cpu", clock=clock, load=lambda: 1.0,
                         costs=costs, key="shape A")
     assert _run(again, clock, step_s=1.0, steps=4) == [4]
-    assert again.cost_s == pytest.approx(20.0) and again.cost_source == "measured for this shape before"
-    other = AutoCompile(planned_steps=150, device_type="cpu", clock=clock, load=lambda: 1.0,
+    assert (again.cost_s, again.gain) == pytest.approx((10.0, 0.3))
+    assert again.cost_source == "measured for this shape before"
+    other = AutoCompile(planned_steps=70, device_type="cpu", clock=clock, load=lambda: 1.0,
                         costs=costs, key="shape B")
     assert _run(other, clock, step_s=1.0, steps=4) == [] and other.cost_s == COST_S["cpu"]
+
+
+def test_a_shape_where_compiling_saved_nothing_is_never_compiled_again(tmp_path):
+    costs = CompileCosts(tmp_path / "compile_costs.json")
+    costs.put("tiny", cost_s=3.0, gain=-0.01)  # measured: compiled steps were no faster
+    clock = FakeClock()
+    auto = AutoCompile(planned_steps=10**6, device_type="cpu", clock=clock, load=lambda: 1.0,
+                       costs=costs, key="tiny")
+    assert _run(auto, clock, step_s=0.03, steps=10) == [] and auto.decided is False
 
 
 def test_an_unreadable_cost_table_means_no_measurement(tmp_path):
     path = tmp_path / "compile_costs.json"
     path.write_text("{not json")
     costs = CompileCosts(path)
-    assert costs.get("k") is None
-    costs.put("k", 3.5)  # replaces the damaged file rather than failing the run
-    assert costs.get("k") == 3.5
+    assert costs.get("k") == {}
+    costs.put("k", cost_s=3.5)  # replaces the damaged file rather than failing the run
+    assert costs.get("k") == {"cost_s": 3.5}
 
 
 def test_a_resumed_run_weighs_only_the_steps_it_has_left():

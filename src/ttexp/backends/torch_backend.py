@@ -247,10 +247,10 @@ class TorchBackend:
         stats = torch.stack([self._loss_sum, grad_norm.to(self._loss_sum.dtype)]).tolist()
         self._loss_sum.zero_()
         if self._auto is not None and self._auto.step_done():
-            log.info("training.compile=auto: %.2f s/step over %d more steps repays compiling (%.0f s, "
-                     "%s); compiling now", self._auto.step_s,
-                     self._auto.planned_steps - self._auto.steps, self._auto.cost_s,
-                     self._auto.cost_source)
+            a = self._auto
+            log.info("training.compile=auto: %.2f s/step over %d more steps, %.0f%% saved, repays "
+                     "compiling (%.0f s; %s); compiling now", a.step_s, a.planned_steps - a.steps,
+                     100 * a.gain, a.cost_s, a.cost_source)
             self._forward = self._compiled()
         return StepStats(loss=stats[0], grad_norm=stats[1])
 
