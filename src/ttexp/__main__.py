@@ -12,8 +12,11 @@ directory and configures logging; :func:`ttexp.runner.run` does the rest and wri
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
 import sys
+import threading
 from pathlib import Path
 
 import hydra
@@ -89,13 +92,42 @@ def main(cfg: DictConfig) -> float | None:
 
 
 def cli() -> None:
-    """``python -m ttexp``: refuse an override that names no key of the schema (with the closest
-    known key, exit 2) before Hydra composes anything, then run :func:`main`."""
+    """``python -m ttexp`` and the ``ttexp`` command: refuse an override that names no key of the
+    schema (with the closest known key, exit 2) before Hydra composes anything, run :func:`main`,
+    then end the process at once (:func:`exit_now`)."""
     problem = override_problem(sys.argv[1:])
     if problem:
         print(redact(f"ERROR: {problem}"), file=sys.stderr)
         sys.exit(exit_code("usage"))
-    main()
+    try:
+        main()
+    except SystemExit as exc:
+        exit_now(exc.code)
+        raise
+    exit_now(0)
+
+
+def exit_now(code: object) -> None:
+    """End the process with ``code`` without the interpreter's teardown, once everything is
+    written: run the atexit hooks (logging's flush and close, W&B's, loky's), flush the standard
+    streams, then ``os._exit``. With torch and transformers loaded, the teardown (module cleanup
+    and freeing every object) took about 1 s of a 3.5 s debug run on 2 cores, after the last line
+    was printed. Returns without exiting while another non-daemon thread is alive (Python would
+    wait for it) or for an exit code that is not an int or None (Python prints a string code).
+    """
+    if threading.active_count() > 1 and any(
+            t.is_alive() and not t.daemon for t in threading.enumerate()
+            if t is not threading.main_thread()):
+        return
+    if code is not None and not isinstance(code, int):
+        return
+    atexit._run_exitfuncs()  # noqa: SLF001 - what interpreter shutdown would run first
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code or 0)
 
 
 if __name__ == "__main__":
