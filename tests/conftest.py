@@ -13,6 +13,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -151,6 +152,23 @@ def run_cli(args: list[str], cwd: Path | None = None, timeout: int = 300) -> sub
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0"}
     return subprocess.run([sys.executable, "-m", "ttexp", *args], cwd=cwd or ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def start_cli(args: list[str]) -> subprocess.Popen:
+    """Start ``python -m ttexp ARGS`` in the background (stdout and stderr together, as text), for
+    tests that signal or kill it while it runs."""
+    return subprocess.Popen([sys.executable, "-m", "ttexp", *args], cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+    """Wait until ``path`` exists; fails if ``proc`` ends first (with its output) or after
+    ``timeout`` seconds."""
+    deadline = time.time() + timeout
+    while not path.exists():
+        assert proc.poll() is None, f"the run ended before {path} appeared:\n{proc.stdout.read()}"
+        assert time.time() < deadline, f"{path} did not appear"
+        time.sleep(0.01)
 
 
 def to_yaml(cfg) -> str:

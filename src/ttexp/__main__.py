@@ -115,9 +115,7 @@ def exit_now(code: object) -> None:
     was printed. Returns without exiting while another non-daemon thread is alive (Python would
     wait for it) or for an exit code that is not an int or None (Python prints a string code).
     """
-    if threading.active_count() > 1 and any(
-            t.is_alive() and not t.daemon for t in threading.enumerate()
-            if t is not threading.main_thread()):
+    if any(not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
         return
     if code is not None and not isinstance(code, int):
         return

@@ -42,6 +42,16 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, default=str, allow_nan=False) + "\n")
 
 
+def read_json_dict(path: Path) -> dict[str, Any]:
+    """The JSON object in ``path``; {} when the file is missing, unreadable, not JSON or not an
+    object (a cache that a crash or another version left behind is no error)."""
+    try:
+        obj = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    return obj if isinstance(obj, dict) else {}
+
+
 def write_dir_atomic(final: Path, fill: Callable[[Path], None]) -> Path:
     """Create ``final`` by calling ``fill(tmp)`` on a temporary sibling, then renaming it.
 

@@ -5,14 +5,12 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, TINY, log_to, run_cli, run_in_process
+from conftest import TINY, log_to, run_cli, run_in_process, start_cli
 
 pytestmark = pytest.mark.slow
 
@@ -118,8 +116,7 @@ def test_a_dead_rank_ends_the_run_with_its_error(tmp_path, corpus):
     args = [*BASE, "hardware=n300", "hardware.processes=2", "training.max_steps=100000",
             "training.validation_frequency=0", "training.checkpoint_frequency=0",
             f"data.path={corpus}", f"hydra.run.dir={out}"]
-    proc = subprocess.Popen([sys.executable, "-m", "ttexp", *args], cwd=ROOT, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = start_cli(args)
     deadline = time.time() + 120
     while not ((out / "metrics.jsonl").exists() and (out / "metrics.jsonl").read_text().count("\n") >= 2):
         assert proc.poll() is None and time.time() < deadline
@@ -142,8 +139,7 @@ def test_ctrl_c_on_a_multi_rank_run_checkpoints_and_records_interrupted(tmp_path
     args = [*BASE, "hardware=n300", "hardware.processes=2", "training.max_steps=100000",
             "training.validation_frequency=0", "training.checkpoint_frequency=0",
             f"data.path={corpus}", f"hydra.run.dir={out}"]
-    proc = subprocess.Popen([sys.executable, "-m", "ttexp", *args], cwd=ROOT, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = start_cli(args)
     deadline = time.time() + 120
     while not ((out / "metrics.jsonl").exists() and (out / "metrics.jsonl").read_text().count("\n") >= 2):
         assert proc.poll() is None and time.time() < deadline

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, TINY, compose_cfg, run_cli, run_in_process
+from conftest import ROOT, TINY, compose_cfg, run_cli, run_in_process, start_cli, wait_for
 from ttexp.runner import run
 
 pytestmark = pytest.mark.slow
@@ -36,19 +36,6 @@ RANKS = ["hardware=n300", "hardware.processes=2", "training.batch_size=8",
 def losses(run_dir: Path) -> dict[int, float]:
     rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     return {r["step"]: r["train/loss"] for r in rows if "train/loss" in r}
-
-
-def start(args: list[str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "ttexp", *args], cwd=ROOT, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-
-
-def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.time() + timeout
-    while not path.exists():
-        assert proc.poll() is None, f"ended before {path} appeared:\n{proc.stdout.read()}"
-        assert time.time() < deadline, f"{path} did not appear"
-        time.sleep(0.01)
 
 
 def descendants(pid: int) -> list[int]:
@@ -123,7 +110,7 @@ def single_uninterrupted(tmp_path_factory, corpus) -> Path:
 def test_sigkill_of_a_single_run_is_lost_then_resumes_exactly(tmp_path, corpus, single_uninterrupted,
                                                               capsys):
     out = tmp_path / "run"
-    proc = start([*ARGS, f"data.path={corpus}", f"hydra.run.dir={out}"])
+    proc = start_cli([*ARGS, f"data.path={corpus}", f"hydra.run.dir={out}"])
     wait_for(out / "checkpoints" / "step_3" / "manifest.json", proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -148,7 +135,7 @@ def test_sigkill_of_a_single_run_is_lost_then_resumes_exactly(tmp_path, corpus, 
 
 def test_two_runs_into_one_directory_the_second_is_refused_untouched(tmp_path, corpus):
     out = tmp_path / "run"
-    first = start([*ARGS, "training.max_steps=100000", f"data.path={corpus}", f"hydra.run.dir={out}"])
+    first = start_cli([*ARGS, "training.max_steps=100000", f"data.path={corpus}", f"hydra.run.dir={out}"])
     wait_for(out / "checkpoints" / "step_3" / "manifest.json", first)
     first.send_signal(signal.SIGSTOP)  # frozen: its files stay still while we compare them
     try:
@@ -177,7 +164,7 @@ def ranks_uninterrupted(tmp_path_factory, corpus) -> Path:
 def _start_ranks(out: Path, corpus: Path, *extra: str) -> tuple[subprocess.Popen, list[int]]:
     """A 2-rank run, once it has saved the checkpoint after the one it started from."""
     done = {int(p.parent.name[5:]) for p in out.glob("checkpoints/step_*/manifest.json")}
-    proc = start([*ARGS, *RANKS, f"data.path={corpus}", f"hydra.run.dir={out}", *extra])
+    proc = start_cli([*ARGS, *RANKS, f"data.path={corpus}", f"hydra.run.dir={out}", *extra])
     wait_for(out / "checkpoints" / f"step_{max(done, default=0) + 3}" / "manifest.json", proc)
     workers = [p for p in descendants(proc.pid)
                if b"ttexp.worker" in Path(f"/proc/{p}/cmdline").read_bytes()]
@@ -222,7 +209,7 @@ def test_a_sweep_job_whose_process_is_killed_is_lost_and_the_sweep_goes_on(
 
     sweep = tmp_path / "sweep"
     # Job 0 is exactly the single uninterrupted run (warmup 1 is debug=tiny's own value).
-    proc = start(["-m", *ARGS, f"data.path={corpus}", "hydra/launcher=joblib", "logger=wandb",
+    proc = start_cli(["-m", *ARGS, f"data.path={corpus}", "hydra/launcher=joblib", "logger=wandb",
                   "logger.wandb.mode=offline", "hydra.launcher.n_jobs=2", "training.warmup_steps=1,2",
                   f"hydra.sweep.dir={sweep}"])
     wait_for(sweep / "0" / "checkpoints" / "step_3" / "manifest.json", proc)
@@ -276,7 +263,7 @@ def test_a_killed_joblib_worker_loses_only_its_job_and_the_printed_command_finis
     sweep.resume=true command, which then completes the lost job. Both jobs' losses equal their
     uninterrupted runs exactly."""
     sweep = tmp_path / "sweep"
-    proc = start(["-m", *ARGS, f"data.path={corpus}", "hydra/launcher=joblib",
+    proc = start_cli(["-m", *ARGS, f"data.path={corpus}", "hydra/launcher=joblib",
                   "hydra.launcher.n_jobs=2", "training.warmup_steps=1,2", f"hydra.sweep.dir={sweep}"])
     child = []
     while not child:  # found before it trains, so the kill lands mid-run (12 steps take ~1 s)

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import run_in_process
-from test_resume import losses, start, wait_for
+from conftest import run_in_process, start_cli, wait_for
+from test_resume import losses
 from ttexp.models.adapter import ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME, FINAL_ADAPTER_DIR
 
 pytestmark = pytest.mark.slow
@@ -110,7 +110,7 @@ def test_sigkill_then_resume_reproduces_the_lora_losses_exactly(lora_run: Path, 
     caplog.set_level(logging.INFO, logger="ttexp")
     out = tmp_path / "run"
     args = [*ARGS, f"model.pretrained_path={tiny_llama_dir}"]
-    proc = start([*args, f"hydra.run.dir={out}"])
+    proc = start_cli([*args, f"hydra.run.dir={out}"])
     wait_for(out / "checkpoints" / "step_8", proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()

@@ -6,14 +6,11 @@ import json
 import logging
 import shutil
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, run_cli, run_in_process
+from conftest import run_cli, run_in_process, start_cli, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -38,25 +35,12 @@ def uninterrupted(tmp_path_factory, corpus) -> Path:
     return out
 
 
-def start(args: list[str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "ttexp", *args], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
-def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.time() + timeout
-    while not path.exists():
-        assert proc.poll() is None, f"the run ended before {path} appeared:\n{proc.stdout.read()}"
-        assert time.time() < deadline, f"{path} did not appear"
-        time.sleep(0.02)
-
-
 def test_sigkill_then_resume_matches_the_uninterrupted_run_exactly(tmp_path, corpus, uninterrupted,
                                                                   caplog):
     caplog.set_level(logging.INFO, logger="ttexp")
     out = tmp_path / "run"
     args = [*ARGS, f"data.path={corpus}", f"hydra.run.dir={out}"]
-    proc = start(args)
+    proc = start_cli(args)
     wait_for(out / "checkpoints" / "step_10", proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -130,7 +114,7 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, corp
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_saves_a_checkpoint_and_records_interrupted(tmp_path, corpus, sig):
     out = tmp_path / "run"
-    proc = start([*ARGS, f"data.path={corpus}", f"hydra.run.dir={out}", "training.max_steps=2000"])
+    proc = start_cli([*ARGS, f"data.path={corpus}", f"hydra.run.dir={out}", "training.max_steps=2000"])
     wait_for(out / "checkpoints" / "step_5", proc)
     proc.send_signal(sig)
     output, _ = proc.communicate(timeout=60)

@@ -25,13 +25,13 @@ took no longer than the eager one. Compiled kernels are cached across runs under
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
 from typing import Any, Optional
 
 from ttexp.config.values import compile_setting  # noqa: F401  (re-exported: the setting's parser)
+from ttexp.files import read_json_dict, write_json_atomic
 
 GAIN: dict[str, float] = {"cpu": 0.12, "cuda": 0.30}
 """Fraction of the eager step time that ``torch.compile`` saves, per device type."""
@@ -124,17 +124,10 @@ class CompileCosts:
     def __init__(self, path: Path):
         self.path = path
 
-    def _table(self) -> dict[str, Any]:
-        try:
-            table = json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            return {}
-        return table if isinstance(table, dict) else {}
-
     def get(self, key: str) -> dict[str, float]:
         """The figures measured for ``key``: 'cost_s' (seconds) and 'gain' (fraction of the
         eager step time saved), each present only when measured; {} when none."""
-        entry = self._table().get(key)
+        entry = read_json_dict(self.path).get(key)
         if not isinstance(entry, dict):
             return {}
         return {k: float(v) for k, v in entry.items()
@@ -143,15 +136,12 @@ class CompileCosts:
     def put(self, key: str, **figures: float) -> None:
         """Record ``cost_s=`` and/or ``gain=`` for ``key`` (atomic replace; a failure to write
         is ignored: the run goes on with what it measured)."""
-        table = self._table()
+        table = read_json_dict(self.path)
         entry = table.get(key) if isinstance(table.get(key), dict) else {}
         entry.update({k: round(float(v), 3) for k, v in figures.items()})
         table[key] = entry
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_name(f".tmp-{os.getpid()}-{self.path.name}")
-            tmp.write_text(json.dumps(table, indent=1, sort_keys=True))
-            os.replace(tmp, self.path)
+            write_json_atomic(self.path, table)
         except OSError:
             pass
 

@@ -199,7 +199,7 @@ def layer_bytes(spec: ModelSpec, b: int, s: int, p: PrecisionProfile,
     ``lora`` None is full fine-tuning. ``first``: under LoRA the first layer's input comes from
     the frozen embedding, so its attention norm and frozen q/k/v projections keep nothing.
     """
-    h, m, kv = spec.hidden_dim, spec.mlp_dim, spec.num_kv_heads * spec.head_dim
+    h, m = spec.hidden_dim, spec.mlp_dim
     shapes = linear_shapes(spec)
     keeps = {t: lora is None or t in lora.target_modules for t in shapes}
     grad_in = not (first and lora is not None)  # does the layer's input require grad?

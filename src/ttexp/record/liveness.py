@@ -29,9 +29,9 @@ from typing import Optional
 
 from filelock import FileLock, Timeout
 
-from ttexp.errors import RunDirBusy, redact
-from ttexp.files import write_json_atomic, write_text_atomic
-from ttexp.record.result import RESULT_NAME, RunResult
+from ttexp.errors import RunDirBusy
+from ttexp.files import write_json_atomic
+from ttexp.record.result import RunResult, timestamp
 
 LOCK_NAME = ".ttexp.lock"
 OWNER_NAME = ".ttexp.owner.json"
@@ -267,9 +267,9 @@ def record_orphaned(run_dir: Path, supervisor_pid: int) -> bool:
     result = RunResult.read(run_dir)
     if result is None or result.status != "running":
         return False
-    result.update(status="lost", ended_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"), error=(
+    result.update(status="lost", ended_at=timestamp(), error=(
         f"Its supervising process (pid {supervisor_pid}, the sweep's joblib worker) was killed, "
         f"and its training stopped with it: {last_state(run_dir)}. The sweep's other jobs went on; "
         "continue this one with the sweep's sweep.resume=true command (in experiments.md)."))
-    write_text_atomic(Path(run_dir) / RESULT_NAME, redact(result.to_json()))
+    result.write(run_dir)
     return True

@@ -12,9 +12,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
+
+from ttexp.errors import redact
+from ttexp.files import write_text_atomic
 
 RESULT_NAME = "result.json"
 
@@ -122,6 +126,14 @@ class RunResult:
         d.update({k: v for k, v in self.extra.items() if k not in d})
         return json.dumps(d, indent=2, default=str, allow_nan=False) + "\n"
 
+    def write(self, run_dir: Path) -> None:
+        """Rewrite ``run_dir/result.json`` atomically, secrets redacted (:func:`ttexp.errors.redact`).
+
+        Raises:
+            OSError: the directory cannot be written (the old file is untouched).
+        """
+        write_text_atomic(Path(run_dir) / RESULT_NAME, redact(self.to_json()))
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RunResult":
         """A result from its JSON object; unknown keys go to ``extra``."""
@@ -142,3 +154,9 @@ class RunResult:
 def _finite(x: Any) -> Any:
     """JSON has no NaN/Inf: floats that are not finite become null."""
     return None if isinstance(x, float) and not math.isfinite(x) else x
+
+
+def timestamp(seconds: Optional[float] = None) -> str:
+    """``started_at`` / ``ended_at`` as result.json writes them: local time with its UTC offset,
+    e.g. ``2026-12-01T03:36:05+0000``; now when ``seconds`` (since the epoch) is None."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(seconds))

@@ -18,11 +18,10 @@ from typing import Any, Optional
 
 from ttexp.config.convert import config_yaml
 from ttexp.config.schema import RunConfig
-from ttexp.errors import redact
 from ttexp.files import write_text_atomic
 from ttexp.models.metrics import perplexity
 from ttexp.record.provenance import package_versions, project_git_info
-from ttexp.record.result import RESULT_NAME, RunResult
+from ttexp.record.result import RunResult, timestamp
 
 METRICS_NAME = "metrics.jsonl"
 VALIDATION_NAME = "validation.txt"
@@ -51,7 +50,7 @@ class RunRecord:
             name=cfg.name, task=cfg.task.name.value, model=cfg.model.name,
             hardware=cfg.hardware.name, overrides=list(overrides),
             output_dir=str(self.dir.resolve()),
-            started_at=time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.started)),
+            started_at=timestamp(self.started),
             git=project_git_info(), versions=package_versions(),
             max_steps=cfg.training.max_steps if cfg.task.name.value != "eval" else None,
         )
@@ -135,7 +134,7 @@ class RunRecord:
     def write_result(self) -> None:
         """Rewrite result.json (atomically) with the wall time so far."""
         self.result.wall_s = round(time.time() - self.started, 3)
-        write_text_atomic(self.dir / RESULT_NAME, redact(self.result.to_json()))
+        self.result.write(self.dir)
 
     def plot(self, title: str) -> Optional[Path]:
         """Write training_curves.png from the curves logged so far; None when there is nothing."""
@@ -160,7 +159,7 @@ class RunRecord:
 
     def close(self, status: str, error: Optional[str] = None) -> None:
         """Final status (completed | failed | interrupted | diverged) and close the files."""
-        self.update(status=status, error=error, ended_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        self.update(status=status, error=error, ended_at=timestamp())
         self._metrics.close()
         self._validation.close()
         self._notify("finish", self.result)

@@ -42,16 +42,12 @@ from joblib import Parallel, delayed
 from joblib.externals.loky.process_executor import BrokenProcessPool
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from ttexp.record.job import override_key
 from ttexp.record.liveness import last_state, rank_lock_path
 from ttexp.sweeps.summarize import write_sweep_summary
-from ttexp.sweeps.sweep import objective, read_result
+from ttexp.sweeps.sweep import RESUME, objective, read_result, with_resume
 
 log = logging.getLogger(__name__)
 
-RESUME = "sweep.resume=true"
-"""The override a re-dispatched job gets: skip it if completed, else continue it from its last
-checkpoint (:mod:`ttexp.__main__`)."""
 ORPHAN_WAIT_S = 10.0
 """Seconds to wait, after the pool broke, for a job's training process to let go of its rank
 lock (it stops within milliseconds of its worker's death, :func:`ttexp.train.launch.die_with_parent`)."""
@@ -60,11 +56,6 @@ lock (it stops within milliseconds of its worker's death, :func:`ttexp.train.lau
 def _execute(i: int, idx: int, overrides: Sequence[str], *args: Any) -> tuple[int, JobReturn]:
     """The plugin's job body, tagged with the job's position (results arrive as jobs end)."""
     return i, _core.execute_job(idx, overrides, *args)
-
-
-def with_resume(overrides: Sequence[str]) -> list[str]:
-    """``overrides`` with ``sweep.resume=true`` in place of any ``sweep.resume`` override."""
-    return [o for o in overrides if override_key(o) != "sweep.resume"] + [RESUME]
 
 
 def launch(launcher: Any, job_overrides: Sequence[Sequence[str]],

@@ -12,7 +12,7 @@ import logging
 import re
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import yaml
 from filelock import FileLock, Timeout
@@ -90,6 +90,16 @@ def objective(result: RunResult) -> float:
     return float(best) if result.status == "completed" and best is not None else float("inf")
 
 
+RESUME = "sweep.resume=true"
+"""The override that re-runs a sweep into its directory: completed jobs are skipped, the others
+continue from their last checkpoint (:mod:`ttexp.__main__`)."""
+
+
+def with_resume(overrides: Sequence[str], *then: str) -> list[str]:
+    """``overrides`` without any ``sweep.resume`` override, then ``then``, then :data:`RESUME`."""
+    return [o for o in overrides if override_key(o) != "sweep.resume"] + [*then, RESUME]
+
+
 def sweep_command(sweep_dir: Path, resume: bool = False) -> Optional[str]:
     """The command line that launched the sweep (from ``multirun.yaml``); with ``resume``, the one
     that re-runs it into the same directory, skipping completed jobs. None without multirun.yaml."""
@@ -104,8 +114,7 @@ def sweep_command(sweep_dir: Path, resume: bool = False) -> Optional[str]:
              if not str(x).startswith(("hydra.mode=", "hydra.sweep.dir="))]
     args = extra + task
     if resume:
-        args = extra + [t for t in task if override_key(t) != "sweep.resume"]
-        args += [f"hydra.sweep.dir={sweep_dir}", "sweep.resume=true"]
+        args = extra + with_resume(task, f"hydra.sweep.dir={sweep_dir}")
     return "python -m ttexp -m " + " ".join(shlex.quote(a) for a in args)
 
 

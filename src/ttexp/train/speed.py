@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ttexp.data.corpus import cache_dir as default_cache
-from ttexp.files import write_text_atomic
+from ttexp.files import read_json_dict, write_text_atomic
 
 PEAK_FLOPS: dict[str, float] = {
     "H100": 989e12,  # SXM, dense bf16 (torchtitan get_peak_flops)
@@ -108,11 +108,7 @@ def _peak_key(dtype_name: str) -> str:
 
 def _peak_cache(cache_dir: Optional[Path]) -> tuple[Path, dict[str, Any]]:
     path = (cache_dir or default_cache()) / "cpu_peak_flops.json"
-    try:
-        cached = json.loads(path.read_text())
-    except (OSError, ValueError):
-        cached = {}
-    return path, cached if isinstance(cached, dict) else {}
+    return path, read_json_dict(path)
 
 
 def _write_peak_cache(path: Path, cached: dict[str, Any]) -> None:
