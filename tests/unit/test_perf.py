@@ -74,9 +74,11 @@ def test_bench_reports_three_loops_with_ratios(tmp_path, monkeypatch, capsys):
     out = tmp_path / "bench.json"
     # debug=tiny for the model; the batch is the bench's own override (16) unless given here.
     assert main(["--steps", "2", "--warmup", "1", "--json", str(out), "debug=tiny",
-                 "training.batch_size=4"]) == 0
+                 "training.batch_size=4", "training.compile=false"]) == 0
     report = json.loads(out.read_text())
     assert [r["loop"] for r in report["rows"]] == ["ttexp", "minimal", "nanoGPT fp32"]
+    assert [r["layers"] for r in report["rows"]] == ["eager"] * 3
+    assert report["compile"] == {"setting": "False", "layers": "eager", "solo_steps": 0}
     for r in report["rows"]:
         assert r["step_s"] > 0 and r["tokens_per_s"] == pytest.approx(4 * 32 / r["step_s"])
         assert r["mfu"] == pytest.approx(r["tokens_per_s"] * report["flops_per_token"] / 1e11)
@@ -92,3 +94,42 @@ def test_bench_rejects_a_bad_override_with_a_message(capsys):
 
     assert main(["model.num_heads=7"]) == 2
     assert "does not divide" in capsys.readouterr().err
+
+
+class _Deciding:
+    """A backend whose training.compile=auto decides after ``n`` steps."""
+
+    def __init__(self, n: int):
+        self.n, self.steps = n, []
+
+    @property
+    def compile_state(self) -> str:
+        return "deciding" if len(self.steps) < self.n else "compiled"
+
+
+def test_bench_runs_ttexp_alone_until_compile_auto_has_decided():
+    from ttexp.tools.bench import settle_compile
+
+    backend = _Deciding(5)
+    ours = {"backend": backend, "step": backend.steps.append}
+    assert settle_compile(ours) == 5 and backend.steps == [0, 1, 2, 3, 4]
+    assert settle_compile(ours) == 0  # decided: nothing more runs alone
+    stuck = _Deciding(10**6)
+    assert settle_compile({"backend": stuck, "step": stuck.steps.append}, limit=7) == 7
+
+
+def test_torch_backend_says_whether_its_layers_are_compiled():
+    import torch
+
+    from ttexp.backends.torch_backend import TorchBackend
+    from ttexp.config.schema import OptimizerConfig
+
+    def backend(setting):
+        return TorchBackend(torch.device("cpu"), "fp32", OptimizerConfig(), 0.0, compile=setting,
+                            planned_steps=100)
+
+    assert backend(False).compile_state == "eager"
+    assert backend("auto").compile_state == "deciding"
+    auto = backend("auto")
+    auto._auto.decided = False  # auto found compiling not worth it
+    assert auto.compile_state == "eager"

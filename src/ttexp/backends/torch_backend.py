@@ -182,6 +182,16 @@ class TorchBackend:
             return contextlib.nullcontext()
         return torch.compiler.set_stance("force_eager")
 
+    @property
+    def compile_state(self) -> str:
+        """'compiled' (the decoder layers run compiled), 'eager' (they never will in this
+        process), or 'deciding' (``training.compile=auto`` has yet to decide, or has compiled and
+        is still timing the compiled steps it records as this shape's gain)."""
+        a = self._auto
+        if a is not None and (a.decided is None or (a.decided and a.measured_gain is None)):
+            return "deciding"
+        return "compiled" if self._is_compiled else "eager"
+
     def expect_steps(self, remaining: int) -> None:
         """How many optimizer steps this process will run from here (a resumed run starts
         part-way); what ``training.compile=auto`` weighs against the compile cost."""

@@ -14,8 +14,15 @@ Times a fixed, short training workload three ways in one process, on the same ma
 Each figure is the median step time over ``--steps`` timed steps after ``--warmup`` untimed ones.
 The loops are interleaved (one step of each per round), so load from other processes on a shared
 machine falls on all three alike and the ratios stay fair.
+
+ttexp runs as a long run would (``training.max_steps`` 1,000,000): with ``training.compile=auto``
+(the default) its first steps run alone until auto has decided whether compiling the decoder
+layers repays itself, and, when it compiled, has timed the compiled steps it records as the
+shape's gain (interleaved, auto would time the other loops' steps too). The hand-written loop
+then compiles its layers the same way, or not. ``training.compile=false`` times eager mode,
+``true`` compiles from the start.
 Defaults: ``model=nano``, batch 16 x 512, accumulation 1. Any run override applies, e.g.
-``python -m ttexp.bench model=midi training.batch_size=32 training.compile=true``.
+``python -m ttexp.bench model=midi training.batch_size=32 training.precision=fp32``.
 """
 
 from __future__ import annotations
@@ -48,8 +55,10 @@ from ttexp.train.ranks import Ranks
 from ttexp.train.speed import peak_flops_for, peak_memory_bytes, speed_figures
 
 DEFAULT_OVERRIDES = ["model=nano", "training.batch_size=16", "training.gradient_accumulation_steps=1",
-                     "training.warmup_steps=0", "training.max_steps=1000000", "model.dropout=0.0",
-                     "training.compile=false"]
+                     "training.warmup_steps=0", "training.max_steps=1000000", "model.dropout=0.0"]
+SETTLE_STEPS = 16
+"""Most solo steps ttexp runs while ``training.compile=auto`` decides (it needs 1 + 3 to decide
+and 1 + 3 more to time a compile: :data:`ttexp.backends.compile.MEASURED_STEPS`)."""
 
 
 def compose(overrides: list[str]) -> RunConfig:
@@ -95,6 +104,16 @@ def bench_ttexp(cfg: Any) -> dict[str, Any]:
     return {"device": backend.device_name, "precision": backend.precision_name,
             "autocast": backend.autocast_dtype, "step": loop.train_step, "plan": plan,
             "backend": backend}
+
+
+def settle_compile(ours: dict[str, Any], limit: int = SETTLE_STEPS) -> int:
+    """Run ttexp's step alone while ``training.compile=auto`` is deciding (see the module
+    docstring); returns how many steps that took (0 when the setting is true or false)."""
+    n = 0
+    while getattr(ours["backend"], "compile_state", "eager") == "deciding" and n < limit:
+        ours["step"](n)
+        n += 1
+    return n
 
 
 def bench_minimal(plan: Any, device: torch.device, autocast: Any, compile_model: bool
@@ -178,11 +197,12 @@ def bench_nanogpt_fp32(plan: Any, device: torch.device) -> Callable[[int], None]
     return step
 
 
-def _row(name: str, times: list[float], plan: Any, peak: float | None, precision: str) -> dict[str, Any]:
+def _row(name: str, times: list[float], plan: Any, peak: float | None, precision: str,
+         layers: str) -> dict[str, Any]:
     median = statistics.median(times)
     tps = plan.global_batch_size * plan.gradient_accumulation_steps * plan.seq_len / median
     speed = speed_figures(tps, plan.flops_per_token, peak)
-    return {"loop": name, "precision": precision, "step_s": median, "tokens_per_s": tps,
+    return {"loop": name, "precision": precision, "layers": layers, "step_s": median, "tokens_per_s": tps,
             "achieved_tflops": speed["achieved_flops_per_s"] / 1e12, "mfu": speed["mfu"]}
 
 
@@ -192,20 +212,24 @@ def run_bench(overrides: list[str], warmup: int, steps: int, baselines: bool = T
     ours = bench_ttexp(cfg)
     plan, device_name = ours["plan"], ours["device"]
     device = torch.device(device_name.split(" ")[0])
-    steps_fns = {"ttexp": ours["step"]}
+    solo = settle_compile(ours)
+    mode = getattr(ours["backend"], "compile_state", "eager")
+    compiled = mode == "compiled" or compile_setting(cfg.training.compile) is True
+    first = ours["step"]
+    steps_fns = {"ttexp": lambda i: first(solo + i)}
     if baselines and plan.backend == "torch":
-        steps_fns["minimal"] = bench_minimal(plan, device, ours["autocast"],
-                                             compile_setting(cfg.training.compile) is True)
+        steps_fns["minimal"] = bench_minimal(plan, device, ours["autocast"], compiled)
         steps_fns["nanoGPT fp32"] = bench_nanogpt_fp32(plan, device)
     times = _time_rounds(steps_fns, warmup, steps)
     ours["backend"].close()
     gc.collect()
     peak, source = peak_flops_for(plan.backend, plan.hardware, device_name, ours["precision"])
-    rows = [_row("ttexp", times["ttexp"], plan, peak, ours["precision"])]
+    layers = "compiled" if compiled else "eager"
+    rows = [_row("ttexp", times["ttexp"], plan, peak, ours["precision"], layers)]
     if "minimal" in times:
-        rows.append(_row("minimal", times["minimal"], plan, peak, ours["precision"]))
+        rows.append(_row("minimal", times["minimal"], plan, peak, ours["precision"], layers))
         fp32_peak, _ = peak_flops_for("torch", plan.hardware, device_name, "fp32")
-        rows.append(_row("nanoGPT fp32", times["nanoGPT fp32"], plan, fp32_peak, "fp32"))
+        rows.append(_row("nanoGPT fp32", times["nanoGPT fp32"], plan, fp32_peak, "fp32", "eager"))
     by = {r["loop"]: r for r in rows}
     report = {
         "model": plan.spec.name, "backend": plan.backend, "hardware": plan.hardware,
@@ -213,6 +237,7 @@ def run_bench(overrides: list[str], warmup: int, steps: int, baselines: bool = T
         "accumulation": plan.gradient_accumulation_steps, "flops_per_token": plan.flops_per_token,
         "peak_flops": peak, "peak_flops_source": source, "steps": steps, "warmup": warmup,
         "peak_memory_bytes": peak_memory_bytes(device_name), "rows": rows,
+        "compile": {"setting": str(cfg.training.compile), "layers": layers, "solo_steps": solo},
     }
     if "minimal" in by:
         report["overhead_ratio"] = by["ttexp"]["step_s"] / by["minimal"]["step_s"]
@@ -228,13 +253,18 @@ def print_report(report: dict[str, Any]) -> None:
     table = Table(title=(f"{report['model']} on {report['device']}, batch {report['batch']} x "
                          f"{report['seq_len']} (x{report['accumulation']}), median of "
                          f"{report['steps']} steps"))
-    for col in ("loop", "precision", "step (s)", "tokens/s", "TFLOP/s", "MFU"):
-        table.add_column(col, justify="left" if col in ("loop", "precision") else "right")
+    for col in ("loop", "precision", "layers", "step (s)", "tokens/s", "TFLOP/s", "MFU"):
+        table.add_column(col, justify="left" if col in ("loop", "precision", "layers") else "right")
     for r in report["rows"]:
-        table.add_row(r["loop"], r["precision"], f"{r['step_s']:.3f}", f"{r['tokens_per_s']:,.0f}",
+        table.add_row(r["loop"], r["precision"], r["layers"], f"{r['step_s']:.3f}", f"{r['tokens_per_s']:,.0f}",
                       f"{r['achieved_tflops']:.3f}", "-" if r["mfu"] is None else f"{r['mfu']:.1%}")
     console = Console()
     console.print(table)
+    c = report["compile"]
+    if c["solo_steps"]:
+        console.print(f"training.compile={c['setting']}: ttexp ran {c['solo_steps']} steps alone first, "
+                      f"as a {report['model']} run of this length would; its layers are {c['layers']} "
+                      "(training.compile=false times eager mode)")
     console.print(f"FLOPs/token {report['flops_per_token']:,}; peak "
                   f"{(report['peak_flops'] or 0) / 1e12:.2f} TFLOP/s ({report['peak_flops_source']}); "
                   f"peak memory {report['peak_memory_bytes'] / 2**20:,.0f} MiB")
