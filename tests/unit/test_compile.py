@@ -141,3 +141,17 @@ def test_a_resumed_run_weighs_only_the_steps_it_has_left():
     auto = AutoCompile(planned_steps=1000, device_type="cpu", clock=clock, load=lambda: 1.0)
     auto.expect_steps(100)  # resumed at step 900: 96 x 1 s x 15% = 14 s < 35 s
     assert _run(auto, clock, step_s=1.0, steps=10) == [] and auto.decided is False
+
+
+def test_cost_key_names_the_shape_and_this_machines_cpu():
+    from types import SimpleNamespace
+
+    from ttexp.backends.compile import cost_key
+    from ttexp.backends.detect import cpu_model
+
+    config = SimpleNamespace(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                             num_key_value_heads=2, intermediate_size=64, vocab_size=256)
+    key = cost_key(config, (4, 32), "fp32", True, False, "cpu")
+    assert key.startswith("32x2 heads 4/2 mlp 64 vocab 256 batch 4x32 fp32 lora|")
+    assert f"|cpu {cpu_model()}|" in key and cpu_model()
+    assert key != cost_key(config, (4, 32), "bf16 autocast", True, False, "cpu")

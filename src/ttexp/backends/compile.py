@@ -150,15 +150,19 @@ def cost_key(config: Any, batch_shape: tuple, precision: str, lora: bool, checkp
              device_type: str) -> str:
     """The :class:`CompileCosts` key: what a compile's cost depends on. ``config`` is the
     transformers model config (its shape), ``batch_shape`` the micro-batch (rows, tokens); then
-    precision, LoRA, activation checkpointing, device type, torch version and intra-op threads."""
+    precision, LoRA, activation checkpointing, device type and model (the CPU's, or the first
+    GPU's name), torch version and intra-op threads."""
     import torch
 
+    from ttexp.backends.detect import cpu_model
+
     c = config
+    hardware = torch.cuda.get_device_name() if device_type == "cuda" else cpu_model()
     return (f"{c.hidden_size}x{c.num_hidden_layers} heads {c.num_attention_heads}/"
             f"{c.num_key_value_heads} mlp {c.intermediate_size} vocab {c.vocab_size} "
             f"batch {'x'.join(str(n) for n in batch_shape)} {precision}"
             f"{' lora' if lora else ''}{' checkpointing' if checkpointing else ''}"
-            f"|{device_type}|torch {torch.__version__}|{torch.get_num_threads()} threads")
+            f"|{device_type} {hardware}|torch {torch.__version__}|{torch.get_num_threads()} threads")
 
 
 class AutoCompile:

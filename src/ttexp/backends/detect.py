@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import platform
+from pathlib import Path
 
 
 def ttml_status() -> tuple[bool, str]:
@@ -46,3 +48,16 @@ def ttml_device_status(mesh_shape: list[int]) -> tuple[bool, str]:
     except Exception as exc:  # no device, a busy device, a wrong mesh: all mean "not here"
         return False, f"ttml imports but no device opened for mesh {list(mesh_shape)} ({type(exc).__name__}: {exc})"
     return True, f"ttml imports ({api.describe()}) and a device opened for mesh {list(mesh_shape)}"
+
+
+def cpu_model() -> str:
+    """This machine's CPU model as ``/proc/cpuinfo`` names it (e.g. 'Intel(R) Xeon(R) Processor'),
+    else what :mod:`platform` says: part of every cache key whose figures depend on the CPU (the
+    measured matmul peak, compile cost and gain)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

@@ -12,13 +12,13 @@ dtype.
 from __future__ import annotations
 
 import json
-import platform
 import resource
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from ttexp.backends.detect import cpu_model
 from ttexp.data.corpus import cache_dir as default_cache
 from ttexp.files import read_json_dict, write_text_atomic
 
@@ -40,16 +40,6 @@ def gpu_peak_flops(device_name: str) -> Optional[float]:
         if key in device_name:
             return PEAK_FLOPS[key]
     return None
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def measure_cpu_matmul_peak(dtype_name: str = "bf16", size: int = 1024, seconds: float = 1.5) -> float:
@@ -103,7 +93,7 @@ def _age(seconds: float) -> str:
 def _peak_key(dtype_name: str) -> str:
     import torch
 
-    return f"{_cpu_model()}|torch {torch.__version__}|{torch.get_num_threads()} threads|{dtype_name}"
+    return f"{cpu_model()}|torch {torch.__version__}|{torch.get_num_threads()} threads|{dtype_name}"
 
 
 def _peak_cache(cache_dir: Optional[Path]) -> tuple[Path, dict[str, Any]]:
