@@ -139,3 +139,32 @@ def test_greedy_generation_matches_argmax_of_the_model():
         with torch.no_grad():
             ids.append(int(b.model(torch.tensor([ids])).logits[0, -1].argmax()))
     assert out == ids[3:]
+
+
+def test_native_bf16_follows_the_isa_caps_torch_and_onednn_obey(monkeypatch):
+    """ONEDNN_MAX_CPU_ISA below bf16, or ATen below AVX512, makes precision=auto choose fp32, so
+    a bf16 machine can run as an fp32-only one; on a CPU without the flags it is fp32 anyway."""
+    import torch
+
+    from ttexp.backends import torch_device
+    from ttexp.backends.torch_device import autocast_dtype_for, cpu_has_native_bf16
+
+    flags = "flags : fpu avx2 avx512f avx512_bf16 amx_bf16\n"
+    monkeypatch.setattr(torch_device.Path, "read_text", lambda self: flags)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    assert cpu_has_native_bf16()
+    assert autocast_dtype_for(torch.device("cpu"), "auto") == torch.bfloat16
+    for isa, native in [("AVX512_CORE_VNNI", False), ("avx2", False), ("AVX512_CORE_BF16", True),
+                        ("AVX512_CORE_AMX", True), ("ALL", True)]:
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", isa)
+        assert cpu_has_native_bf16() is native, isa
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_VNNI")
+    assert autocast_dtype_for(torch.device("cpu"), "auto") is None
+    assert autocast_dtype_for(torch.device("cpu"), "bf16") == torch.bfloat16  # asked for: obeyed
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    assert not cpu_has_native_bf16()
+    monkeypatch.setattr(torch_device.Path, "read_text", lambda self: "flags : fpu avx2 avx512f\n")
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    assert not cpu_has_native_bf16()

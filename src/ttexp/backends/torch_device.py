@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -11,16 +12,26 @@ from ttexp.errors import BackendUnavailable
 
 
 def cpu_has_native_bf16() -> bool:
-    """True when the CPU advertises AVX512_BF16 or AMX-BF16 (Linux /proc/cpuinfo flags).
+    """True when the CPU advertises AVX512_BF16 or AMX-BF16 (Linux /proc/cpuinfo flags) and torch
+    may use them: ATen's kernels run at AVX512 (``torch.backends.cpu.get_cpu_capability()``, which
+    ``ATEN_CPU_CAPABILITY`` lowers) and oneDNN's ``ONEDNN_MAX_CPU_ISA``, when set, admits bf16
+    (``AVX512_CORE_BF16``, an AMX or AVX10 level, or ``ALL``/``DEFAULT``).
 
     On CPUs without them bf16 autocast is emulated and can be many times slower than fp32
-    (reference/perf_anchors.md §5), so ``precision=auto`` stays in fp32 there.
+    (reference/perf_anchors.md §5), so ``precision=auto`` stays in fp32 there. The two caps let a
+    bf16 machine run as an fp32-only one, e.g. ``ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI`` (a Cascade
+    Lake Xeon's level).
     """
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:
         return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    if "avx512_bf16" not in flags and "amx_bf16" not in flags:
+        return False
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
+    if isa and isa not in ("ALL", "DEFAULT") and not any(t in isa for t in ("BF16", "AMX", "AVX10")):
+        return False
+    return torch.backends.cpu.get_cpu_capability().startswith("AVX512")
 
 
 def resolve_device(requested: str | None) -> torch.device:
