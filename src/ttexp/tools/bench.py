@@ -98,15 +98,16 @@ def bench_ttexp(cfg: Any) -> dict[str, Any]:
             "backend": backend}
 
 
-def bench_minimal(plan: Any, device: torch.device, autocast: Any, compile_model: bool
-                  ) -> Callable[[int], None]:
-    """A hand-written loop over the same transformers Llama, same precision and batch."""
+def bench_minimal(plan: Any, device: torch.device, autocast: Any, compile_model: bool,
+                  fast_eager: bool = True) -> Callable[[int], None]:
+    """A hand-written loop over the same transformers Llama, same precision and batch
+    (``fast_eager=False``: transformers' stock modules even in eager mode on CPU)."""
     from transformers import LlamaForCausalLM
 
     torch.manual_seed(0)
     model = LlamaForCausalLM(llama_config(plan.spec)).to(device).train()
     fwd = compile_regions(model) if compile_model else model  # as ttexp compiles
-    if device.type == "cpu" and not compile_model:
+    if device.type == "cpu" and not compile_model and fast_eager:
         use_fast_eager(model)  # the same model as ttexp's eager step (ttexp.backends.torch_eager)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-4, betas=(0.9, 0.95), weight_decay=0.1,
                             fused=True)  # as ttexp (fused on CPU and CUDA)
