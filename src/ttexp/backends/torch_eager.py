@@ -104,7 +104,7 @@ _FAST: dict[type, type] = {}
 
 def _fast_class(stock: type, mixin: type) -> type:
     """The subclass of ``stock`` whose forward is ``mixin``'s; also a module attribute, so
-    pickle finds it by name."""
+    it can be imported by its name like any class."""
     if stock not in _FAST:
         cls = type(f"Fast{stock.__name__}", (mixin, stock),
                    {"__module__": __name__, "stock_class": stock})
