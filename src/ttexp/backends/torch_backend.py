@@ -2,7 +2,8 @@
 
 Speed choices (reference/perf_anchors.md §5): SDPA attention; bf16 autocast where the device has
 native bf16 (CUDA with bf16, CPUs with AVX512_BF16 or AMX), fp32 elsewhere; optional
-``torch.compile``; fused AdamW on CPU and CUDA; one host synchronisation per optimizer step.
+``torch.compile``; fused AdamW on CPU and CUDA; one host synchronisation per optimizer step; in
+eager mode on CPU, RMSNorm and the MLP that move fewer bytes (:mod:`ttexp.backends.torch_eager`).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from ttexp.backends.torch_device import (  # noqa: F401  (re-exported: callers i
     make_adamw,
     resolve_device,
 )
-from ttexp.backends import torch_lora
+from ttexp.backends import torch_eager, torch_lora
 from ttexp.config.schema import AdapterConfig, OptimizerConfig
 from ttexp.config.values import compile_setting
 from ttexp.data.batch import IGNORE_INDEX, Batch
@@ -150,6 +151,8 @@ class TorchBackend:
     def _ready(self) -> int:
         """Point the forward pass (compiled or not) and a fresh AdamW at ``self.model`` as it is
         now; returns its parameter count."""
+        if not self.compile and self.device.type == "cpu":  # memory-bound element-wise ops
+            torch_eager.use_fast_eager(self.model)
         self._forward = self._compiled() if self.compile else self.model
         self.optimizer = self._make_optimizer()
         return sum(p.numel() for p in self.model.parameters())
@@ -172,6 +175,7 @@ class TorchBackend:
         with Inductor's caches under the user cache, so the next run of the same shape reuses the
         compiled kernels."""
         enable_compile_cache(cache_dir())
+        torch_eager.restore_stock(self.model)  # Inductor fuses the stock ops itself
         self._is_compiled = True
         return compile_regions(self.model)
 
@@ -184,9 +188,8 @@ class TorchBackend:
 
     @property
     def compile_state(self) -> str:
-        """'compiled' (the decoder layers run compiled), 'eager' (they never will in this
-        process), or 'deciding' (``training.compile=auto`` has yet to decide, or has compiled and
-        is still timing the compiled steps it records as this shape's gain)."""
+        """'compiled', 'eager' (for good), or 'deciding' (``training.compile=auto`` has yet to
+        decide, or still times the compiled steps it records as this shape's gain)."""
         a = self._auto
         if a is not None and (a.decided is None or (a.decided and a.measured_gain is None)):
             return "deciding"

@@ -5,7 +5,7 @@ Times a fixed, short training workload three ways in one process, on the same ma
 1. **ttexp**: the framework's own training step (:meth:`ttexp.train.loop.TrainingLoop.train_step`:
    data sampling, micro-steps with accumulation, clipping, AdamW, the NaN guard, the metrics line);
 2. **minimal**: a hand-written PyTorch loop over the same ``transformers`` Llama at the same shape,
-   precision and batch (forward, cross-entropy, backward, clip, AdamW step): the framework's
+   precision and batch (with ttexp's eager CPU modules where ttexp uses them) (forward, cross-entropy, backward, clip, AdamW step): the framework's
    overhead is the ratio of the two step times;
 3. **nanoGPT fp32**: a nanoGPT-style GPT (learned positions, LayerNorm, GELU MLP 4x, tied head,
    SDPA causal attention) at the same width, depth, heads, batch and context, in fp32 eager mode,
@@ -41,6 +41,7 @@ import torch.nn.functional as F
 
 from ttexp.backends.compile import compile_regions
 from ttexp.backends.factory import create_backend
+from ttexp.backends.torch_eager import use_fast_eager
 from ttexp.config.compose import compose_run_config
 from ttexp.config.schema import RunConfig
 from ttexp.config.validate import validate_config
@@ -116,14 +117,17 @@ def settle_compile(ours: dict[str, Any], limit: int = SETTLE_STEPS) -> int:
     return n
 
 
-def bench_minimal(plan: Any, device: torch.device, autocast: Any, compile_model: bool
-                  ) -> Callable[[int], None]:
-    """A hand-written loop over the same transformers Llama, same precision and batch."""
+def bench_minimal(plan: Any, device: torch.device, autocast: Any, compile_model: bool,
+                  fast_eager: bool = True) -> Callable[[int], None]:
+    """A hand-written loop over the same transformers Llama, same precision and batch
+    (``fast_eager=False``: transformers' stock modules even in eager mode on CPU)."""
     from transformers import LlamaForCausalLM
 
     torch.manual_seed(0)
     model = LlamaForCausalLM(llama_config(plan.spec)).to(device).train()
     fwd = compile_regions(model) if compile_model else model  # as ttexp compiles
+    if device.type == "cpu" and not compile_model and fast_eager:
+        use_fast_eager(model)  # the same model as ttexp's eager step (ttexp.backends.torch_eager)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-4, betas=(0.9, 0.95), weight_decay=0.1,
                             fused=True)  # as ttexp (fused on CPU and CUDA)
     b, t, v = plan.global_batch_size, plan.seq_len, plan.spec.vocab_size
