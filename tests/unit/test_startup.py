@@ -29,9 +29,11 @@ def test_the_first_step_is_timed_when_its_line_arrives(tmp_path):
 
 
 def test_a_run_that_never_steps_fails_the_bench(tmp_path, capsys):
-    py = _fake_python(tmp_path, 'echo "ERROR: training.batch_sise is not a key" >&2\nexit 2\n')
+    py = _fake_python(tmp_path, 'echo "ERROR: training.batch_sise is not a key" >&2\n'
+                                'echo "Set HYDRA_FULL_ERROR=1 for a complete stack trace." >&2\nexit 2\n')
     assert startup.main(["--runs", "2", "--python", py]) == 1
-    assert "no step line (2 runs failed)" in capsys.readouterr().out
+    # the reason, not only the count: the run's ERROR line, not the line after it
+    assert "no step line (2 runs failed): ERROR: training.batch_sise is not a key" in capsys.readouterr().out
 
 
 def test_the_bench_times_the_step_line_the_loop_logs(tmp_path, corpus):

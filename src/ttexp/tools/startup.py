@@ -112,8 +112,9 @@ def time_one_run(python: str, args: list[str], run_dir: Path, timeout: float = 3
     """Spawn ``python -m ttexp ARGS hydra.run.dir=RUN_DIR`` and time it.
 
     Returns:
-        ``{"first_step_s", "exit_s", "returncode"}``: seconds from just before the spawn to the
-        arrival of the first ``Step 1/`` console line (None when none came) and to the exit.
+        ``{"first_step_s", "exit_s", "returncode", "error"}``: seconds from just before the spawn
+        to the arrival of the first ``Step 1/`` console line (None when none came) and to the
+        exit; the exit status; for a failed run, its last ``ERROR:`` line (else its last line).
 
     Raises:
         subprocess.TimeoutExpired: the run took longer than ``timeout`` seconds.
@@ -121,6 +122,7 @@ def time_one_run(python: str, args: list[str], run_dir: Path, timeout: float = 3
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     cmd = [python, "-m", "ttexp", *args, f"hydra.run.dir={run_dir}"]
     first_step: float | None = None
+    last = error = ""
     start = time.perf_counter()
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           env=env) as proc:
@@ -128,8 +130,12 @@ def time_one_run(python: str, args: list[str], run_dir: Path, timeout: float = 3
         for line in proc.stdout:
             if first_step is None and FIRST_STEP.match(line):
                 first_step = time.perf_counter() - start
+            if line.strip():
+                last = line.strip()
+                error = last if last.startswith("ERROR") else error
         code = proc.wait(timeout=timeout)
-    return {"first_step_s": first_step, "exit_s": time.perf_counter() - start, "returncode": code}
+    return {"first_step_s": first_step, "exit_s": time.perf_counter() - start, "returncode": code,
+            "error": (error or last) if code else ""}
 
 
 def time_floor(python: str) -> dict[str, Any]:
@@ -162,6 +168,9 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     steps = [r["first_step_s"] for r in rows if r["first_step_s"] is not None]
     exits = [r["exit_s"] for r in rows]
     out: dict[str, Any] = {"runs": len(rows), "failed": sum(r["returncode"] != 0 for r in rows)}
+    errors = [r["error"] for r in rows if r.get("error")]
+    if errors:
+        out["error"] = errors[0]
     if steps:
         out.update(first_step_median_s=statistics.median(steps), first_step_min_s=min(steps),
                    first_step_max_s=max(steps))
@@ -225,7 +234,8 @@ def print_report(args: list[str], results: dict[str, list[dict[str, Any]]]) -> N
     for py, rows in results.items():
         s = summary(rows)
         if "first_step_median_s" not in s:
-            print(f"{py:<{width}}  {s['runs']:>4}  no step line ({s['failed']} runs failed)")
+            print(f"{py:<{width}}  {s['runs']:>4}  no step line ({s['failed']} runs failed)"
+                  + (f": {s['error']}" if s.get("error") else ""))
             continue
         print(f"{py:<{width}}  {s['runs']:>4}  {s['first_step_median_s']:6.2f} {s['first_step_min_s']:6.2f} "
               f"{s['first_step_max_s']:6.2f}   {s['exit_median_s']:6.2f}")
