@@ -228,6 +228,12 @@ class AutoCompile:
             self.measured_gain = 1.0 - compiled_s / self.step_s
             self._record(gain=self.measured_gain)
 
+    @property
+    def pending(self) -> bool:
+        """True until the decision, and after a decision to compile until the compiled steps
+        that give this run's gain have been timed."""
+        return self.decided is None or (self.decided and self.measured_gain is None)
+
     def step_done(self) -> bool:
         """Call after each optimizer step; True exactly once, when compiling is now worth it."""
         self.steps += 1

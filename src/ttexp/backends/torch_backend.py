@@ -190,8 +190,7 @@ class TorchBackend:
     def compile_state(self) -> str:
         """'compiled', 'eager' (for good), or 'deciding' (``training.compile=auto`` has yet to
         decide, or still times the compiled steps it records as this shape's gain)."""
-        a = self._auto
-        if a is not None and (a.decided is None or (a.decided and a.measured_gain is None)):
+        if self._auto is not None and self._auto.pending:
             return "deciding"
         return "compiled" if self._is_compiled else "eager"
 

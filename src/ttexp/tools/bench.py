@@ -5,8 +5,9 @@ Times a fixed, short training workload three ways in one process, on the same ma
 1. **ttexp**: the framework's own training step (:meth:`ttexp.train.loop.TrainingLoop.train_step`:
    data sampling, micro-steps with accumulation, clipping, AdamW, the NaN guard, the metrics line);
 2. **minimal**: a hand-written PyTorch loop over the same ``transformers`` Llama at the same shape,
-   precision and batch (with ttexp's eager CPU modules where ttexp uses them) (forward, cross-entropy, backward, clip, AdamW step): the framework's
-   overhead is the ratio of the two step times;
+   precision and batch, with ttexp's eager CPU modules where ttexp uses them (forward,
+   cross-entropy, backward, clip, AdamW step): the framework's overhead is the ratio of the two
+   step times;
 3. **nanoGPT fp32**: a nanoGPT-style GPT (learned positions, LayerNorm, GELU MLP 4x, tied head,
    SDPA causal attention) at the same width, depth, heads, batch and context, in fp32 eager mode,
    the way nanoGPT runs on a CPU by default (reference/perf_anchors.md §5).
@@ -45,7 +46,6 @@ from ttexp.backends.torch_eager import use_fast_eager
 from ttexp.config.compose import compose_run_config
 from ttexp.config.schema import RunConfig
 from ttexp.config.validate import validate_config
-from ttexp.config.values import compile_setting
 from ttexp.data.text import TextData
 from ttexp.errors import TtexpError
 from ttexp.models.hf import llama_config
@@ -217,8 +217,7 @@ def run_bench(overrides: list[str], warmup: int, steps: int, baselines: bool = T
     plan, device_name = ours["plan"], ours["device"]
     device = torch.device(device_name.split(" ")[0])
     solo = settle_compile(ours)
-    mode = getattr(ours["backend"], "compile_state", "eager")
-    compiled = mode == "compiled" or compile_setting(cfg.training.compile) is True
+    compiled = getattr(ours["backend"], "compile_state", "eager") == "compiled"  # true or auto's
     first = ours["step"]
     steps_fns = {"ttexp": lambda i: first(solo + i)}
     if baselines and plan.backend == "torch":
