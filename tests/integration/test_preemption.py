@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -37,6 +38,14 @@ def test_submitit_preemption_checkpoints_then_hands_over(tmp_path, corpus, monke
             original(self, step, metrics)
             if step == 1 and "train/loss" in metrics:
                 os.kill(os.getpid(), signal.SIGUSR2)  # SLURM's warning, mid-run
+                # The loop blocks USR2 in this thread (SpareChildren), so the kernel hands it to
+                # another thread whenever that thread is next scheduled; on a busy 2-core machine
+                # that can be after step 2. Wait until the loop's handler has run (it puts the
+                # previous handler back), as SLURM's warning minutes ahead would.
+                deadline = time.monotonic() + 10
+                while signal.getsignal(signal.SIGUSR2) is not submitit_handler:
+                    assert time.monotonic() < deadline, "the loop's USR2 handler never ran"
+                    time.sleep(0.001)
 
         monkeypatch.setattr(RunRecord, "log_metrics", log_metrics)
         overrides = [TINY, f"data.path={corpus}", "sweep.journal=null"]
