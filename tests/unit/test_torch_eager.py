@@ -16,6 +16,8 @@ from ttexp.models.spec import ModelSpec
 
 SPEC = ModelSpec(name="t", vocab_size=64, hidden_dim=32, num_layers=2, num_heads=4, num_kv_heads=2,
                  mlp_dim=64, max_seq_len=16)
+SWITCHED = 2 * SPEC.num_layers + 1 + SPEC.num_layers + SPEC.num_layers
+"""Modules use_fast_eager switches: the RMSNorms (two a layer and the final one), MLPs, attentions."""
 ROWS = 7
 """Tokens per MLP chunk in these tests: 2 x 16 tokens split 7+7+7+7+4, an uneven last chunk."""
 
@@ -29,17 +31,17 @@ def _stock_model():
 
 def _fast(model):
     fast = copy.deepcopy(model)
-    assert torch_eager.use_fast_eager(fast) == 2 * SPEC.num_layers + 1 + SPEC.num_layers
+    assert torch_eager.use_fast_eager(fast) == SWITCHED
     for m in fast.modules():
         if isinstance(m, torch_eager._ChunkedMLP):
             m.chunk_bytes = ROWS * SPEC.mlp_dim * 4  # fp32 rows; bf16 gives 2 x ROWS
     return fast
 
 
-def _loss_and_grads(model, autocast=None):
+def _loss_and_grads(model, autocast=None, attention_mask=None):
     ids = torch.randint(0, SPEC.vocab_size, (2, 17), generator=torch.Generator().manual_seed(1))
     with torch.autocast("cpu", dtype=autocast, enabled=autocast is not None):
-        logits = model(input_ids=ids[:, :-1]).logits
+        logits = model(input_ids=ids[:, :-1], attention_mask=attention_mask).logits
     loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), ids[:, 1:].flatten())
     loss.backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
@@ -64,6 +66,47 @@ def test_bf16_autocast_stays_within_bf16_tolerance():
     stock = _stock_model()
     _assert_same(_loss_and_grads(_fast(stock), torch.bfloat16),
                  _loss_and_grads(stock, torch.bfloat16), 2e-2)
+
+
+def test_a_padded_batch_equals_the_stock_model():
+    """Prompt/response data pads its rows: the attention mask reaches the attention as in the
+    stock forward."""
+    mask = torch.ones(2, 16, dtype=torch.long)
+    mask[1, 11:] = 0  # the second row is 11 tokens and padding
+    stock = _stock_model()
+    _assert_same(_loss_and_grads(_fast(stock), attention_mask=mask),
+                 _loss_and_grads(stock, attention_mask=mask), 1e-5)
+
+
+def test_generation_with_a_kv_cache_equals_the_stock_model():
+    stock = _stock_model().eval()
+    fast = _fast(stock).eval()
+    prompt = torch.tensor([[5, 9, 2, 31]])
+    outs = [m.generate(prompt, max_new_tokens=8, do_sample=False, pad_token_id=0) for m in (stock, fast)]
+    assert torch.equal(outs[0], outs[1]) and outs[0].shape[1] == 12
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rotary_function_equals_transformers_rope(dtype):
+    """Values, output dtype (fp32 tables promote a bf16 input, as under autocast) and the
+    input's gradient, against transformers' apply_rotary_pos_emb."""
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 4, 6, 8, generator=g).to(dtype).requires_grad_()
+    angles = torch.rand(2, 6, 4, generator=g) * 6
+    cos, sin = (torch.cat([f(angles)] * 2, -1) for f in (torch.cos, torch.sin))  # [B, T, D]
+    stock, _ = apply_rotary_pos_emb(x, x, cos, sin)
+    fast = torch_eager.RotaryFunction.apply(x, cos.unsqueeze(1), sin.unsqueeze(1))
+    assert fast.dtype == stock.dtype == torch.float32
+    torch.testing.assert_close(fast, stock)
+    grad = torch.randn(stock.shape, generator=g)
+    (dx_fast,) = torch.autograd.grad(fast, x, grad)
+    x32 = x.detach().float().requires_grad_()  # the exact gradient: transformers' RoPE in fp32
+    (dx_ref,) = torch.autograd.grad(apply_rotary_pos_emb(x32, x32, cos, sin)[0], x32, grad)
+    assert dx_fast.dtype == dtype  # bf16: one rounding of the fp32 sum (transformers rounds each term)
+    tol = {} if dtype == torch.float32 else {"rtol": 8e-3, "atol": 8e-3}
+    torch.testing.assert_close(dx_fast.float(), dx_ref, **tol)
 
 
 def test_rmsnorm_of_a_bf16_input_matches_the_stock_dtype_and_values():
@@ -112,7 +155,7 @@ def test_saving_and_loading_keeps_the_stock_keys_and_classes(tmp_path):
     assert not any(isinstance(m, tuple(torch_eager._FAST.values())) for m in loaded.modules())
     for (name, a), b in zip(stock.state_dict().items(), loaded.state_dict().values()):
         assert torch.equal(a, b), name
-    assert torch_eager.restore_stock(fast) == 3 * SPEC.num_layers + 1
+    assert torch_eager.restore_stock(fast) == SWITCHED
     assert [type(m) for m in fast.modules()] == [type(m) for m in stock.modules()]
 
 
@@ -127,7 +170,7 @@ def _fast_count(model):
 def test_the_backend_uses_them_in_eager_mode_on_cpu_and_restores_stock_before_compiling():
     eager = _backend(compile=False)
     eager.build_model(SPEC)
-    assert _fast_count(eager.model) == 3 * SPEC.num_layers + 1
+    assert _fast_count(eager.model) == SWITCHED
     compiled = _backend(compile=True)  # layer.compile() is lazy: nothing compiles here
     compiled.build_model(SPEC)
     assert _fast_count(compiled.model) == 0

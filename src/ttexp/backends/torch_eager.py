@@ -1,21 +1,28 @@
-"""Faster eager training on CPU: RMSNorm and SwiGLU that move fewer bytes through memory.
+"""Faster eager training on CPU: Llama blocks that move fewer bytes and launch fewer kernels.
 
 On a CPU, the eager step of a small Llama is bound by memory traffic in its element-wise ops,
 not by its matmuls: autograd keeps every intermediate of transformers' RMSNorm (upcast, square,
-mean, rsqrt, two multiplies) and of its SwiGLU MLP (``silu(gate) * up`` on ``[tokens, mlp_dim]``
-tensors larger than the cache), and reads each one back in backward. Two replacements, applied
-per model instance by :func:`use_fast_eager` and undone by :func:`restore_stock`:
+mean, rsqrt, two multiplies), of its RoPE (two multiplies, a negation and a concatenation per
+tensor, each a pass over memory) and of its SwiGLU MLP (``silu(gate) * up`` on
+``[tokens, mlp_dim]`` tensors larger than the cache), and reads each one back in backward.
+Replacements, applied per model instance by :func:`use_fast_eager` and undone by
+:func:`restore_stock`:
 
 - RMSNorm as one ``torch.autograd.Function`` (:class:`RMSNormFunction`): saves only the
   normalised input and the per-row ``rstd``, and computes the input gradient in closed form.
+- RoPE as one ``torch.autograd.Function`` (:class:`RotaryFunction`): three kernels forward and
+  three backward per tensor, saving only ``cos`` and ``sin``. Fusing the q, k and v projections
+  (and gate with up) into one matmul over concatenated weights was measured too, and was slower
+  at both nano 16 x 512 and cpu_quick's shape: the concatenations forward and backward cost
+  more than the matmuls they merge.
 - The MLP run over chunks of :func:`chunk_rows` tokens, so the ``[rows, mlp_dim]``
   intermediates of forward and backward stay in the CPU's cache (about :data:`CHUNK_BYTES`).
 
 Each swapped module keeps its parameters and state-dict keys (only ``__class__`` changes, to a
 subclass of the transformers class), so saving, LoRA and weight export see the same model.
-``torch.compile`` fuses these ops itself, so the backend restores the stock classes before
-compiling. RoPE is left as transformers has it: changing it needs a global patch of
-``modeling_llama.apply_rotary_pos_emb`` or a copy of the attention's forward.
+The attention runs transformers' own forward when given a KV cache (generation), so only the
+training and evaluation forward is replaced. ``torch.compile`` fuses these ops itself, so the
+backend restores the stock classes before compiling.
 """
 
 from __future__ import annotations
@@ -63,6 +70,39 @@ class RMSNormFunction(torch.autograd.Function):
         return dx, dw, None
 
 
+class RotaryFunction(torch.autograd.Function):
+    """transformers' ``x * cos + rotate_half(x) * sin`` (``rotate_half(x) = cat(-x2, x1)``, the
+    halves ``x1, x2`` of the last dim; RoPE: Su et al. 2021, "RoFormer", in GPT-NeoX's half-split
+    layout that transformers' Llama uses) in three kernels each way:
+    ``out = x * cos``, ``out1 -= x2 * sin1``, ``out2 += x1 * sin2``; backward is the transposed
+    rotation, ``dx = g * cos``, ``dx1 += g2 * sin2``, ``dx2 -= g1 * sin1``.
+
+    Shapes: ``x`` [B, H, T, D] (D even), ``cos`` and ``sin`` broadcastable to it ([B, 1, T, D]).
+    The output dtype is the promotion of ``x``'s and ``cos``'s, as transformers' (fp32 under bf16
+    autocast, whose linears return bf16 while the rotary tables stay fp32); ``cos`` and ``sin``
+    get no gradient.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        h = x.shape[-1] // 2
+        out = x * cos
+        out[..., :h].addcmul_(x[..., h:], sin[..., :h], value=-1)
+        out[..., h:].addcmul_(x[..., :h], sin[..., h:])
+        ctx.save_for_backward(cos, sin)
+        ctx.x_dtype = x.dtype
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, None, None]:
+        cos, sin = ctx.saved_tensors
+        h = grad.shape[-1] // 2
+        dx = grad * cos
+        dx[..., :h].addcmul_(grad[..., h:], sin[..., h:])
+        dx[..., h:].addcmul_(grad[..., :h], sin[..., :h], value=-1)
+        return dx.to(ctx.x_dtype), None, None
+
+
 def chunk_rows(mlp_dim: int, itemsize: int, chunk_bytes: int = CHUNK_BYTES) -> int:
     """Tokens per MLP chunk: the rows whose ``[rows, mlp_dim]`` intermediate holds about
     ``chunk_bytes`` (at least 1).
@@ -98,6 +138,35 @@ class _ChunkedMLP:
         return torch.cat(parts).view(*x.shape[:-1], -1)
 
 
+class _FastAttention:
+    """Mixin: transformers' ``LlamaAttention.forward`` with RoPE as :class:`RotaryFunction`; the
+    projections and the attention itself (the configured transformers interface, SDPA by
+    default) are called exactly as the stock forward calls them. With a KV cache (generation)
+    it is the stock forward.
+
+    Shapes: ``hidden_states`` [B, T, hidden]; ``position_embeddings`` (cos, sin) [B, T, head_dim].
+    """
+
+    def forward(self, hidden_states: torch.Tensor, position_embeddings: Any = None,
+                attention_mask: Any = None, cache: Any = None, **kwargs: Any) -> tuple[Any, Any]:
+        if cache is not None or kwargs.get("past_key_values") is not None or position_embeddings is None:
+            return super().forward(hidden_states, position_embeddings, attention_mask, cache=cache, **kwargs)
+        from transformers.models.llama import modeling_llama as ml
+
+        input_shape = hidden_states.shape[:-1]
+        shape = (*input_shape, -1, self.head_dim)
+        q, k, v = (proj(hidden_states).view(shape).transpose(1, 2)
+                   for proj in (self.q_proj, self.k_proj, self.v_proj))
+        cos, sin = (t.unsqueeze(1) for t in position_embeddings)
+        q, k = RotaryFunction.apply(q, cos, sin), RotaryFunction.apply(k, cos, sin)
+        attention = ml.ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation,
+                                                             ml.eager_attention_forward)
+        out, weights = attention(self, q, k, v, attention_mask,
+                                 dropout=0.0 if not self.training else self.attention_dropout,
+                                 scaling=self.scaling, **kwargs)
+        return self.o_proj(out.reshape(*input_shape, -1).contiguous()), weights
+
+
 _FAST: dict[type, type] = {}
 """Stock transformers class -> its fast subclass (made once per process)."""
 
@@ -116,12 +185,13 @@ def _fast_class(stock: type, mixin: type) -> type:
 def _stock_mixins() -> dict[type, type]:
     from transformers.models.llama import modeling_llama as ml
 
-    return {ml.LlamaRMSNorm: _FastRMSNorm, ml.LlamaMLP: _ChunkedMLP}
+    return {ml.LlamaRMSNorm: _FastRMSNorm, ml.LlamaMLP: _ChunkedMLP, ml.LlamaAttention: _FastAttention}
 
 
 def use_fast_eager(model: torch.nn.Module) -> int:
-    """Switch every transformers ``LlamaRMSNorm`` and ``LlamaMLP`` in ``model`` (also under a
-    PEFT wrapper) to its fast subclass, in place; returns how many modules were switched.
+    """Switch every transformers ``LlamaRMSNorm``, ``LlamaMLP`` and ``LlamaAttention`` in
+    ``model`` (also under a PEFT wrapper) to its fast subclass, in place; returns how many modules
+    were switched.
 
     Parameters, buffers and state-dict keys are unchanged. For eager mode on CPU only: the
     torch backend calls it for CPU devices when the model is not compiled.
