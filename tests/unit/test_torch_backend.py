@@ -150,7 +150,7 @@ def test_native_bf16_follows_the_isa_caps_torch_and_onednn_obey(monkeypatch):
     from ttexp.backends.torch_device import autocast_dtype_for, cpu_has_native_bf16
 
     flags = "flags : fpu avx2 avx512f avx512_bf16 amx_bf16\n"
-    monkeypatch.setattr(torch_device.Path, "read_text", lambda self: flags)
+    monkeypatch.setattr(torch_device, "cpu_info", lambda: flags)
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
     assert cpu_has_native_bf16()
@@ -165,6 +165,6 @@ def test_native_bf16_follows_the_isa_caps_torch_and_onednn_obey(monkeypatch):
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
     assert not cpu_has_native_bf16()
-    monkeypatch.setattr(torch_device.Path, "read_text", lambda self: "flags : fpu avx2 avx512f\n")
+    monkeypatch.setattr(torch_device, "cpu_info", lambda: "flags : fpu avx2 avx512f\n")
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
     assert not cpu_has_native_bf16()

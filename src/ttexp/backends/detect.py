@@ -50,14 +50,20 @@ def ttml_device_status(mesh_shape: list[int]) -> tuple[bool, str]:
     return True, f"ttml imports ({api.describe()}) and a device opened for mesh {list(mesh_shape)}"
 
 
+def cpu_info() -> str:
+    """The text of Linux's ``/proc/cpuinfo`` (its ``model name`` and ``flags`` lines), or '' where
+    there is none (macOS, Windows)."""
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+
+
 def cpu_model() -> str:
     """This machine's CPU model as ``/proc/cpuinfo`` names it (e.g. 'Intel(R) Xeon(R) Processor'),
     else what :mod:`platform` says: part of every cache key whose figures depend on the CPU (the
     measured matmul peak, compile cost and gain)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
+    for line in cpu_info().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()

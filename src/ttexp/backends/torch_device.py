@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 import torch
 
+from ttexp.backends.detect import cpu_info
 from ttexp.errors import BackendUnavailable
 
 
@@ -22,10 +22,7 @@ def cpu_has_native_bf16() -> bool:
     bf16 machine run as an fp32-only one, e.g. ``ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI`` (a Cascade
     Lake Xeon's level).
     """
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
+    flags = cpu_info()
     if "avx512_bf16" not in flags and "amx_bf16" not in flags:
         return False
     isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
