@@ -8,8 +8,9 @@ tensor, each a pass over memory) and of its SwiGLU MLP (``silu(gate) * up`` on
 Replacements, applied per model instance by :func:`use_fast_eager` and undone by
 :func:`restore_stock`:
 
-- RMSNorm as one ``torch.autograd.Function`` (:class:`RMSNormFunction`): saves only the
-  normalised input and the per-row ``rstd``, and computes the input gradient in closed form.
+- RMSNorm as one ``torch.autograd.Function`` (:class:`RMSNormFunction`): saves one
+  ``[tokens, D]`` tensor and the per-row ``rstd``; in fp32 its backward is ATen's fused
+  LayerNorm backward kernel plus a per-row correction, else a closed form.
 - RoPE as one ``torch.autograd.Function`` (:class:`RotaryFunction`): three kernels forward and
   three backward per tensor, saving only ``cos`` and ``sin``. Fusing the q, k and v projections
   (and gate with up) into one matmul over concatenated weights was measured too, and was slower
@@ -45,23 +46,46 @@ class RMSNormFunction(torch.autograd.Function):
     ``rstd = (mean(x^2) + eps)^-1/2``: ``dx = rstd * (g*w - xhat * mean(g*w * xhat, -1))`` in
     fp32, and ``dw = sum(g * xhat)`` over all rows.
 
+    When ``x`` and ``weight`` are both fp32 (every eager fp32 run), backward is ATen's fused
+    LayerNorm backward kernel given a zero mean and RMSNorm's ``rstd``: LayerNorm's gradient is
+    ``rstd * (g*w - mean(g*w) - xhat * mean(g*w * xhat))`` (the CPU kernel's closed form,
+    aten/src/ATen/native/cpu/layer_norm_kernel.cpp), so adding back ``rstd * mean(g*w)`` (one
+    matrix-vector product) gives RMSNorm's, and ``dw`` is the same sum. One kernel where the
+    element-wise form takes six passes over ``[tokens, D]``.
+
     Shapes: ``x`` [..., D], ``weight`` [D]; the output has ``x``'s shape.
     """
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
         x32 = x.float()
-        rstd = torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)  # [..., 1], fp32
+        d = x.shape[-1]
+        norm = torch.linalg.vector_norm(x32, dim=-1, keepdim=True)  # one pass: sqrt(sum(x^2))
+        rstd = norm.square_().div_(d).add_(eps).rsqrt_()  # [..., 1], fp32
         xhat = (x32 * rstd).to(x.dtype)
+        ctx.fused = x.dtype == weight.dtype == torch.float32
+        if ctx.fused:
+            ctx.save_for_backward(x, rstd, weight)
+            return xhat.mul_(weight)  # xhat is a fresh fp32 tensor, not saved
         ctx.save_for_backward(xhat, rstd, weight)
         return weight * xhat
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, Any, None]:
-        xhat, rstd, weight = ctx.saved_tensors
+        saved, rstd, weight = ctx.saved_tensors
+        d = grad.shape[-1]
+        if ctx.fused:
+            need_dx, need_dw = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+            dx, dw, _ = torch.ops.aten.native_layer_norm_backward(
+                grad, saved, [d], torch.zeros_like(rstd), rstd, weight, None, [need_dx, need_dw, False])
+            if need_dx:
+                gw_mean = (grad.reshape(-1, d) @ weight).view_as(rstd)  # [..., 1]: sum(g*w)
+                dx.addcmul_(gw_mean, rstd, value=1.0 / d)
+            return dx, dw, None
+        xhat = saved
         dx = dw = None
         if ctx.needs_input_grad[1]:
-            dw = (grad * xhat).reshape(-1, grad.shape[-1]).sum(0).to(weight.dtype)
+            dw = (grad * xhat).reshape(-1, d).sum(0).to(weight.dtype)
         if ctx.needs_input_grad[0]:
             gw = (grad * weight).float()
             x32 = xhat.float()
