@@ -109,6 +109,21 @@ def test_rotary_function_equals_transformers_rope(dtype):
     torch.testing.assert_close(dx_fast.float(), dx_ref, **tol)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rmsnorm_forward_is_bit_identical_to_transformers(dtype):
+    """Generation keeps the fast RMSNorm, so its logits must equal the saved model's in
+    transformers exactly (tests/integration/test_run_record.py checks the whole model)."""
+    from transformers.models.llama.modeling_llama import LlamaRMSNorm
+
+    stock = LlamaRMSNorm(64, eps=1e-6)
+    with torch.no_grad():
+        stock.weight.uniform_(0.5, 1.5)
+    fast = copy.deepcopy(stock)
+    torch_eager.use_fast_eager(fast)
+    x = (torch.randn(3, 7, 64, generator=torch.Generator().manual_seed(4)) * 3).to(dtype)
+    assert torch.equal(fast(x), stock(x))
+
+
 def test_rmsnorm_of_a_bf16_input_matches_the_stock_dtype_and_values():
     from transformers.models.llama.modeling_llama import LlamaRMSNorm
 

@@ -59,9 +59,9 @@ class RMSNormFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
         x32 = x.float()
-        d = x.shape[-1]
-        norm = torch.linalg.vector_norm(x32, dim=-1, keepdim=True)  # one pass: sqrt(sum(x^2))
-        rstd = norm.square_().div_(d).add_(eps).rsqrt_()  # [..., 1], fp32
+        # transformers' very ops, so the output is bit-identical to LlamaRMSNorm's: generation
+        # (which keeps this module) gives the same logits as the saved model in transformers
+        rstd = torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)  # [..., 1], fp32
         xhat = (x32 * rstd).to(x.dtype)
         ctx.fused = x.dtype == weight.dtype == torch.float32
         if ctx.fused:
