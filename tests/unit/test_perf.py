@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
+from ttexp.backends import detect
 from ttexp.models.metrics import perplexity
 from ttexp.train import speed as perf
 from ttexp.train.speed import gpu_peak_flops, mfu, peak_flops_for, speed_figures
@@ -86,7 +88,23 @@ def test_bench_reports_three_loops_with_ratios(tmp_path, monkeypatch, capsys):
     assert report["overhead_ratio"] == pytest.approx(by["ttexp"]["step_s"] / by["minimal"]["step_s"])
     assert report["speedup_vs_nanogpt_fp32"] == pytest.approx(
         by["ttexp"]["tokens_per_s"] / by["nanoGPT fp32"]["tokens_per_s"])
-    assert "ttexp step time / minimal loop" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "ttexp step time / minimal loop" in printed
+    m = report["machine"]  # every figure names the CPU and its flags
+    assert m["cpu"] and m["threads"] == torch.get_num_threads() and m["torch"] == torch.__version__
+    assert set(m["flags"]) <= set(detect.SPEED_FLAGS) and f"CPU: {m['cpu']}" in printed
+
+
+def test_bench_names_the_cpu_flags_and_the_isa_caps(monkeypatch):
+    from ttexp.tools.bench import machine
+
+    info = "model name : Xeon X\nflags : fpu avx2 avx512f amx_bf16 sse\n"
+    monkeypatch.setattr(detect, "cpu_info", lambda: info)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_VNNI")
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
+    m = machine()
+    assert m["cpu"] == "Xeon X" and m["flags"] == ["avx2", "avx512f", "amx_bf16"]
+    assert m["isa_caps"] == {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_VNNI"}
 
 
 def test_bench_rejects_a_bad_override_with_a_message(capsys):

@@ -67,3 +67,20 @@ def cpu_model() -> str:
         if line.startswith("model name"):
             return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()
+
+
+SPEED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16",
+               "amx_bf16", "amx_tile", "amx_int8")
+"""The CPU flags that decide fp32 and bf16 matmul speed, named with every speed figure."""
+
+
+def cpu_speed_flags() -> list[str]:
+    """Which of :data:`SPEED_FLAGS` this CPU advertises (``/proc/cpuinfo``; [] elsewhere), in
+    that order."""
+    flags = set()
+    for line in cpu_info().splitlines():
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+            break
+    return [f for f in SPEED_FLAGS if f in flags]
+

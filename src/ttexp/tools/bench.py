@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import statistics
 import sys
 import time
@@ -41,6 +42,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ttexp.backends.compile import compile_regions
+from ttexp.backends.detect import cpu_model, cpu_speed_flags
 from ttexp.backends.factory import create_backend
 from ttexp.backends.torch_eager import use_fast_eager
 from ttexp.config.compose import compose_run_config
@@ -241,11 +243,25 @@ def run_bench(overrides: list[str], warmup: int, steps: int, baselines: bool = T
         "peak_flops": peak, "peak_flops_source": source, "steps": steps, "warmup": warmup,
         "peak_memory_bytes": peak_memory_bytes(device_name), "rows": rows,
         "compile": {"setting": str(cfg.training.compile), "layers": layers, "solo_steps": solo},
+        "machine": machine(),
     }
     if "minimal" in by:
         report["overhead_ratio"] = by["ttexp"]["step_s"] / by["minimal"]["step_s"]
         report["speedup_vs_nanogpt_fp32"] = by["ttexp"]["tokens_per_s"] / by["nanoGPT fp32"]["tokens_per_s"]
     return report
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on: CPU model and speed flags, ATen's CPU capability, the
+    ISA caps set in the environment (``ONEDNN_MAX_CPU_ISA``, ``ATEN_CPU_CAPABILITY``,
+    ``MKL_ENABLE_INSTRUCTIONS``: how an fp32-only or AVX2-only CPU is emulated), threads, torch."""
+    return {"cpu": cpu_model(), "flags": cpu_speed_flags(),
+            "aten_capability": torch.backends.cpu.get_cpu_capability(),
+            "isa_caps": {k: os.environ[k] for k in ISA_CAPS if k in os.environ},
+            "threads": torch.get_num_threads(), "torch": torch.__version__}
+
+
+ISA_CAPS = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS")
 
 
 def print_report(report: dict[str, Any]) -> None:
@@ -271,6 +287,10 @@ def print_report(report: dict[str, Any]) -> None:
     console.print(f"FLOPs/token {report['flops_per_token']:,}; peak "
                   f"{(report['peak_flops'] or 0) / 1e12:.2f} TFLOP/s ({report['peak_flops_source']}); "
                   f"peak memory {report['peak_memory_bytes'] / 2**20:,.0f} MiB")
+    m = report["machine"]
+    caps = "".join(f"; {k}={v}" for k, v in m["isa_caps"].items())
+    console.print(f"CPU: {m['cpu']} ({' '.join(m['flags']) or 'no flags read'}); ATen "
+                  f"{m['aten_capability']}{caps}; {m['threads']} threads; torch {m['torch']}")
     if "overhead_ratio" in report:
         console.print(f"ttexp step time / minimal loop: {report['overhead_ratio']:.3f}x; "
                       f"ttexp tokens/s / nanoGPT fp32: {report['speedup_vs_nanogpt_fp32']:.2f}x")
