@@ -5,10 +5,10 @@
 
 Times one training step (forward, cross-entropy, backward, clip, AdamW) of the bench's minimal
 loop (ttexp.tools.bench.bench_minimal) three ways: transformers' stock Llama, the same model with
-the fast RMSNorm and the MLP chunked at each ``--chunk-mib`` size (MiB per ``[rows, mlp_dim]``
-intermediate), and the bench's nanoGPT-style fp32 model. Default shape: the bench's (nano,
-16 x 512); fp32, or bf16 autocast for both Llamas with ``--bf16`` (nanoGPT stays fp32). One step of each per round, so load from other processes falls on all alike;
-prints the median step time over the rounds and its ratio to nanoGPT's (> 1 = faster).
+ttexp's eager modules (RMSNorm, RoPE) and the MLP chunked at each ``--chunk-mib`` size (MiB per
+``[rows, mlp_dim]`` intermediate), and the bench's nanoGPT-style fp32 model. Default shape: the
+bench's (nano, 16 x 512); fp32, or bf16 autocast for both Llamas with ``--bf16`` (nanoGPT stays
+fp32). One step of each per round, so load from other processes falls on all alike; prints the median step time over the rounds and its ratio to nanoGPT's (> 1 = faster).
 """
 
 from __future__ import annotations

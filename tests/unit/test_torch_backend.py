@@ -146,11 +146,11 @@ def test_native_bf16_follows_the_isa_caps_torch_and_onednn_obey(monkeypatch):
     a bf16 machine can run as an fp32-only one; on a CPU without the flags it is fp32 anyway."""
     import torch
 
-    from ttexp.backends import torch_device
+    from ttexp.backends import detect
     from ttexp.backends.torch_device import autocast_dtype_for, cpu_has_native_bf16
 
     flags = "flags : fpu avx2 avx512f avx512_bf16 amx_bf16\n"
-    monkeypatch.setattr(torch_device, "cpu_info", lambda: flags)
+    monkeypatch.setattr(detect, "cpu_info", lambda: flags)
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
     assert cpu_has_native_bf16()
@@ -165,6 +165,6 @@ def test_native_bf16_follows_the_isa_caps_torch_and_onednn_obey(monkeypatch):
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
     assert not cpu_has_native_bf16()
-    monkeypatch.setattr(torch_device, "cpu_info", lambda: "flags : fpu avx2 avx512f\n")
+    monkeypatch.setattr(detect, "cpu_info", lambda: "flags : fpu avx2 avx512f\n")
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
     assert not cpu_has_native_bf16()

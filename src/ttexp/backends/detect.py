@@ -83,4 +83,3 @@ def cpu_speed_flags() -> list[str]:
             flags = set(line.split(":", 1)[1].split())
             break
     return [f for f in SPEED_FLAGS if f in flags]
-

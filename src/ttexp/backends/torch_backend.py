@@ -3,7 +3,7 @@
 Speed choices (reference/perf_anchors.md §5): SDPA attention; bf16 autocast where the device has
 native bf16 (CUDA with bf16, CPUs with AVX512_BF16 or AMX), fp32 elsewhere; optional
 ``torch.compile``; fused AdamW on CPU and CUDA; one host synchronisation per optimizer step; in
-eager mode on CPU, RMSNorm and the MLP that move fewer bytes (:mod:`ttexp.backends.torch_eager`).
+eager mode on CPU, RMSNorm, RoPE and the MLP that move fewer bytes (:mod:`ttexp.backends.torch_eager`).
 """
 
 from __future__ import annotations

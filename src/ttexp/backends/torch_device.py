@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from ttexp.backends.detect import cpu_info
+from ttexp.backends.detect import cpu_speed_flags
 from ttexp.errors import BackendUnavailable
 
 
@@ -22,7 +22,7 @@ def cpu_has_native_bf16() -> bool:
     bf16 machine run as an fp32-only one, e.g. ``ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI`` (a Cascade
     Lake Xeon's level).
     """
-    flags = cpu_info()
+    flags = cpu_speed_flags()
     if "avx512_bf16" not in flags and "amx_bf16" not in flags:
         return False
     isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()

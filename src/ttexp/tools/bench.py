@@ -109,11 +109,16 @@ def bench_ttexp(cfg: Any) -> dict[str, Any]:
             "backend": backend}
 
 
+def _compile_state(backend: Any) -> str:
+    """The torch backend's ``compile_state``; 'eager' for a backend without one (ttml)."""
+    return getattr(backend, "compile_state", "eager")
+
+
 def settle_compile(ours: dict[str, Any], limit: int = SETTLE_STEPS) -> int:
     """Run ttexp's step alone while ``training.compile=auto`` is deciding (see the module
     docstring); returns how many steps that took (0 when the setting is true or false)."""
     n = 0
-    while getattr(ours["backend"], "compile_state", "eager") == "deciding" and n < limit:
+    while _compile_state(ours["backend"]) == "deciding" and n < limit:
         ours["step"](n)
         n += 1
     return n
@@ -219,7 +224,7 @@ def run_bench(overrides: list[str], warmup: int, steps: int, baselines: bool = T
     plan, device_name = ours["plan"], ours["device"]
     device = torch.device(device_name.split(" ")[0])
     solo = settle_compile(ours)
-    compiled = getattr(ours["backend"], "compile_state", "eager") == "compiled"  # true or auto's
+    compiled = _compile_state(ours["backend"]) == "compiled"  # true or auto's
     first = ours["step"]
     steps_fns = {"ttexp": lambda i: first(solo + i)}
     if baselines and plan.backend == "torch":
@@ -251,6 +256,10 @@ def run_bench(overrides: list[str], warmup: int, steps: int, baselines: bool = T
     return report
 
 
+ISA_CAPS = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS")
+"""Environment variables that cap the instruction set torch, oneDNN and MKL use."""
+
+
 def machine() -> dict[str, Any]:
     """What the figures were measured on: CPU model and speed flags, ATen's CPU capability, the
     ISA caps set in the environment (``ONEDNN_MAX_CPU_ISA``, ``ATEN_CPU_CAPABILITY``,
@@ -259,9 +268,6 @@ def machine() -> dict[str, Any]:
             "aten_capability": torch.backends.cpu.get_cpu_capability(),
             "isa_caps": {k: os.environ[k] for k in ISA_CAPS if k in os.environ},
             "threads": torch.get_num_threads(), "torch": torch.__version__}
-
-
-ISA_CAPS = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS")
 
 
 def print_report(report: dict[str, Any]) -> None:
