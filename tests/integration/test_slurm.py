@@ -38,7 +38,7 @@ from conftest import ROOT, run_in_process
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
-STEPS = 160  # long enough (a second or more) for the requeue to land mid-run on a loaded machine
+STEPS = 320  # long enough (a few seconds) for each stop to land mid-run on a loaded machine
 REQUEUED = 3  # the last two jobs: their restarts wait for SLURM's cred_expire while the others finish
 WARNED = 2  # gets submitit's warning signal (USR2) and is requeued by submitit
 JOB = ["debug=tiny", f"training.max_steps={STEPS}", "training.checkpoint_frequency=10",
@@ -89,8 +89,9 @@ def _losses(run_dir: Path) -> dict[int, float]:
 
 @pytest.fixture(scope="module")
 def requeued_sweep(slurm, tmp_path_factory, corpus):
-    """Submit the sweep; once jobs 2 and 3 have their first checkpoint, send job 2 the warning
-    signal and requeue job 3; wait for both restarts and the end. Prints SLURM's figures."""
+    """Submit the sweep; as soon as job 2 has its first checkpoint send it the warning signal, and
+    as soon as job 3 has its first, requeue it; wait for both restarts and the end. Prints SLURM's
+    figures."""
     tmp = tmp_path_factory.mktemp("slurm")
     sweep, name = tmp / "sweep", f"ttexp-test-{uuid.uuid4().hex[:8]}"
     args = [sys.executable, "-m", "ttexp", "-m", *JOB, f"data.path={corpus}",
@@ -105,20 +106,29 @@ def requeued_sweep(slurm, tmp_path_factory, corpus):
     def logged(n: int, text: str):
         return lambda: log[n].is_file() and text in log[n].read_text()
 
+    stop = {WARNED: ["scancel", "--signal=USR2"], REQUEUED: ["scontrol", "requeue"]}
     try:
-        for n in (WARNED, REQUEUED):
-            _wait_for(f"job {n}'s first checkpoint", lambda n=n: list((sweep / f"{n}/checkpoints").glob("step_*")),
-                      180, proc)
-        ids = subprocess.run(["squeue", "-h", "-n", name, "-o", "%i"], capture_output=True, text=True).stdout.split()
-        job = {n: next(i for i in ids if i.endswith(f"_{n}")) for n in (WARNED, REQUEUED)}  # task N = job N
-        signalled = time.monotonic()
-        subprocess.run(["scancel", "--signal=USR2", job[WARNED]], check=True, timeout=30)
-        subprocess.run(["scontrol", "requeue", job[REQUEUED]], check=True, timeout=30)
+        # Stop each job the moment its own first checkpoint is on disk: a job runs its STEPS in a
+        # second or two, so waiting for the other job's checkpoint first could let it finish.
+        end, signalled = time.monotonic() + 180, {}
+        while len(signalled) < len(stop):
+            for n in stop.keys() - signalled.keys():
+                if list((sweep / f"{n}/checkpoints").glob("step_*")):
+                    ids = subprocess.run(["squeue", "-h", "-n", name, "-o", "%i"], capture_output=True,
+                                         text=True).stdout.split()
+                    job = next((i for i in ids if i.endswith(f"_{n}")), None)  # task N = job N
+                    assert job, f"job {n} left the queue before it could be stopped (squeue: {ids})"
+                    subprocess.run([*stop[n], job], check=True, timeout=30)
+                    signalled[n] = time.monotonic()
+            if proc.poll() is not None or time.monotonic() > end:
+                raise AssertionError(f"jobs {sorted(stop.keys() - signalled.keys())} never checkpointed "
+                                     f"(sweep exit {proc.poll()}):\n{proc.stdout.read() if proc.poll() is not None else ''}")
+            time.sleep(0.02)
         _wait_for("job 2's checkpoint and requeue", logged(WARNED, "requeued by submitit"), 60, proc)
-        seen["signal to checkpoint and requeue"] = time.monotonic() - signalled
+        seen["signal to checkpoint and requeue"] = time.monotonic() - signalled[WARNED]
         for n in (WARNED, REQUEUED):
             _wait_for(f"job {n}'s restart", logged(n, "SLURM restart 1"), 120, proc)
-            seen[f"job {n}: signal to restart"] = time.monotonic() - signalled
+            seen[f"job {n}: signal to restart"] = time.monotonic() - signalled[n]
         out, _ = proc.communicate(timeout=240)
     finally:
         if proc.poll() is None:
